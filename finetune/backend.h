@@ -1,0 +1,103 @@
+/* backend: the op table that the model, losses and optimizer are written against.
+ *
+ * One table per device. The CPU backend (backend_cpu*.c) is the fp32
+ * reference: plain loops threaded with OpenMP. The CUDA backend
+ * (backend_cuda.cu) is the fast one and is checked op by op against the CPU
+ * twin. All tensor arguments live on the backend's device; ints are int32,
+ * floats are fp32 unless an op says otherwise. "acc" arguments: 0 = overwrite
+ * the output, 1 = add into it (gradients accumulate across micro-batches).
+ *
+ * Token layout: a batch is one flat run of T tokens. Sequences are packed
+ * back to back (padding rows are simply samples whose tokens carry no loss);
+ * attention is confined to a sample by doc_start: query token i may see key j
+ * only when doc_start[i] <= j <= q_start + i, and, with a sliding window W > 0,
+ * (q_start + i) - j < W (the window includes the token itself, as in HF). */
+#ifndef FT_BACKEND_H
+#define FT_BACKEND_H
+
+#include "tensor.h"
+#include "util.h"
+
+typedef struct ft_attn_layout {
+    int64_t q_start;          /* key index of query 0: 0 in training, cache length when generating */
+    const int32_t *doc_start; /* [Tq] on device: first key index of each query's sample */
+    int window;               /* sliding window in tokens, 0 = unlimited */
+    float scale;              /* softmax scale, usually 1/sqrt(head_dim) */
+} ft_attn_layout;
+
+typedef struct ft_backend ft_backend;
+struct ft_backend {
+    const char *name;
+    ft_device device;
+    void *impl; /* backend private state */
+
+    /* ---- memory ---- */
+    void *(*alloc)(ft_backend *b, size_t bytes); /* NULL when out of memory */
+    void (*free)(ft_backend *b, void *p);
+    void (*upload)(ft_backend *b, void *dst_dev, const void *src_host, size_t bytes);
+    void (*download)(ft_backend *b, void *dst_host, const void *src_dev, size_t bytes);
+    void (*copy)(ft_backend *b, void *dst_dev, const void *src_dev, size_t bytes);
+    void (*zero)(ft_backend *b, void *dst_dev, size_t bytes);
+    void (*sync)(ft_backend *b);
+    void (*destroy)(ft_backend *b);
+    /* bytes in use now and at peak (device memory; for CPU, what this backend allocated) */
+    void (*memory)(ft_backend *b, size_t *in_use, size_t *peak);
+
+    /* ---- forward ops ---- */
+    /* C = alpha * op(A) op(B) + beta * C, 2-D row-major; op(X) = X or X^T per ta/tb.
+     * A is [M,K] (or [K,M] when ta), B is [K,N] (or [N,K] when tb), C is [M,N]. */
+    void (*gemm)(ft_backend *b, const ft_tensor *A, int ta, const ft_tensor *B, int tb, ft_tensor *C,
+                 float alpha, float beta);
+    /* out[t,:] = table[ids[t],:] ; ids [T] int32, table [V,D], out [T,D] */
+    void (*embedding)(ft_backend *b, const ft_tensor *ids, const ft_tensor *table, ft_tensor *out);
+    /* out = x * rstd * w, rstd[t] = 1/sqrt(mean(x[t]^2) + eps); x,out [T,D], w [D]; rstd [T] may be NULL */
+    void (*rmsnorm)(ft_backend *b, const ft_tensor *x, const ft_tensor *w, float eps, ft_tensor *out,
+                    ft_tensor *rstd);
+    /* In-place rotary embedding, HF rotate-half layout, on x [T,H,Dh]:
+     * angle = pos[t] * inv_freq[i] for i < Dh/2; pairs (i, i + Dh/2). inverse=1 rotates by -angle
+     * (the backward pass). cos/sin are multiplied by mscale (1 unless the scaling type says so). */
+    void (*rope)(ft_backend *b, ft_tensor *x, const ft_tensor *pos, const ft_tensor *inv_freq, float mscale,
+                 int inverse);
+    /* Causal attention with GQA (Hq a multiple of Hkv): q,out [Tq,Hq,Dh], k,v [Tk,Hkv,Dh].
+     * lse [Tq,Hq] (may be NULL) receives log-sum-exp of the scaled scores, kept for backward. */
+    void (*attention)(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v, ft_tensor *out,
+                      ft_tensor *lse, const ft_attn_layout *L);
+    /* out = silu(gate) * up, all [T,F] */
+    void (*swiglu)(ft_backend *b, const ft_tensor *gate, const ft_tensor *up, ft_tensor *out);
+    /* out = a + b (out may alias a or b) */
+    void (*add)(ft_backend *b, const ft_tensor *a, const ft_tensor *x, ft_tensor *out);
+    /* out[t] += bias[j] broadcast over rows: x [T,N], bias [N] (Qwen2 q/k/v biases) */
+    void (*add_bias)(ft_backend *b, ft_tensor *x, const ft_tensor *bias);
+    /* Fused, chunked lm_head + log-softmax: logp[t] = log softmax(h[t] . W^T)[targets[t]], the full
+     * [T,V] logits never exist. targets < 0 give logp 0. h [T,D], W [V,D], logp and lse [T] (lse may be NULL). */
+    void (*token_logprobs)(ft_backend *b, const ft_tensor *h, const ft_tensor *W, const ft_tensor *targets,
+                           ft_tensor *logp, ft_tensor *lse);
+
+    /* ---- backward ops (gradients of the forward ops above) ---- */
+    void (*embedding_backward)(ft_backend *b, const ft_tensor *ids, const ft_tensor *dout, ft_tensor *dtable,
+                               int acc);
+    /* dx (overwrite, or add when acc) and dw (always accumulated; may be NULL for a frozen weight) */
+    void (*rmsnorm_backward)(ft_backend *b, const ft_tensor *dout, const ft_tensor *x, const ft_tensor *w,
+                             const ft_tensor *rstd, ft_tensor *dx, ft_tensor *dw, int acc);
+    /* dq [Tq,Hq,Dh], dk, dv [Tk,Hkv,Dh] overwritten; out and lse from the forward pass */
+    void (*attention_backward)(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v,
+                               const ft_tensor *out, const ft_tensor *lse, const ft_tensor *dout, ft_tensor *dq,
+                               ft_tensor *dk, ft_tensor *dv, const ft_attn_layout *L);
+    void (*swiglu_backward)(ft_backend *b, const ft_tensor *gate, const ft_tensor *up, const ft_tensor *dout,
+                            ft_tensor *dgate, ft_tensor *dup);
+    /* Gradient of sum_t dlogp[t] * logp[t]: dh [T,D] overwritten, dW [V,D] accumulated (may be NULL). */
+    void (*token_logprobs_backward)(ft_backend *b, const ft_tensor *h, const ft_tensor *W, const ft_tensor *targets,
+                                    const ft_tensor *lse, const ft_tensor *dlogp, ft_tensor *dh, ft_tensor *dW);
+};
+
+/* Create a backend by name: "cpu", "cuda", or "auto" (CUDA when a GPU is usable, else CPU). */
+int ft_backend_create(const char *name, ft_backend **out, ft_error *e);
+ft_backend *ft_backend_cpu_create(void);
+/* Defined in backend_cuda.cu when built with CUDA, else a stub that reports FT_EDEVICE. */
+int ft_backend_cuda_create(ft_backend **out, ft_error *e);
+int ft_backend_cuda_available(void);
+
+/* Host-side convenience: allocate a tensor on the backend (FT_ENOMEM on failure). */
+int ft_backend_tensor(ft_backend *b, ft_dtype dt, int ndim, const int64_t *shape, ft_tensor *out, ft_error *e);
+
+#endif

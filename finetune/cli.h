@@ -1,0 +1,32 @@
+/* cli: the finetune command line. Each command lives in its own cli_<name>.c
+ * as `int cmd_<name>(int argc, char **argv)` (argv[0] is the command name) and
+ * returns the process exit code: 0 success, 2 bad input (FT_EINPUT), ...
+ * Every command accepts --help and rejects unknown options. */
+#ifndef FT_CLI_H
+#define FT_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+int cmd_info(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_render(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+
+/* Print "finetune <cmd>: <message>" to stderr once and return e->code (or 1). */
+int cli_report(const char *cmd, const ft_error *e);
+/* "unknown option" / "missing value" errors, printed with a hint to use --help; return FT_EINPUT. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse "1,2,3" into a malloc'd int32 array. */
+int cli_parse_ids(const char *s, int32_t **ids, size_t *n, ft_error *e);
+/* Parse an integer / float option value with range checks; name is the flag for errors. */
+int cli_parse_int(const char *name, const char *s, long lo, long hi, long *out, ft_error *e);
+int cli_parse_float(const char *name, const char *s, double *out, ft_error *e);
+int cli_is_help(const char *arg);
+
+#endif

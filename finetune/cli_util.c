@@ -1,0 +1,75 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_report(const char *cmd, const ft_error *e) {
+    fprintf(stderr, "finetune %s: %s\n", cmd, e->msg[0] ? e->msg : "failed");
+    return e->code ? e->code : 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "finetune %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see 'finetune %s --help')\n", cmd);
+    return FT_EINPUT;
+}
+
+int cli_is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+
+int cli_parse_ids(const char *s, int32_t **ids, size_t *n, ft_error *e) {
+    size_t cap = 16, len = 0;
+    int32_t *v = ft_xmalloc(cap * sizeof *v);
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX) {
+            free(v);
+            return ft_fail(e, FT_EINPUT, "token ids '%s': expected comma-separated non-negative integers", s);
+        }
+        if (len == cap) v = ft_xrealloc(v, (cap *= 2) * sizeof *v);
+        v[len++] = (int32_t)x;
+        p = end;
+        if (*p == ',') {
+            p++;
+            if (!*p) break;
+        } else if (*p) {
+            free(v);
+            return ft_fail(e, FT_EINPUT, "token ids '%s': unexpected '%c'", s, *p);
+        }
+    }
+    if (len == 0) {
+        free(v);
+        return ft_fail(e, FT_EINPUT, "token ids: the list is empty");
+    }
+    *ids = v;
+    *n = len;
+    return FT_OK;
+}
+
+int cli_parse_int(const char *name, const char *s, long lo, long hi, long *out, ft_error *e) {
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    if (!*s || *end || errno || x < lo || x > hi)
+        return ft_fail(e, FT_EINPUT, "%s %s: expected an integer in [%ld, %ld]", name, s, lo, hi);
+    *out = x;
+    return FT_OK;
+}
+
+int cli_parse_float(const char *name, const char *s, double *out, ft_error *e) {
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (!*s || *end || errno) return ft_fail(e, FT_EINPUT, "%s %s: expected a number", name, s);
+    *out = x;
+    return FT_OK;
+}

@@ -1,0 +1,40 @@
+/* finetune: the command-line entry point; dispatches to cmd_<name>. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"info", cmd_info, "describe a checkpoint: architecture, parameters, training memory"},
+    {"generate", cmd_generate, "generate tokens from a prompt"},
+    {"score", cmd_score, "log-probability of each token given those before it"},
+    {"init", cmd_init, "write a randomly initialised checkpoint for a config"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: finetune <command> [options]   (finetune <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return FT_EINPUT;
+    }
+    if (cli_is_help(argv[1])) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "finetune: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return FT_EINPUT;
+}
