@@ -1,0 +1,58 @@
+/* backend_cpu: private declarations shared by backend_cpu.c (memory, gemm,
+ * forward ops) and backend_cpu_grad.c (backward ops).
+ *
+ * The CPU backend is the fp32 reference. Every float tensor must be FT_F32,
+ * every index tensor (ids, pos, targets, doc_start) FT_I32. A shape or dtype
+ * that breaks an op's contract in backend.h is a bug in the calling code (the
+ * loaders and batcher validate user data first), so it is reported on stderr
+ * naming the op and argument, and the process stops (cpu_contract).
+ * Results are deterministic: every reduction has a fixed order that does not
+ * depend on the number of threads or their scheduling. */
+#ifndef FT_BACKEND_CPU_H
+#define FT_BACKEND_CPU_H
+
+#include "backend.h"
+
+#include <stdint.h>
+
+/* Report a broken op contract (a caller bug) and stop. */
+void cpu_contract(const char *op, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+/* Checks used by every op. */
+void cpu_need_f32(const char *op, const char *arg, const ft_tensor *t);
+void cpu_need_i32(const char *op, const char *arg, const ft_tensor *t);
+/* rows = product of all dims but the last, cols = last dim */
+void cpu_rows_cols(const ft_tensor *t, int64_t *rows, int64_t *cols);
+
+/* 64-byte aligned scratch memory (not counted by the backend's memory()); NULL on failure. */
+void *cpu_scratch(size_t bytes);
+void cpu_scratch_free(void *p);
+
+/* C[M,N] = alpha * op(A) op(B) + beta * C on raw row-major pointers with leading dims.
+ * op(A)[i,k] = ta ? A[k*lda + i] : A[i*lda + k]; op(B)[k,j] = tb ? B[j*ldb + k] : B[k*ldb + j].
+ * beta == 0 never reads C. Threaded; bit-identical for any thread count. */
+void cpu_gemm_raw(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int ta, const float *B, int64_t ldb,
+                  int tb, float *C, int64_t ldc, float alpha, float beta);
+
+/* Keys visible to query i (absolute key index qpos = q_start + i): [*lo, *hi], empty when lo > hi. */
+void cpu_attn_range(const ft_attn_layout *L, int64_t i, int64_t Tk, int64_t *lo, int64_t *hi);
+
+/* logits chunk width used by the fused lm_head ops for T tokens and vocab V */
+int64_t cpu_vocab_chunk(int64_t T, int64_t V);
+
+/* Forward-op helper reused by the backward pass: per-token log-sum-exp of h . W^T into lse [T]. */
+void cpu_token_lse(const float *h, const float *W, int64_t T, int64_t D, int64_t V, float *lse);
+
+/* backward ops (backend_cpu_grad.c) */
+void cpu_embedding_backward(ft_backend *b, const ft_tensor *ids, const ft_tensor *dout, ft_tensor *dtable, int acc);
+void cpu_rmsnorm_backward(ft_backend *b, const ft_tensor *dout, const ft_tensor *x, const ft_tensor *w,
+                          const ft_tensor *rstd, ft_tensor *dx, ft_tensor *dw, int acc);
+void cpu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v,
+                            const ft_tensor *out, const ft_tensor *lse, const ft_tensor *dout, ft_tensor *dq,
+                            ft_tensor *dk, ft_tensor *dv, const ft_attn_layout *L);
+void cpu_swiglu_backward(ft_backend *b, const ft_tensor *gate, const ft_tensor *up, const ft_tensor *dout,
+                         ft_tensor *dgate, ft_tensor *dup);
+void cpu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const ft_tensor *W, const ft_tensor *targets,
+                                 const ft_tensor *lse, const ft_tensor *dlogp, ft_tensor *dh, ft_tensor *dW);
+
+#endif
