@@ -1,0 +1,99 @@
+/* cuda_internal: state and helpers shared by the CUDA backend's .cu files.
+ *
+ * Not a public header: the rest of the project sees only backend.h. Ops in the
+ * table return void, so a CUDA op that meets a bad argument or a failed launch
+ * records the message in the state (cu_report), prints it once to stderr, and
+ * does nothing else; it never aborts. Values are loaded and stored through
+ * cu_ld/cu_st so every kernel is written once for F32, BF16 and F16 storage
+ * with fp32 arithmetic (dtype dispatch with CU_DISPATCH). */
+#ifndef FT_CUDA_INTERNAL_CUH
+#define FT_CUDA_INTERNAL_CUH
+
+extern "C" {
+#include "backend.h"
+}
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cu_alloc {
+    void *p;
+    size_t n;
+} cu_alloc;
+
+typedef struct cu_state {
+    int device, sm; /* sm = major * 10 + minor */
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    cu_alloc *allocs; /* live allocations (few: the model draws from arenas) */
+    size_t nallocs, cap;
+    size_t in_use, peak;
+    void *scratch; /* per-op workspace, grown on demand, never shrunk */
+    size_t scratch_bytes;
+    int nerrors;
+    char last_error[1024];
+} cu_state;
+
+static inline cu_state *cu_of(ft_backend *b) { return (cu_state *)b->impl; }
+
+/* Record and print an op failure (printf-style). */
+void cu_report(ft_backend *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* After a launch: report a launch error for op; returns 0 when fine. */
+int cu_check_launch(ft_backend *b, const char *op);
+/* Workspace of at least bytes (256-byte aligned), NULL (reported) on OOM. */
+void *cu_scratch(ft_backend *b, size_t bytes, const char *op);
+/* Shape/dtype/device check of one tensor argument; reports and returns 0 when wrong. */
+int cu_arg(ft_backend *b, const char *op, const char *name, const ft_tensor *t, int want_float, int ndim_min,
+           int ndim_max);
+
+/* attention (cuda_attention.cu) */
+void cu_attention(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v, ft_tensor *out,
+                  ft_tensor *lse, const ft_attn_layout *L);
+void cu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v,
+                           const ft_tensor *out, const ft_tensor *lse, const ft_tensor *dout, ft_tensor *dq,
+                           ft_tensor *dk, ft_tensor *dv, const ft_attn_layout *L);
+
+/* ---- device helpers ---- */
+static __device__ __forceinline__ float cu_ld(const float *p, size_t i) { return p[i]; }
+static __device__ __forceinline__ float cu_ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+static __device__ __forceinline__ float cu_ld(const __half *p, size_t i) { return __half2float(p[i]); }
+static __device__ __forceinline__ void cu_st(float *p, size_t i, float v) { p[i] = v; }
+static __device__ __forceinline__ void cu_st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16(v); }
+static __device__ __forceinline__ void cu_st(__half *p, size_t i, float v) { p[i] = __float2half(v); }
+
+#define CU_FULL 0xffffffffu
+static __device__ __forceinline__ float cu_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(CU_FULL, v, o);
+    return v;
+}
+static __device__ __forceinline__ float cu_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(CU_FULL, v, o));
+    return v;
+}
+
+/* Run the statement list with T bound to the storage type of dtype dt (F32, BF16, F16). */
+#define CU_DISPATCH(b, op, dt, ...)                                                       \
+    do {                                                                                  \
+        switch (dt) {                                                                     \
+        case FT_F32: {                                                                    \
+            typedef float T;                                                              \
+            __VA_ARGS__;                                                                  \
+        } break;                                                                          \
+        case FT_BF16: {                                                                   \
+            typedef __nv_bfloat16 T;                                                      \
+            __VA_ARGS__;                                                                  \
+        } break;                                                                          \
+        case FT_F16: {                                                                    \
+            typedef __half T;                                                             \
+            __VA_ARGS__;                                                                  \
+        } break;                                                                          \
+        default: cu_report(b, "%s: dtype %s is not supported on cuda", op, ft_dtype_name(dt)); \
+        }                                                                                 \
+    } while (0)
+
+#endif
