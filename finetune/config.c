@@ -329,6 +329,10 @@ int cfg_load(const char *model_dir, ft_config *cfg, ft_error *e) {
 /* Shortest decimal that reads back as the same float, always with a '.' or exponent (so Python sees a float). */
 static cJSON *float_item(float v) {
     char buf[48];
+    if (v == (float)(int64_t)v && fabsf(v) < 1e15f) { /* 500000.0 rather than 5e+05 */
+        snprintf(buf, sizeof buf, "%.1f", (double)v);
+        return cJSON_CreateRaw(buf);
+    }
     for (int p = 1; p <= 9; p++) {
         snprintf(buf, sizeof buf, "%.*g", p, (double)v);
         if (strtof(buf, NULL) == v) break;
@@ -349,7 +353,7 @@ int cfg_write(const char *model_dir, const ft_config *c, ft_error *e) {
     cJSON *archs = cJSON_CreateArray();
     cJSON_AddItemToArray(archs, cJSON_CreateString(arch));
     cJSON_AddItemToObject(o, "architectures", archs);
-    if (!mistral) cJSON_AddBoolToObject(o, "attention_bias", llama ? c->attention_bias : 1);
+    if (llama) cJSON_AddBoolToObject(o, "attention_bias", c->attention_bias); /* Qwen2: implied */
     cJSON_AddItemToObject(o, "attention_dropout", cJSON_CreateRaw("0.0"));
     cJSON_AddItemToObject(o, "bos_token_id", token_item(c->bos_token_id));
     cJSON_AddItemToObject(o, "eos_token_id", token_item(c->eos_token_id));
@@ -417,6 +421,7 @@ int64_t cfg_param_count(const ft_config *c) {
                     + 3 * H * I                 /* gate, up, down */
                     + 2 * H;                    /* two RMSNorms */
     if (c->attention_bias) layer += q + 2 * kv;
+    if (c->attention_bias && c->arch == FT_ARCH_LLAMA) layer += H; /* Llama's o_proj has a bias too; Qwen2's not */
     int64_t n = V * H + (int64_t)c->num_layers * layer + H;
     if (!c->tie_word_embeddings) n += V * H;
     return n;
