@@ -15,6 +15,7 @@ static const command COMMANDS[] = {
     {"generate", cmd_generate, "generate tokens from a prompt"},
     {"score", cmd_score, "log-probability of each token given those before it"},
     {"init", cmd_init, "write a randomly initialised checkpoint for a config"},
+    {"tokenize", cmd_tokenize, "encode JSONL text to token ids (or --decode ids to text)"},
 };
 
 static void usage(FILE *f) {
