@@ -17,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { CU_ANYF = 1, CU_F32 = 2, CU_I32 = 3 };
-
 /* ---------------------------------------------------------------- errors */
 
 void cu_report(ft_backend *b, const char *fmt, ...) {

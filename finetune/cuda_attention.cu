@@ -98,13 +98,13 @@ __global__ void __launch_bounds__(AT_WARPS * 32)
         m = mn;
     }
     if (!active) return;
-    float inv = l > 0.f ? 1.f / l : 0.f; /* a query that sees no key gets out 0, lse -inf */
+    float inv = l > 0.f ? 1.f / l : 0.f; /* a query that sees no key gets out 0 and lse +inf, as on the CPU */
 #pragma unroll
     for (int r = 0; r < AT_DMAX / 32; r++) {
         int d = lane + 32 * r;
         if (d < Dh) cu_st(out, ((size_t)i * Hq + h) * Dh + d, acc[r] * inv);
     }
-    if (lse && lane == 0) lse[(size_t)i * Hq + h] = l > 0.f ? m + logf(l) : -INFINITY;
+    if (lse && lane == 0) lse[(size_t)i * Hq + h] = l > 0.f ? m + logf(l) : INFINITY;
 }
 
 /* Dsum[i, h] = sum_d dout * out (one warp per row) */
@@ -301,7 +301,8 @@ typedef struct at_dims {
 
 static int at_check(ft_backend *b, const char *op, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v,
                     const ft_attn_layout *L, at_dims *o) {
-    if (!cu_arg(b, op, "q", q, 1, 3, 3) || !cu_arg(b, op, "k", k, 1, 3, 3) || !cu_arg(b, op, "v", v, 1, 3, 3))
+    if (!cu_arg(b, op, "q", q, CU_ANYF, 3, 3) || !cu_arg(b, op, "k", k, CU_ANYF, 3, 3) ||
+        !cu_arg(b, op, "v", v, CU_ANYF, 3, 3))
         return 0;
     char s1[64], s2[64], s3[64];
     int64_t Tq = q->shape[0], Hq = q->shape[1], Dh = q->shape[2], Tk = k->shape[0], Hkv = k->shape[1];
@@ -336,7 +337,7 @@ static int at_check(ft_backend *b, const char *op, const ft_tensor *q, const ft_
 }
 
 static int at_like(ft_backend *b, const char *op, const char *name, const ft_tensor *t, const ft_tensor *like) {
-    if (!cu_arg(b, op, name, t, 1, 3, 3)) return 0;
+    if (!cu_arg(b, op, name, t, CU_ANYF, 3, 3)) return 0;
     if (t->dtype == like->dtype && t->shape[0] == like->shape[0] && t->shape[1] == like->shape[1] &&
         t->shape[2] == like->shape[2])
         return 1;
@@ -347,7 +348,7 @@ static int at_like(ft_backend *b, const char *op, const char *name, const ft_ten
 }
 
 static int at_lse(ft_backend *b, const char *op, const ft_tensor *lse, const at_dims *d) {
-    if (!cu_arg(b, op, "lse", lse, 2, 1, 2)) return 0;
+    if (!cu_arg(b, op, "lse", lse, CU_F32, 1, 2)) return 0;
     if (ft_numel(lse) == (int64_t)d->Tq * d->Hq) return 1;
     char s[64];
     cu_report(b, "%s: lse %s must be [%d, %d]", op, ft_shape_str(lse, s, sizeof s), d->Tq, d->Hq);

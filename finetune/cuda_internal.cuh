@@ -47,7 +47,9 @@ void cu_report(ft_backend *b, const char *fmt, ...) __attribute__((format(printf
 int cu_check_launch(ft_backend *b, const char *op);
 /* Workspace of at least bytes (256-byte aligned), NULL (reported) on OOM. */
 void *cu_scratch(ft_backend *b, size_t bytes, const char *op);
-/* Shape/dtype/device check of one tensor argument; reports and returns 0 when wrong. */
+/* Shape/dtype/device check of one tensor argument; reports and returns 0 when wrong.
+ * want: CU_ANYF (F32, BF16 or F16), CU_F32, CU_I32. */
+enum { CU_ANYF = 1, CU_F32 = 2, CU_I32 = 3 };
 int cu_arg(ft_backend *b, const char *op, const char *name, const ft_tensor *t, int want_float, int ndim_min,
            int ndim_max);
 

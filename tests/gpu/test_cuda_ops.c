@@ -1,0 +1,382 @@
+/* test_cuda_ops: every op of the CUDA backend against its CPU twin.
+ *
+ * Fresh random inputs per op, identical on both backends; the GPU's outputs are
+ * poisoned with NaN first, so an element the kernel forgot to write fails.
+ * Without a usable GPU the test checks that create fails cleanly and exits 77
+ * (skipped). Tolerance: |gpu - cpu| <= tol * (|cpu| + rms(cpu)), 1e-5-ish for
+ * fp32 ops, 1e-4 for attention and log-prob reductions. */
+#include "backend.h"
+#include "test.h"
+
+#include <stdint.h>
+
+static ft_backend *G, *C;
+static ft_rng rng;
+
+typedef struct pair {
+    ft_tensor g, c;
+} pair;
+
+static pair mk(ft_dtype dt, int ndim, const int64_t *shape) {
+    pair p;
+    ft_error e;
+    if (ft_backend_tensor(G, dt, ndim, shape, &p.g, &e) || ft_backend_tensor(C, dt, ndim, shape, &p.c, &e)) {
+        fprintf(stderr, "alloc failed: %s\n", e.msg);
+        exit(1);
+    }
+    return p;
+}
+
+static void put(pair *p, const void *host) {
+    G->upload(G, p->g.data, host, ft_nbytes(&p->g));
+    C->upload(C, p->c.data, host, ft_nbytes(&p->c));
+}
+
+/* random normal * scale on both */
+static pair frand(int ndim, int64_t d0, int64_t d1, int64_t d2, float scale) {
+    int64_t sh[3] = {d0, d1, d2};
+    pair p = mk(FT_F32, ndim, sh);
+    int64_t n = ft_numel(&p.g);
+    float *h = malloc((size_t)n * sizeof(float) + 4);
+    for (int64_t i = 0; i < n; i++) h[i] = ft_rng_normal(&rng) * scale;
+    put(&p, h);
+    free(h);
+    return p;
+}
+
+/* output: NaN on the GPU, zeros on the CPU */
+static pair fout(int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    int64_t sh[3] = {d0, d1, d2};
+    pair p = mk(FT_F32, ndim, sh);
+    int64_t n = ft_numel(&p.g);
+    float *h = malloc((size_t)n * sizeof(float) + 4);
+    for (int64_t i = 0; i < n; i++) h[i] = NAN;
+    G->upload(G, p.g.data, h, (size_t)n * 4);
+    memset(h, 0, (size_t)n * 4);
+    C->upload(C, p.c.data, h, (size_t)n * 4);
+    free(h);
+    return p;
+}
+
+static pair ints(int64_t n, const int32_t *v) {
+    pair p = mk(FT_I32, 1, &n);
+    put(&p, v);
+    return p;
+}
+
+static pair irand(int64_t n, int32_t lo, int32_t hi) { /* uniform in [lo, hi) */
+    int32_t *v = malloc((size_t)n * 4 + 4);
+    for (int64_t i = 0; i < n; i++) v[i] = lo + (int32_t)(ft_rng_next(&rng) % (uint64_t)(hi - lo));
+    pair p = ints(n, v);
+    free(v);
+    return p;
+}
+
+static void drop(pair *p) {
+    G->free(G, p->g.data);
+    C->free(C, p->c.data);
+}
+
+/* Compare all elements of the GPU and CPU tensors; report the first few mismatches. */
+static void cmp(const char *what, const pair *p, double tol) {
+    int64_t n = ft_numel(&p->g);
+    float *a = malloc((size_t)n * 4 + 4), *b = malloc((size_t)n * 4 + 4);
+    G->download(G, a, p->g.data, (size_t)n * 4);
+    C->download(C, b, p->c.data, (size_t)n * 4);
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(b[i])) ss += (double)b[i] * b[i];
+    double rms = n ? sqrt(ss / (double)n) : 0, worst = 0;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        int ok = (isinf(b[i]) && a[i] == b[i]) || d <= tol * (fabs(b[i]) + rms);
+        if (isnan(a[i])) ok = 0;
+        if (!ok) {
+            if (bad < 5) fprintf(stderr, "  %s[%lld]: cuda %.9g, cpu %.9g\n", what, (long long)i, a[i], b[i]);
+            bad++;
+        }
+        if (isfinite(d) && d / (fabs(b[i]) + rms + 1e-30) > worst) worst = d / (fabs(b[i]) + rms + 1e-30);
+    }
+    CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ (tol %g, worst rel %.3g)", what, (long long)bad,
+              (long long)n, tol, worst);
+    if (!bad) fprintf(stderr, "ok %-40s n=%-8lld worst rel %.3g\n", what, (long long)n, worst);
+    free(a);
+    free(b);
+}
+
+/* ------------------------------------------------------------------ forward ops */
+
+static void t_gemm(int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha, float beta) {
+    pair A = ta ? frand(2, K, M, 0, 1) : frand(2, M, K, 0, 1);
+    pair B = tb ? frand(2, N, K, 0, 1) : frand(2, K, N, 0, 1);
+    pair Cm = beta != 0 ? frand(2, M, N, 0, 1) : fout(2, M, N, 0);
+    G->gemm(G, &A.g, ta, &B.g, tb, &Cm.g, alpha, beta);
+    C->gemm(C, &A.c, ta, &B.c, tb, &Cm.c, alpha, beta);
+    char w[96];
+    snprintf(w, sizeof w, "gemm M%lld N%lld K%lld ta%d tb%d b%g", (long long)M, (long long)N, (long long)K, ta, tb,
+             beta);
+    cmp(w, &Cm, 2e-5);
+    drop(&A), drop(&B), drop(&Cm);
+}
+
+static void t_embedding(void) {
+    int64_t V = 50, D = 33, T = 40;
+    pair tab = frand(2, V, D, 0, 1), ids = irand(T, 0, (int32_t)V), out = fout(2, T, D, 0);
+    G->embedding(G, &ids.g, &tab.g, &out.g);
+    C->embedding(C, &ids.c, &tab.c, &out.c);
+    cmp("embedding", &out, 0);
+    /* backward: overwrite (poisoned) and accumulate */
+    pair dout = frand(2, T, D, 0, 1), dt = fout(2, V, D, 0);
+    G->embedding_backward(G, &ids.g, &dout.g, &dt.g, 0);
+    C->embedding_backward(C, &ids.c, &dout.c, &dt.c, 0);
+    cmp("embedding_backward acc=0", &dt, 1e-5);
+    pair dt2 = frand(2, V, D, 0, 1);
+    G->embedding_backward(G, &ids.g, &dout.g, &dt2.g, 1);
+    C->embedding_backward(C, &ids.c, &dout.c, &dt2.c, 1);
+    cmp("embedding_backward acc=1", &dt2, 1e-5);
+    drop(&tab), drop(&ids), drop(&out), drop(&dout), drop(&dt), drop(&dt2);
+}
+
+static void t_rmsnorm(int64_t T, int64_t D) {
+    pair x = frand(2, T, D, 0, 2), w = frand(1, D, 0, 0, 1), out = fout(2, T, D, 0), r = fout(1, T, 0, 0);
+    G->rmsnorm(G, &x.g, &w.g, 1e-5f, &out.g, &r.g);
+    C->rmsnorm(C, &x.c, &w.c, 1e-5f, &out.c, &r.c);
+    char wh[64];
+    snprintf(wh, sizeof wh, "rmsnorm %lldx%lld", (long long)T, (long long)D);
+    cmp(wh, &out, 1e-5);
+    cmp("rmsnorm rstd", &r, 1e-5);
+    /* backward, dx overwritten (poisoned) then accumulated; dw accumulates, and may be NULL */
+    pair g = frand(2, T, D, 0, 1), dx = fout(2, T, D, 0), dw = frand(1, D, 0, 0, 1);
+    G->rmsnorm_backward(G, &g.g, &x.g, &w.g, &r.g, &dx.g, &dw.g, 0);
+    C->rmsnorm_backward(C, &g.c, &x.c, &w.c, &r.c, &dx.c, &dw.c, 0);
+    snprintf(wh, sizeof wh, "rmsnorm_backward dx %lldx%lld", (long long)T, (long long)D);
+    cmp(wh, &dx, 2e-5);
+    cmp("rmsnorm_backward dw", &dw, 2e-5);
+    G->rmsnorm_backward(G, &g.g, &x.g, &w.g, &r.g, &dx.g, NULL, 1);
+    C->rmsnorm_backward(C, &g.c, &x.c, &w.c, &r.c, &dx.c, NULL, 1);
+    cmp("rmsnorm_backward dx acc=1, dw NULL", &dx, 2e-5);
+    drop(&x), drop(&w), drop(&out), drop(&r), drop(&g), drop(&dx), drop(&dw);
+}
+
+static void t_rope(int64_t T, int64_t H, int64_t Dh, float mscale, int inverse) {
+    pair x = frand(3, T, H, Dh, 1), pos = irand(T, 0, 5000);
+    float *f = malloc((size_t)Dh * 4);
+    for (int64_t i = 0; i < Dh / 2; i++) f[i] = powf(10000.f, -2.f * (float)i / (float)Dh);
+    int64_t half = Dh / 2;
+    pair inv = mk(FT_F32, 1, &half);
+    put(&inv, f);
+    free(f);
+    G->rope(G, &x.g, &pos.g, &inv.g, mscale, inverse);
+    C->rope(C, &x.c, &pos.c, &inv.c, mscale, inverse);
+    char w[64];
+    snprintf(w, sizeof w, "rope Dh%lld mscale%g inv%d", (long long)Dh, mscale, inverse);
+    cmp(w, &x, 2e-5);
+    drop(&x), drop(&pos), drop(&inv);
+}
+
+static void t_elementwise(void) {
+    int64_t T = 37, F = 129;
+    pair g = frand(2, T, F, 0, 3), u = frand(2, T, F, 0, 1), o = fout(2, T, F, 0);
+    G->swiglu(G, &g.g, &u.g, &o.g);
+    C->swiglu(C, &g.c, &u.c, &o.c);
+    cmp("swiglu", &o, 1e-5);
+    pair d = frand(2, T, F, 0, 1), dg = fout(2, T, F, 0), du = fout(2, T, F, 0);
+    G->swiglu_backward(G, &g.g, &u.g, &d.g, &dg.g, &du.g);
+    C->swiglu_backward(C, &g.c, &u.c, &d.c, &dg.c, &du.c);
+    cmp("swiglu_backward dgate", &dg, 1e-5);
+    cmp("swiglu_backward dup", &du, 1e-5);
+    pair s = fout(2, T, F, 0);
+    G->add(G, &g.g, &u.g, &s.g);
+    C->add(C, &g.c, &u.c, &s.c);
+    cmp("add", &s, 1e-6);
+    G->add(G, &s.g, &u.g, &s.g); /* out aliases a */
+    C->add(C, &s.c, &u.c, &s.c);
+    cmp("add (aliased)", &s, 1e-6);
+    pair bias = frand(1, F, 0, 0, 1);
+    G->add_bias(G, &s.g, &bias.g);
+    C->add_bias(C, &s.c, &bias.c);
+    cmp("add_bias", &s, 1e-6);
+    drop(&g), drop(&u), drop(&o), drop(&d), drop(&dg), drop(&du), drop(&s), drop(&bias);
+}
+
+/* ------------------------------------------------------------------ log-probs */
+
+static void t_logprobs(int64_t T, int64_t D, int64_t V, int with_lse) {
+    pair h = frand(2, T, D, 0, 1), W = frand(2, V, D, 0, 0.3f);
+    int32_t *tg = malloc((size_t)T * 4);
+    for (int64_t t = 0; t < T; t++) tg[t] = (t % 7 == 3) ? -100 : (int32_t)(ft_rng_next(&rng) % (uint64_t)V);
+    tg[0] = 0;
+    tg[T - 1] = (int32_t)V - 1; /* the edges of the vocab */
+    pair tgt = ints(T, tg);
+    free(tg);
+    pair logp = fout(1, T, 0, 0), lse = fout(1, T, 0, 0);
+    G->token_logprobs(G, &h.g, &W.g, &tgt.g, &logp.g, &lse.g);
+    C->token_logprobs(C, &h.c, &W.c, &tgt.c, &logp.c, &lse.c);
+    char w[96];
+    snprintf(w, sizeof w, "token_logprobs T%lld D%lld V%lld", (long long)T, (long long)D, (long long)V);
+    cmp(w, &logp, 1e-4);
+    cmp("token_logprobs lse", &lse, 1e-5);
+    pair dl = frand(1, T, 0, 0, 1), dh = fout(2, T, D, 0), dW = frand(2, V, D, 0, 0.1f);
+    G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, with_lse ? &lse.g : NULL, &dl.g, &dh.g, &dW.g);
+    C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, with_lse ? &lse.c : NULL, &dl.c, &dh.c, &dW.c);
+    snprintf(w, sizeof w, "token_logprobs_backward dh (lse %s)", with_lse ? "given" : "NULL");
+    cmp(w, &dh, 1e-4);
+    cmp("token_logprobs_backward dW", &dW, 1e-4);
+    G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, &lse.g, &dl.g, &dh.g, NULL);
+    C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, &lse.c, &dl.c, &dh.c, NULL);
+    cmp("token_logprobs_backward dh (dW NULL)", &dh, 1e-4);
+    drop(&h), drop(&W), drop(&tgt), drop(&logp), drop(&lse), drop(&dl), drop(&dh), drop(&dW);
+}
+
+/* ------------------------------------------------------------------ attention */
+
+/* docs: lengths of packed samples over the Tk keys (summing to Tk); window; q_start = Tk - Tq */
+static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t Dh, int window, const int *docs,
+                        int ndocs) {
+    int64_t q0 = Tk - Tq;
+    int32_t *ds = malloc((size_t)Tq * 4);
+    {
+        int32_t start = 0, k = 0;
+        for (int d = 0; d < ndocs; d++) {
+            for (int j = 0; j < docs[d]; j++, k++)
+                if (k >= q0) ds[k - q0] = start;
+            start += docs[d];
+        }
+        for (; k < Tk; k++)
+            if (k >= q0) ds[k - q0] = start; /* docs shorter than Tk: the rest is one more sample */
+    }
+    pair dsp = ints(Tq, ds);
+    free(ds);
+    pair q = frand(3, Tq, Hq, Dh, 1), k = frand(3, Tk, Hkv, Dh, 1), v = frand(3, Tk, Hkv, Dh, 1);
+    pair out = fout(3, Tq, Hq, Dh), lse = fout(2, Tq, Hq, 0);
+    ft_attn_layout Lg = {q0, dsp.g.data, window, 1.0f / sqrtf((float)Dh)}, Lc = Lg;
+    Lc.doc_start = dsp.c.data;
+    G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
+    C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
+    char w[128];
+    snprintf(w, sizeof w, "attention Tq%lld Tk%lld H%lld/%lld Dh%lld W%d docs%d", (long long)Tq, (long long)Tk,
+             (long long)Hq, (long long)Hkv, (long long)Dh, window, ndocs);
+    cmp(w, &out, 1e-4);
+    cmp("  lse", &lse, 1e-5);
+    pair dout = frand(3, Tq, Hq, Dh, 1), dq = fout(3, Tq, Hq, Dh), dk = fout(3, Tk, Hkv, Dh), dv = fout(3, Tk, Hkv, Dh);
+    G->attention_backward(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &dout.g, &dq.g, &dk.g, &dv.g, &Lg);
+    C->attention_backward(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &dout.c, &dq.c, &dk.c, &dv.c, &Lc);
+    cmp("  backward dq", &dq, 1e-4);
+    cmp("  backward dk", &dk, 1e-4);
+    cmp("  backward dv", &dv, 1e-4);
+    drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse), drop(&dout), drop(&dq), drop(&dk), drop(&dv);
+}
+
+/* ------------------------------------------------------------------ memory and bad calls */
+
+static void t_memory(void) {
+    size_t u0, p0, u1, p1, u2;
+    G->memory(G, &u0, &p0);
+    void *x = G->alloc(G, 1 << 20);
+    CHECK(x != NULL);
+    G->memory(G, &u1, &p1);
+    CHECK(u1 >= u0 + (1 << 20));
+    CHECK(p1 >= u1);
+    G->free(G, x);
+    G->memory(G, &u2, NULL);
+    CHECK(u2 == u0);
+    /* an impossible allocation returns NULL and leaves the backend usable */
+    void *huge = G->alloc(G, (size_t)1 << 52);
+    CHECK(huge == NULL);
+    G->memory(G, &u2, NULL);
+    CHECK(u2 == u0);
+    pair z = frand(1, 1000, 0, 0, 1);
+    G->zero(G, z.g.data, ft_nbytes(&z.g));
+    C->zero(C, z.c.data, ft_nbytes(&z.c));
+    cmp("zero after a failed alloc", &z, 0);
+    pair y = fout(1, 1000, 0, 0);
+    G->copy(G, y.g.data, z.g.data, ft_nbytes(&z.g));
+    C->copy(C, y.c.data, z.c.data, ft_nbytes(&z.c));
+    cmp("copy", &y, 0);
+    drop(&z), drop(&y);
+}
+
+static void t_bad_call(void) {
+    /* mismatched gemm shapes: reported, nothing written, no crash */
+    pair A = frand(2, 4, 5, 0, 1), B = frand(2, 6, 7, 0, 1), Cm = fout(2, 4, 7, 0);
+    fprintf(stderr, "(an error message about gemm shapes is expected next)\n");
+    G->gemm(G, &A.g, 0, &B.g, 0, &Cm.g, 1, 0);
+    G->sync(G);
+    float h[28];
+    G->download(G, h, Cm.g.data, sizeof h);
+    int untouched = 1;
+    for (int i = 0; i < 28; i++) untouched &= isnan(h[i]) != 0;
+    CHECK(untouched);
+    drop(&A), drop(&B), drop(&Cm);
+}
+
+int main(void) {
+    ft_error e = {0};
+    if (!ft_backend_cuda_available()) {
+        ft_backend *b = (ft_backend *)1;
+        int rc = ft_backend_cuda_create(&b, &e);
+        CHECK(rc == FT_EDEVICE);
+        CHECK(b == NULL);
+        CHECK(strlen(e.msg) > 10);
+        fprintf(stderr, "no usable CUDA GPU; create says: %s\n", e.msg);
+        if (t_failures) return 1;
+        fprintf(stderr, "skipping: the CUDA op tests need a GPU\n");
+        return 77;
+    }
+    if (ft_backend_cuda_create(&G, &e)) {
+        fprintf(stderr, "a GPU is visible but the cuda backend failed: %s\n", e.msg);
+        return 1;
+    }
+    C = ft_backend_cpu_create();
+    if (!C) {
+        fprintf(stderr, "the CPU backend is not available to compare against\n");
+        return 1;
+    }
+    ft_rng_seed(&rng, 1234);
+
+    t_memory();
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            t_gemm(37, 53, 71, ta, tb, 0.7f, 0.3f);
+            t_gemm(37, 53, 71, ta, tb, 1.0f, 0.0f);
+        }
+    t_gemm(256, 512, 384, 0, 1, 1.0f, 0.0f);
+    t_gemm(1, 300, 2, 1, 0, 1.0f, 1.0f);
+    t_embedding();
+    t_rmsnorm(17, 300);
+    t_rmsnorm(300, 96);
+    t_rmsnorm(3, 4096);
+    t_rope(9, 3, 64, 1.0f, 0);
+    t_rope(9, 3, 80, 1.3f, 1);
+    t_rope(5, 2, 128, 1.0f, 1);
+    t_elementwise();
+    t_logprobs(23, 48, 1000, 1);
+    t_logprobs(23, 48, 1000, 0);
+    t_logprobs(4096, 64, 10000, 1); /* several vocab chunks */
+
+    int one_doc[] = {70};
+    t_attention(70, 70, 4, 2, 64, 0, one_doc, 1);
+    int packed[] = {23, 27, 1, 39};
+    t_attention(90, 90, 6, 2, 80, 0, packed, 4);
+    int two[] = {50, 80};
+    t_attention(130, 130, 8, 1, 96, 16, two, 2);
+    t_attention(37, 100, 4, 4, 120, 40, one_doc, 0);          /* q_start 63, one sample */
+    int gen[] = {30, 70};
+    t_attention(37, 100, 4, 2, 64, 0, gen, 2);                /* q_start 63 inside the second sample */
+    int p128[] = {33, 64, 2, 31};
+    t_attention(130, 130, 2, 2, 128, 33, p128, 4);
+    int big[] = {300, 500, 224};
+    t_attention(1024, 1024, 8, 2, 128, 0, big, 3);
+    t_attention(1024, 1024, 4, 2, 80, 256, big, 3);
+    int tiny[] = {1, 1, 1};
+    t_attention(3, 3, 2, 1, 8, 0, tiny, 3);                   /* every sample one token; small head dim */
+
+    t_bad_call();
+    size_t used, peak;
+    G->memory(G, &used, &peak);
+    fprintf(stderr, "cuda memory: %zu bytes in use, peak %zu\n", used, peak);
+    G->destroy(G);
+    C->destroy(C);
+    TEST_DONE();
+}
