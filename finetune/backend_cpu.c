@@ -270,11 +270,49 @@ static void scale_c(int64_t M, int64_t N, float *C, int64_t ldc, float beta) {
         for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
+/* Few rows (decoding): packing B would cost more than the math, so stream B once.
+ * tb: dot products over contiguous K; otherwise axpy over contiguous rows of B. */
+static void gemm_small_m(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int ta, const float *B,
+                         int64_t ldb, int tb, float *C, int64_t ldc, float alpha, float beta) {
+    float *a = cpu_scratch((size_t)(M * K) * sizeof(float));
+    if (!a) cpu_contract("gemm", "out of host memory");
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) a[i * K + k] = ta ? A[k * lda + i] : A[i * lda + k];
+    enum { JB = 256 };
+    int64_t nb = (N + JB - 1) / JB;
+#pragma omp parallel for schedule(static) if (N * K > 32768)
+    for (int64_t jb = 0; jb < nb; jb++) {
+        int64_t j0 = jb * JB, j1 = j0 + JB < N ? j0 + JB : N;
+        float acc[JB];
+        for (int64_t i = 0; i < M; i++) {
+            const float *ar = a + i * K;
+            if (tb) {
+                for (int64_t j = j0; j < j1; j++) acc[j - j0] = cpu_dot(ar, B + j * ldb, K);
+            } else {
+                for (int64_t j = j0; j < j1; j++) acc[j - j0] = 0.0f;
+                for (int64_t k = 0; k < K; k++) {
+                    const float *br = B + k * ldb;
+                    float av = ar[k];
+                    for (int64_t j = j0; j < j1; j++) acc[j - j0] += av * br[j];
+                }
+            }
+            float *cr = C + i * ldc;
+            for (int64_t j = j0; j < j1; j++)
+                cr[j] = beta == 0.0f ? alpha * acc[j - j0] : alpha * acc[j - j0] + beta * cr[j];
+        }
+    }
+    cpu_scratch_free(a);
+}
+
 void cpu_gemm_raw(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int ta, const float *B, int64_t ldb,
                   int tb, float *C, int64_t ldc, float alpha, float beta) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, C, ldc, beta);
+        return;
+    }
+    if (M <= 2) {
+        gemm_small_m(M, N, K, A, lda, ta, B, ldb, tb, C, ldc, alpha, beta);
         return;
     }
     kern_fn kern = pick_kernel();
@@ -547,9 +585,7 @@ static void cpu_attention(ft_backend *b, const ft_tensor *q, const ft_tensor *k,
                 float bm = -INFINITY;
                 for (int64_t jj = 0; jj < nb; jj++) {
                     const float *kr = kp + ((j0 + jj) * Hkv + g) * Dh;
-                    float dot = 0.0f;
-                    for (int64_t d = 0; d < Dh; d++) dot += qr[d] * kr[d];
-                    s[jj] = dot * scale;
+                    s[jj] = cpu_dot(qr, kr, Dh) * scale;
                     if (s[jj] > bm) bm = s[jj];
                 }
                 if (bm > m) { /* rescale what was accumulated under the old max */
@@ -614,7 +650,7 @@ static void token_pass(const float *h, const float *W, const int32_t *tg, int64_
                 if (zr[j] > m) m = zr[j];
             double s = sum[t] * exp((double)mx[t] - (double)m);
             if (mx[t] == -INFINITY) s = 0.0;
-            for (int64_t j = 0; j < vc; j++) s += exp((double)zr[j] - (double)m);
+            for (int64_t j = 0; j < vc; j++) s += (double)expf(zr[j] - m);
             mx[t] = m;
             sum[t] = s;
             if (tg && tg[t] >= v0 && tg[t] < v0 + vc) zt[t] = zr[tg[t] - v0];

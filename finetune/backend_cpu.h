@@ -15,6 +15,16 @@
 
 #include <stdint.h>
 
+/* Dot product with 8 independent partial sums (vectorizes without -ffast-math; fixed order). */
+static inline float cpu_dot(const float *a, const float *b, int64_t n) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) s[i & 7] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
 /* Report a broken op contract (a caller bug) and stop. */
 void cpu_contract(const char *op, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 

@@ -182,11 +182,7 @@ void cpu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *
         float l = lp[ih], Di = Dd[ih];
         for (int64_t j = lo; j <= hi; j++) {
             const float *kr = kp + (j * Hkv + g) * Dh, *vr = vp + (j * Hkv + g) * Dh;
-            float s = 0.0f, dp = 0.0f;
-            for (int64_t d = 0; d < Dh; d++) {
-                s += qr[d] * kr[d];
-                dp += dor[d] * vr[d];
-            }
+            float s = cpu_dot(qr, kr, Dh), dp = cpu_dot(dor, vr, Dh);
             float p = expf(s * scale - l);
             float ds = p * (dp - Di) * scale;
             for (int64_t d = 0; d < Dh; d++) dqr[d] += ds * kr[d];
@@ -211,11 +207,7 @@ void cpu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *
             for (int64_t h = g * grp; h < (g + 1) * grp; h++) {
                 int64_t ih = i * Hq + h;
                 const float *qr = qp + ih * Dh, *dor = dop + ih * Dh;
-                float s = 0.0f, dp = 0.0f;
-                for (int64_t d = 0; d < Dh; d++) {
-                    s += qr[d] * kr[d];
-                    dp += dor[d] * vr[d];
-                }
+                float s = cpu_dot(qr, kr, Dh), dp = cpu_dot(dor, vr, Dh);
                 float p = expf(s * scale - lp[ih]);
                 float ds = p * (dp - Dd[ih]) * scale;
                 for (int64_t d = 0; d < Dh; d++) {

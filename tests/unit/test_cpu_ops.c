@@ -100,6 +100,25 @@ static void test_gemm(ft_backend *b) {
             one_gemm(b, 13, 2100, 40, ta, tb, 1.0f, 0.0f);  /* crosses the N block */
             one_gemm(b, 1, 300, 520, ta, tb, 1.0f, 0.5f);   /* decode-shaped */
         }
+    one_gemm(b, 2, 700, 33, 0, 0, 1.0f, 0.0f);
+    one_gemm(b, 2, 700, 33, 1, 1, 1.0f, 1.0f);
+    /* deterministic: one thread and all threads give the same bits */
+    {
+        int64_t M = 200, N = 300, K = 600;
+        float *A = rnd(M * K, 1), *B = rnd(N * K, 1), *C1 = malloc((size_t)(M * N) * 4), *C2 = malloc((size_t)(M * N) * 4);
+        ft_tensor tA = ft_t2(A, FT_F32, FT_DEV_CPU, M, K), tB = ft_t2(B, FT_F32, FT_DEV_CPU, N, K),
+                  t1 = ft_t2(C1, FT_F32, FT_DEV_CPU, M, N), t2 = ft_t2(C2, FT_F32, FT_DEV_CPU, M, N);
+        b->gemm(b, &tA, 0, &tB, 1, &t1, 1.0f, 0.0f);
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(1);
+        b->gemm(b, &tA, 0, &tB, 1, &t2, 1.0f, 0.0f);
+        omp_set_num_threads(nt);
+        CHECK(memcmp(C1, C2, (size_t)(M * N) * 4) == 0);
+        free(A);
+        free(B);
+        free(C1);
+        free(C2);
+    }
     /* K = 0: C = beta * C */
     float C[4] = {1, 2, 3, 4}, A[1], B[1];
     ft_tensor tA = ft_t2(A, FT_F32, FT_DEV_CPU, 2, 0), tB = ft_t2(B, FT_F32, FT_DEV_CPU, 0, 2),
