@@ -847,3 +847,213 @@ void st_writer_abort(st_writer *w) {
     unlink(w->tmp);
     writer_free(w);
 }
+
+/* ======================================================================
+ * Sharded writer (transformers' save_pretrained layout)
+ * ====================================================================== */
+
+typedef struct {
+    char *name;
+    ft_dtype dt;
+    int ndim;
+    int64_t shape[4];
+    uint64_t nbytes, numel;
+    int shard;
+} st_sdecl;
+
+struct st_sharded {
+    char *dir, *prefix;
+    uint64_t max;
+    char **meta;
+    size_t n_meta;
+    st_sdecl *d;
+    size_t n, cap;
+    st_writer **w;
+    int nshards;
+    int started;
+};
+
+int st_sharded_open(const char *dir, const char *prefix, uint64_t max_shard_bytes, st_sharded **out, ft_error *e) {
+    *out = NULL;
+    int rc = ft_mkdir_p(dir, e);
+    if (rc) return rc;
+    st_sharded *s = ft_xcalloc(1, sizeof *s);
+    s->dir = ft_xstrdup(dir);
+    s->prefix = ft_xstrdup(prefix && prefix[0] ? prefix : "model");
+    s->max = max_shard_bytes ? max_shard_bytes : ST_DEFAULT_SHARD_BYTES;
+    *out = s;
+    return FT_OK;
+}
+
+int st_sharded_metadata(st_sharded *s, const char *key, const char *value, ft_error *e) {
+    if (s->started) return ft_fail(e, FT_EINTERNAL, "%s: metadata '%s' set after data was written", s->dir, key);
+    s->meta = ft_xrealloc(s->meta, 2 * (s->n_meta + 1) * sizeof *s->meta);
+    s->meta[2 * s->n_meta] = ft_xstrdup(key);
+    s->meta[2 * s->n_meta + 1] = ft_xstrdup(value);
+    s->n_meta++;
+    return FT_OK;
+}
+
+static st_sdecl *sfind(st_sharded *s, const char *name) {
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->d[i].name, name) == 0) return &s->d[i];
+    return NULL;
+}
+
+int st_sharded_declare(st_sharded *s, const char *name, ft_dtype dt, int ndim, const int64_t *shape, ft_error *e) {
+    if (s->started) return ft_fail(e, FT_EINTERNAL, "%s: tensor '%s' declared after data was written", s->dir, name);
+    uint64_t nb = 0;
+    int rc = check_decl(s->dir, name, dt, ndim, shape, &nb, e);
+    if (rc) return rc;
+    if (sfind(s, name)) return ft_fail(e, FT_EINTERNAL, "%s: tensor '%s' declared twice", s->dir, name);
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->d = ft_xrealloc(s->d, s->cap * sizeof *s->d);
+    }
+    st_sdecl *d = &s->d[s->n++];
+    memset(d, 0, sizeof *d);
+    d->name = ft_xstrdup(name);
+    d->dt = dt;
+    d->ndim = ndim;
+    for (int i = 0; i < ndim; i++) d->shape[i] = shape[i];
+    d->nbytes = nb;
+    d->numel = nb / ft_dtype_size(dt);
+    return FT_OK;
+}
+
+static char *shard_path(const st_sharded *s, int i) {
+    char name[512];
+    if (s->nshards == 1)
+        snprintf(name, sizeof name, "%s.safetensors", s->prefix);
+    else
+        snprintf(name, sizeof name, "%s-%05d-of-%05d.safetensors", s->prefix, i + 1, s->nshards);
+    return ft_path_join(s->dir, name);
+}
+
+/* Assign shards as huggingface_hub's split_state_dict_into_shards does, then open one writer per shard. */
+static int sharded_start(st_sharded *s, ft_error *e) {
+    if (s->started) return FT_OK;
+    s->started = 1;
+    int cur = -1;      /* shard being filled, -1 = none yet */
+    uint64_t cur_size = 0;
+    int next = 0;      /* shards are numbered in the order they are closed */
+    int *order = ft_xcalloc(s->n + 1, sizeof *order); /* provisional id -> final index */
+    int nprov = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        st_sdecl *d = &s->d[i];
+        if (d->nbytes > s->max) { /* a shard of its own, closed at once */
+            d->shard = nprov;
+            order[nprov++] = next++;
+            continue;
+        }
+        if (cur >= 0 && cur_size + d->nbytes > s->max) {
+            order[cur] = next++;
+            cur = -1;
+        }
+        if (cur < 0) {
+            cur = nprov++;
+            cur_size = 0;
+        }
+        d->shard = cur;
+        cur_size += d->nbytes;
+    }
+    if (cur >= 0) order[cur] = next++;
+    if (next == 0) next = 1; /* no tensors: one empty file */
+    for (size_t i = 0; i < s->n; i++) s->d[i].shard = order[s->d[i].shard];
+    free(order);
+    s->nshards = next;
+    s->w = ft_xcalloc((size_t)next, sizeof *s->w);
+    for (int k = 0; k < next; k++) {
+        char *p = shard_path(s, k);
+        int rc = st_writer_open(p, &s->w[k], e);
+        free(p);
+        if (rc) return rc;
+        for (size_t m = 0; m < s->n_meta; m++)
+            if ((rc = st_writer_metadata(s->w[k], s->meta[2 * m], s->meta[2 * m + 1], e))) return rc;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const st_sdecl *d = &s->d[i];
+        int rc = st_writer_declare(s->w[d->shard], d->name, d->dt, d->ndim, d->shape, e);
+        if (rc) return rc;
+    }
+    return FT_OK;
+}
+
+int st_sharded_write(st_sharded *s, const char *name, const void *data, ft_error *e) {
+    int rc = sharded_start(s, e);
+    if (rc) return rc;
+    st_sdecl *d = sfind(s, name);
+    if (!d) return ft_fail(e, FT_EINTERNAL, "%s: tensor '%s' written but never declared", s->dir, name);
+    return st_writer_write(s->w[d->shard], name, data, e);
+}
+
+static int cmp_sdecl_name(const void *a, const void *b) {
+    return strcmp((*(const st_sdecl *const *)a)->name, (*(const st_sdecl *const *)b)->name);
+}
+
+/* model.safetensors.index.json as transformers writes it: json.dumps(indent=2, sort_keys=True) + "\n". */
+static int write_index(st_sharded *s, ft_error *e) {
+    uint64_t total = 0, params = 0;
+    const st_sdecl **v = ft_xcalloc(s->n + 1, sizeof *v);
+    for (size_t i = 0; i < s->n; i++) {
+        total += s->d[i].nbytes;
+        params += s->d[i].numel;
+        v[i] = &s->d[i];
+    }
+    qsort(v, s->n, sizeof *v, cmp_sdecl_name);
+    sbuf b = {0};
+    char num[160];
+    snprintf(num, sizeof num, "{\n  \"metadata\": {\n    \"total_parameters\": %llu,\n    \"total_size\": %llu\n  },\n",
+             (unsigned long long)params, (unsigned long long)total);
+    sb_puts(&b, num);
+    sb_puts(&b, "  \"weight_map\": {");
+    for (size_t i = 0; i < s->n; i++) {
+        sb_puts(&b, i ? ",\n    " : "\n    ");
+        sb_json_str(&b, v[i]->name);
+        char *p = shard_path(s, v[i]->shard);
+        sb_puts(&b, ": ");
+        sb_json_str(&b, strrchr(p, '/') ? strrchr(p, '/') + 1 : p);
+        free(p);
+    }
+    sb_puts(&b, s->n ? "\n  }\n}\n" : "}\n}\n");
+    char name[512];
+    snprintf(name, sizeof name, "%s.safetensors.index.json", s->prefix);
+    char *ip = ft_path_join(s->dir, name);
+    int rc = ft_write_file_atomic(ip, b.s, b.len, e);
+    free(ip);
+    free(b.s);
+    free(v);
+    return rc;
+}
+
+static void sharded_free(st_sharded *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->d[i].name);
+    free(s->d);
+    for (size_t i = 0; i < 2 * s->n_meta; i++) free(s->meta[i]);
+    free(s->meta);
+    free(s->w);
+    free(s->dir);
+    free(s->prefix);
+    free(s);
+}
+
+int st_sharded_finish(st_sharded *s, ft_error *e) {
+    int rc = sharded_start(s, e);
+    int k = 0;
+    for (; rc == FT_OK && k < s->nshards; k++) {
+        rc = st_writer_finish(s->w[k], e);
+        s->w[k] = NULL;
+    }
+    for (; k < s->nshards; k++) st_writer_abort(s->w[k]); /* after a failure: leave no temp files */
+    if (rc == FT_OK && s->nshards > 1) rc = write_index(s, e);
+    sharded_free(s);
+    return rc;
+}
+
+void st_sharded_abort(st_sharded *s) {
+    if (!s) return;
+    for (int k = 0; k < s->nshards; k++) st_writer_abort(s->w[k]);
+    sharded_free(s);
+}
+
+int st_sharded_num_shards(const st_sharded *s) { return s ? s->nshards : 0; }
