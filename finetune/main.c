@@ -16,6 +16,7 @@ static const command COMMANDS[] = {
     {"score", cmd_score, "log-probability of each token given those before it"},
     {"init", cmd_init, "write a randomly initialised checkpoint for a config"},
     {"tokenize", cmd_tokenize, "encode JSONL text to token ids (or --decode ids to text)"},
+    {"render", cmd_render, "show dataset examples as the model sees them (template, mask), with statistics"},
 };
 
 static void usage(FILE *f) {
