@@ -8,6 +8,8 @@
 #include "rope.h"
 #include "safetensors.h"
 
+static void train_state_free(ft_train_state *s);
+
 /* ---------- parameters ---------- */
 
 static void set_param(ft_param *p, int *n, ft_tensor *t, const char *fmt, int layer) {
@@ -17,13 +19,12 @@ static void set_param(ft_param *p, int *n, ft_tensor *t, const char *fmt, int la
     (*n)++;
 }
 
-ft_param *model_params(ft_model *m, int *n) {
-    const ft_config *c = &m->cfg;
+ft_param *weights_params(const ft_config *c, ft_weights *w, int *n) {
     ft_param *p = ft_xcalloc((size_t)c->num_layers * 12 + 3, sizeof *p);
     *n = 0;
-    set_param(p, n, &m->embed, "model.embed_tokens.weight", 0);
+    set_param(p, n, &w->embed, "model.embed_tokens.weight", 0);
     for (int l = 0; l < c->num_layers; l++) {
-        ft_layer *L = &m->layers[l];
+        ft_layer *L = &w->layers[l];
         set_param(p, n, &L->ln1, "model.layers.%d.input_layernorm.weight", l);
         set_param(p, n, &L->wq, "model.layers.%d.self_attn.q_proj.weight", l);
         set_param(p, n, &L->bq, "model.layers.%d.self_attn.q_proj.bias", l);
@@ -37,23 +38,22 @@ ft_param *model_params(ft_model *m, int *n) {
         set_param(p, n, &L->wu, "model.layers.%d.mlp.up_proj.weight", l);
         set_param(p, n, &L->wd, "model.layers.%d.mlp.down_proj.weight", l);
     }
-    set_param(p, n, &m->norm, "model.norm.weight", 0);
-    if (!m->cfg.tie_word_embeddings) set_param(p, n, &m->lm_head, "lm_head.weight", 0);
+    set_param(p, n, &w->norm, "model.norm.weight", 0);
+    if (!c->tie_word_embeddings) set_param(p, n, &w->lm_head, "lm_head.weight", 0);
     return p;
 }
 
-/* Give every parameter its shape (data still NULL). */
-static void shape_params(ft_model *m) {
-    const ft_config *c = &m->cfg;
+ft_param *model_params(ft_model *m, int *n) { return weights_params(&m->cfg, &m->w, n); }
+
+void weights_shape(const ft_config *c, ft_device dev, ft_weights *w) {
     int64_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
-    ft_device dev = m->b->device;
-    m->embed = ft_t2(NULL, FT_F32, dev, V, D);
-    m->norm = ft_t1(NULL, FT_F32, dev, D);
-    m->lm_head = ft_t2(NULL, FT_F32, dev, V, D);
-    m->layers = ft_xcalloc((size_t)c->num_layers, sizeof *m->layers);
+    w->embed = ft_t2(NULL, FT_F32, dev, V, D);
+    w->norm = ft_t1(NULL, FT_F32, dev, D);
+    w->lm_head = ft_t2(NULL, FT_F32, dev, V, D);
+    w->layers = ft_xcalloc((size_t)c->num_layers, sizeof *w->layers);
     for (int l = 0; l < c->num_layers; l++) {
-        ft_layer *L = &m->layers[l];
+        ft_layer *L = &w->layers[l];
         L->ln1 = ft_t1(NULL, FT_F32, dev, D);
         L->ln2 = ft_t1(NULL, FT_F32, dev, D);
         L->wq = ft_t2(NULL, FT_F32, dev, QD, D);
@@ -78,7 +78,7 @@ static int alloc_params(ft_model *m, ft_param *p, int n, ft_error *e) {
         if (!p[i].t->data)
             return ft_fail(e, FT_ENOMEM, "out of %s memory for %s (%zu bytes)", m->b->name, p[i].name, bytes);
     }
-    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    if (m->cfg.tie_word_embeddings) m->w.lm_head = m->w.embed;
     return FT_OK;
 }
 
@@ -87,7 +87,7 @@ static ft_model *model_new(const ft_config *cfg, ft_backend *b) {
     m->cfg = *cfg;
     m->b = b;
     arena_init(&m->arena, b);
-    shape_params(m);
+    weights_shape(cfg, b->device, &m->w);
     return m;
 }
 
@@ -224,7 +224,8 @@ void model_free(ft_model *m) {
         if (p[i].t->data) m->b->free(m->b, p[i].t->data);
     free(p);
     arena_free(&m->arena);
-    free(m->layers);
+    train_state_free(m->train);
+    free(m->w.layers);
     free(m);
 }
 
@@ -236,154 +237,219 @@ typedef struct kv_cache {
     int cap, len;
 } kv_cache;
 
-/* Bytes of activations one forward of T tokens needs (with a KV cache of cap tokens, or none). */
-static size_t forward_bytes(const ft_config *c, int64_t T, int with_logits) {
+/* The inputs of one forward on the device, and the RoPE segments. With dynamic scaling the frequencies
+ * depend on each sample's own length (as if each packed sample ran alone, which is what transformers
+ * computes), so every sample is its own segment; otherwise one segment covers the whole run. */
+typedef struct step_inputs {
+    int64_t T;
+    ft_tensor ids, pos, doc, invf; /* invf [nseg, Dh/2] */
+    int nseg;
+    int *seg_start; /* [nseg + 1], host */
+    float mscale;
+    ft_attn_layout L;
+} step_inputs;
+
+/* One layer's intermediates: kept for backward when training, scratch otherwise. */
+typedef struct layer_acts {
+    ft_tensor h1, q, k, v, att, o, xmid, h2, g, u, a, rstd1, rstd2, lse;
+} layer_acts;
+
+static size_t tensor_bytes(int64_t floats) { return (size_t)floats * 4 + 256; }
+
+/* Bytes of the inputs and one set of layer activations for T tokens. */
+static size_t step_bytes(const ft_config *c, int64_t T) {
     int64_t D = c->hidden_size, F = c->intermediate_size;
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
-    int64_t floats = T * (3 * D + 2 * QD + 2 * KD + 3 * F) + T * 2 + T * c->head_dim / 2 + c->head_dim;
-    if (with_logits) floats += c->vocab_size;
-    int64_t ints = 4 * T;
-    return (size_t)(floats * 4 + ints * 4) + 32 * 256; /* + alignment slack per tensor */
+    return 3 * tensor_bytes(T) + tensor_bytes(T * c->head_dim / 2 + c->head_dim) + 5 * tensor_bytes(T * D) +
+           3 * tensor_bytes(T * QD) + 2 * tensor_bytes(T * KD) + 3 * tensor_bytes(T * F) + 2 * tensor_bytes(T) +
+           tensor_bytes(T * c->num_heads);
 }
 
-typedef struct fwd_inputs {
-    int T;
-    const int32_t *ids, *pos, *doc_start;
-} fwd_inputs;
+static int arena_f32(ft_arena *A, ft_tensor *t, int nd, int64_t d0, int64_t d1, int64_t d2, ft_error *e) {
+    int64_t s[3] = {d0, d1, d2};
+    return arena_tensor(A, FT_F32, nd, s, t, e);
+}
 
-/* Run embedding + all layers + final norm over T tokens; leaves the normed hidden states in *h_out.
- * With a cache, new keys/values are appended at cache->len and attention sees the whole cache. */
-static int run_decoder(ft_model *m, const fwd_inputs *in, kv_cache *cache, ft_tensor *h_out, ft_error *e) {
+static int acts_alloc(ft_model *m, int64_t T, int keep_lse, layer_acts *a, ft_error *e) {
+    const ft_config *c = &m->cfg;
+    ft_arena *A = &m->arena;
+    int64_t D = c->hidden_size, F = c->intermediate_size, Hq = c->num_heads, Hkv = c->num_kv_heads,
+            Dh = c->head_dim;
+    int rc = 0;
+    memset(a, 0, sizeof *a);
+    rc = rc ? rc : arena_f32(A, &a->h1, 2, T, D, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->q, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_f32(A, &a->k, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_f32(A, &a->v, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_f32(A, &a->att, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_f32(A, &a->o, 2, T, D, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->xmid, 2, T, D, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->h2, 2, T, D, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->g, 2, T, F, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->u, 2, T, F, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->a, 2, T, F, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->rstd1, 1, T, 0, 0, e);
+    rc = rc ? rc : arena_f32(A, &a->rstd2, 1, T, 0, 0, e);
+    if (keep_lse) rc = rc ? rc : arena_f32(A, &a->lse, 2, T, Hq, 0, e);
+    return rc;
+}
+
+/* Validate and upload the inputs; fill the RoPE segments. */
+static int inputs_setup(ft_model *m, int64_t T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                        int64_t q_start, step_inputs *in, ft_error *e) {
     const ft_config *c = &m->cfg;
     ft_backend *b = m->b;
     ft_arena *A = &m->arena;
-    int64_t T = in->T, D = c->hidden_size, F = c->intermediate_size;
-    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads, Dh = c->head_dim;
-    ft_tensor ids, pos, doc, x, h, q, k, v, att, tmp, g, u, invf;
-    /* RoPE segments: one for the whole run, except with dynamic scaling, whose frequencies depend on each
-     * sample's own length (as if each packed sample ran alone, which is what transformers computes). */
-    int nseg = 1;
+    int64_t Dh = c->head_dim;
+    memset(in, 0, sizeof *in);
+    in->T = T;
+    for (int64_t t = 0; t < T; t++) {
+        if (ids[t] < 0 || ids[t] >= c->vocab_size)
+            return ft_fail(e, FT_EINPUT, "token id %d at position %lld is outside the vocabulary (size %d)", ids[t],
+                           (long long)t, c->vocab_size);
+        if (doc_start[t] < 0 || doc_start[t] > q_start + t)
+            return ft_fail(e, FT_EINTERNAL, "doc_start[%lld] = %d is after the token itself", (long long)t,
+                           doc_start[t]);
+    }
+    in->nseg = 1;
     if (c->rope_type == FT_ROPE_DYNAMIC)
-        for (int64_t t = 1; t < in->T; t++) nseg += in->doc_start[t] != in->doc_start[t - 1];
-    int rc = 0;
-    int64_t s1[1] = {T}, sD[2] = {T, D}, sQ[3] = {T, Hq, Dh}, sK[3] = {T, Hkv, Dh}, sF[2] = {T, F},
-            sI[2] = {nseg, Dh / 2};
-    rc = rc ? rc : arena_tensor(A, FT_I32, 1, s1, &ids, e);
-    rc = rc ? rc : arena_tensor(A, FT_I32, 1, s1, &pos, e);
-    rc = rc ? rc : arena_tensor(A, FT_I32, 1, s1, &doc, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 2, sD, &x, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 2, sD, &h, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 2, sD, &tmp, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 3, sQ, &q, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 3, sQ, &att, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 3, sK, &k, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 3, sK, &v, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 2, sF, &g, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 2, sF, &u, e);
-    rc = rc ? rc : arena_tensor(A, FT_F32, 2, sI, &invf, e);
+        for (int64_t t = 1; t < T; t++) in->nseg += doc_start[t] != doc_start[t - 1];
+    int64_t s1[1] = {T}, sI[2] = {in->nseg, Dh / 2};
+    int rc = arena_tensor(A, FT_I32, 1, s1, &in->ids, e);
+    if (!rc) rc = arena_tensor(A, FT_I32, 1, s1, &in->pos, e);
+    if (!rc) rc = arena_tensor(A, FT_I32, 1, s1, &in->doc, e);
+    if (!rc) rc = arena_tensor(A, FT_F32, 2, sI, &in->invf, e);
     if (rc) return rc;
-
-    for (int64_t t = 0; t < T; t++)
-        if (in->ids[t] < 0 || in->ids[t] >= c->vocab_size)
-            return ft_fail(e, FT_EINPUT, "token id %d at position %lld is outside the vocabulary (size %d)",
-                           in->ids[t], (long long)t, c->vocab_size);
-    /* seg_start[s]: first token of RoPE segment s; frequencies from the segment's largest position */
-    int *seg_start = ft_xmalloc((size_t)(nseg + 1) * sizeof(int));
-    float *inv_freq = ft_xmalloc((size_t)nseg * (size_t)(Dh / 2) * sizeof(float)), mscale = 1.0f;
-    for (int s = 0, t = 0; s < nseg; s++) {
-        seg_start[s] = t;
-        int32_t max_pos = in->pos[t++];
-        while (t < T && (nseg == 1 || in->doc_start[t] == in->doc_start[t - 1])) {
-            if (in->pos[t] > max_pos) max_pos = in->pos[t];
+    in->seg_start = ft_xmalloc((size_t)(in->nseg + 1) * sizeof(int));
+    float *inv_freq = ft_xmalloc((size_t)in->nseg * (size_t)(Dh / 2) * sizeof(float));
+    for (int s = 0, t = 0; s < in->nseg; s++) {
+        in->seg_start[s] = t;
+        int32_t max_pos = pos[t++];
+        while (t < T && (in->nseg == 1 || doc_start[t] == doc_start[t - 1])) {
+            if (pos[t] > max_pos) max_pos = pos[t];
             t++;
         }
-        rope_inv_freq(c, (int64_t)max_pos + 1, inv_freq + (size_t)s * (Dh / 2), &mscale);
+        rope_inv_freq(c, (int64_t)max_pos + 1, inv_freq + (size_t)s * (Dh / 2), &in->mscale);
     }
-    seg_start[nseg] = (int)T;
-    b->upload(b, ids.data, in->ids, (size_t)T * 4);
-    b->upload(b, pos.data, in->pos, (size_t)T * 4);
-    b->upload(b, doc.data, in->doc_start, (size_t)T * 4);
-    b->upload(b, invf.data, inv_freq, (size_t)nseg * (size_t)(Dh / 2) * 4);
+    in->seg_start[in->nseg] = (int)T;
+    b->upload(b, in->ids.data, ids, (size_t)T * 4);
+    b->upload(b, in->pos.data, pos, (size_t)T * 4);
+    b->upload(b, in->doc.data, doc_start, (size_t)T * 4);
+    b->upload(b, in->invf.data, inv_freq, (size_t)in->nseg * (size_t)(Dh / 2) * 4);
     free(inv_freq);
+    in->L = (ft_attn_layout){.q_start = q_start,
+                             .doc_start = in->doc.data,
+                             .window = c->sliding_window,
+                             .scale = 1.0f / sqrtf((float)Dh)};
+    return FT_OK;
+}
 
-    ft_attn_layout L = {.q_start = cache ? cache->len : 0,
-                        .doc_start = doc.data,
-                        .window = c->sliding_window,
-                        .scale = 1.0f / sqrtf((float)Dh)};
-    /* 2-D views of the [T, H, Dh] tensors for the GEMMs */
-    ft_tensor q2 = ft_t2(q.data, FT_F32, b->device, T, Hq * Dh), att2 = ft_t2(att.data, FT_F32, b->device, T, Hq * Dh);
-    ft_tensor k2 = ft_t2(k.data, FT_F32, b->device, T, Hkv * Dh), v2 = ft_t2(v.data, FT_F32, b->device, T, Hkv * Dh);
+static void inputs_free(step_inputs *in) {
+    free(in->seg_start);
+    in->seg_start = NULL;
+}
 
-    b->embedding(b, &ids, &m->embed, &x);
-    for (int l = 0; l < c->num_layers; l++) {
-        ft_layer *W = &m->layers[l];
-        b->rmsnorm(b, &x, &W->ln1, c->rms_norm_eps, &h, NULL);
-        b->gemm(b, &h, 0, &W->wq, 1, &q2, 1.0f, 0.0f);
-        b->gemm(b, &h, 0, &W->wk, 1, &k2, 1.0f, 0.0f);
-        b->gemm(b, &h, 0, &W->wv, 1, &v2, 1.0f, 0.0f);
-        if (W->bq.data) {
-            b->add_bias(b, &q2, &W->bq);
-            b->add_bias(b, &k2, &W->bk);
-            b->add_bias(b, &v2, &W->bv);
-        }
-        for (int s = 0; s < nseg; s++) {
-            int64_t t0 = seg_start[s], n = seg_start[s + 1] - t0;
-            ft_tensor qs = ft_t3((float *)q.data + t0 * Hq * Dh, FT_F32, b->device, n, Hq, Dh);
-            ft_tensor ks = ft_t3((float *)k.data + t0 * Hkv * Dh, FT_F32, b->device, n, Hkv, Dh);
-            ft_tensor ps = ft_t1((int32_t *)pos.data + t0, FT_I32, b->device, n);
-            ft_tensor fs = ft_t1((float *)invf.data + (size_t)s * (Dh / 2), FT_F32, b->device, Dh / 2);
-            b->rope(b, &qs, &ps, &fs, mscale, 0);
-            b->rope(b, &ks, &ps, &fs, mscale, 0);
-        }
-        const ft_tensor *kk = &k, *vv = &v;
-        ft_tensor kc, vc;
-        if (cache) {
-            size_t row = (size_t)(Hkv * Dh) * sizeof(float), off = (size_t)cache->len * row;
-            b->copy(b, (char *)cache->k[l].data + off, k.data, (size_t)T * row);
-            b->copy(b, (char *)cache->v[l].data + off, v.data, (size_t)T * row);
-            kc = ft_t3(cache->k[l].data, FT_F32, b->device, cache->len + T, Hkv, Dh);
-            vc = ft_t3(cache->v[l].data, FT_F32, b->device, cache->len + T, Hkv, Dh);
-            kk = &kc;
-            vv = &vc;
-        }
-        b->attention(b, &q, kk, vv, &att, NULL, &L);
-        b->gemm(b, &att2, 0, &W->wo, 1, &tmp, 1.0f, 0.0f);
-        b->add(b, &x, &tmp, &x);
-        b->rmsnorm(b, &x, &W->ln2, c->rms_norm_eps, &h, NULL);
-        b->gemm(b, &h, 0, &W->wg, 1, &g, 1.0f, 0.0f);
-        b->gemm(b, &h, 0, &W->wu, 1, &u, 1.0f, 0.0f);
-        b->swiglu(b, &g, &u, &g);
-        b->gemm(b, &g, 0, &W->wd, 1, &tmp, 1.0f, 0.0f);
-        b->add(b, &x, &tmp, &x);
+/* RoPE on q [T,Hq,Dh] and k [T,Hkv,Dh], segment by segment; inverse for the backward pass. */
+static void apply_rope(ft_model *m, const step_inputs *in, ft_tensor *q, ft_tensor *k, int inverse) {
+    ft_backend *b = m->b;
+    int64_t Hq = m->cfg.num_heads, Hkv = m->cfg.num_kv_heads, Dh = m->cfg.head_dim;
+    for (int s = 0; s < in->nseg; s++) {
+        int64_t t0 = in->seg_start[s], n = in->seg_start[s + 1] - t0;
+        ft_tensor qs = ft_t3((float *)q->data + t0 * Hq * Dh, FT_F32, b->device, n, Hq, Dh);
+        ft_tensor ks = ft_t3((float *)k->data + t0 * Hkv * Dh, FT_F32, b->device, n, Hkv, Dh);
+        ft_tensor ps = ft_t1((int32_t *)in->pos.data + t0, FT_I32, b->device, n);
+        ft_tensor fs = ft_t1((float *)in->invf.data + (size_t)s * (Dh / 2), FT_F32, b->device, Dh / 2);
+        b->rope(b, &qs, &ps, &fs, in->mscale, inverse);
+        b->rope(b, &ks, &ps, &fs, in->mscale, inverse);
     }
-    b->rmsnorm(b, &x, &m->norm, c->rms_norm_eps, &h, NULL);
-    if (cache) cache->len += (int)T;
-    free(seg_start);
-    *h_out = h;
+}
+
+static ft_tensor view2(const ft_tensor *t, int64_t rows, int64_t cols) {
+    return ft_t2(t->data, t->dtype, t->device, rows, cols);
+}
+
+/* x_out = layer l applied to x_in (x_out may equal x_in). With a cache, the new keys/values are appended
+ * at cache->len and attention sees the whole cache. Intermediates land in a. */
+static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_tensor *x_in, ft_tensor *x_out,
+                          layer_acts *a, kv_cache *cache) {
+    const ft_config *c = &m->cfg;
+    ft_backend *b = m->b;
+    ft_layer *W = &m->w.layers[l];
+    int64_t T = in->T, Hq = c->num_heads, Hkv = c->num_kv_heads, Dh = c->head_dim;
+    ft_tensor q2 = view2(&a->q, T, Hq * Dh), k2 = view2(&a->k, T, Hkv * Dh), v2 = view2(&a->v, T, Hkv * Dh);
+    ft_tensor att2 = view2(&a->att, T, Hq * Dh);
+    b->rmsnorm(b, x_in, &W->ln1, c->rms_norm_eps, &a->h1, &a->rstd1);
+    b->gemm(b, &a->h1, 0, &W->wq, 1, &q2, 1.0f, 0.0f);
+    b->gemm(b, &a->h1, 0, &W->wk, 1, &k2, 1.0f, 0.0f);
+    b->gemm(b, &a->h1, 0, &W->wv, 1, &v2, 1.0f, 0.0f);
+    if (W->bq.data) {
+        b->add_bias(b, &q2, &W->bq);
+        b->add_bias(b, &k2, &W->bk);
+        b->add_bias(b, &v2, &W->bv);
+    }
+    apply_rope(m, in, &a->q, &a->k, 0);
+    const ft_tensor *kk = &a->k, *vv = &a->v;
+    ft_tensor kc, vc;
+    if (cache) {
+        size_t row = (size_t)(Hkv * Dh) * sizeof(float), off = (size_t)cache->len * row;
+        b->copy(b, (char *)cache->k[l].data + off, a->k.data, (size_t)T * row);
+        b->copy(b, (char *)cache->v[l].data + off, a->v.data, (size_t)T * row);
+        kc = ft_t3(cache->k[l].data, FT_F32, b->device, cache->len + T, Hkv, Dh);
+        vc = ft_t3(cache->v[l].data, FT_F32, b->device, cache->len + T, Hkv, Dh);
+        kk = &kc;
+        vv = &vc;
+    }
+    b->attention(b, &a->q, kk, vv, &a->att, a->lse.data ? &a->lse : NULL, &in->L);
+    b->gemm(b, &att2, 0, &W->wo, 1, &a->o, 1.0f, 0.0f);
+    b->add(b, x_in, &a->o, &a->xmid);
+    b->rmsnorm(b, &a->xmid, &W->ln2, c->rms_norm_eps, &a->h2, &a->rstd2);
+    b->gemm(b, &a->h2, 0, &W->wg, 1, &a->g, 1.0f, 0.0f);
+    b->gemm(b, &a->h2, 0, &W->wu, 1, &a->u, 1.0f, 0.0f);
+    b->swiglu(b, &a->g, &a->u, &a->a);
+    b->gemm(b, &a->a, 0, &W->wd, 1, &a->o, 1.0f, 0.0f);
+    b->add(b, &a->xmid, &a->o, x_out);
+}
+
+/* Embedding, all layers, final norm: the normed hidden states land in *h (arena). */
+static int run_decoder(ft_model *m, const step_inputs *in, kv_cache *cache, ft_tensor *h, ft_error *e) {
+    const ft_config *c = &m->cfg;
+    ft_tensor x;
+    layer_acts a;
+    int rc = arena_f32(&m->arena, &x, 2, in->T, c->hidden_size, 0, e);
+    if (!rc) rc = acts_alloc(m, in->T, 0, &a, e);
+    if (rc) return rc;
+    m->b->embedding(m->b, &in->ids, &m->w.embed, &x);
+    for (int l = 0; l < c->num_layers; l++) layer_forward(m, l, in, &x, &x, &a, cache);
+    *h = a.h1; /* reuse as the output buffer */
+    m->b->rmsnorm(m->b, &x, &m->w.norm, c->rms_norm_eps, h, NULL);
+    if (cache) cache->len += (int)in->T;
     return FT_OK;
 }
 
 int model_forward(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
                   const int32_t *targets, float *logp, ft_error *e) {
     if (T <= 0) return FT_OK;
-    int rc = arena_reserve(&m->arena, forward_bytes(&m->cfg, T, 0) + (size_t)T * 12 + 1024, e);
-    if (rc) return rc;
-    arena_reset(&m->arena);
-    fwd_inputs in = {T, ids, pos, doc_start};
-    ft_tensor h, tg, lp;
-    int64_t s1[1] = {T};
-    rc = run_decoder(m, &in, NULL, &h, e);
-    if (!rc) rc = arena_tensor(&m->arena, FT_I32, 1, s1, &tg, e);
-    if (!rc) rc = arena_tensor(&m->arena, FT_F32, 1, s1, &lp, e);
-    if (rc) return rc;
     for (int t = 0; t < T; t++)
         if (targets[t] >= m->cfg.vocab_size)
             return ft_fail(e, FT_EINPUT, "target id %d at position %d is outside the vocabulary (size %d)", targets[t],
                            t, m->cfg.vocab_size);
-    m->b->upload(m->b, tg.data, targets, (size_t)T * 4);
-    m->b->token_logprobs(m->b, &h, &m->lm_head, &tg, &lp, NULL);
-    m->b->download(m->b, logp, lp.data, (size_t)T * 4);
-    return FT_OK;
+    int rc = arena_reserve(&m->arena, step_bytes(&m->cfg, T) + 3 * tensor_bytes(T), e);
+    if (rc) return rc;
+    arena_reset(&m->arena);
+    step_inputs in;
+    ft_tensor h, tg, lp;
+    rc = inputs_setup(m, T, ids, pos, doc_start, 0, &in, e);
+    if (!rc) rc = run_decoder(m, &in, NULL, &h, e);
+    int64_t s1[1] = {T};
+    if (!rc) rc = arena_tensor(&m->arena, FT_I32, 1, s1, &tg, e);
+    if (!rc) rc = arena_tensor(&m->arena, FT_F32, 1, s1, &lp, e);
+    if (!rc) {
+        m->b->upload(m->b, tg.data, targets, (size_t)T * 4);
+        m->b->token_logprobs(m->b, &h, &m->w.lm_head, &tg, &lp, NULL);
+        m->b->download(m->b, logp, lp.data, (size_t)T * 4);
+    }
+    inputs_free(&in);
+    return rc;
 }
 
 int model_score(ft_model *m, const int32_t *ids, int n, float *logp, ft_error *e) {
@@ -461,7 +527,7 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
         rc = ft_backend_tensor(b, FT_F32, 2, shape, &cache.k[l], e);
         if (!rc) rc = ft_backend_tensor(b, FT_F32, 2, shape, &cache.v[l], e);
     }
-    if (!rc) rc = arena_reserve(&m->arena, forward_bytes(c, n_prompt, 1) + 4096, e);
+    if (!rc) rc = arena_reserve(&m->arena, step_bytes(c, n_prompt) + tensor_bytes(c->vocab_size), e);
     float *logits = ft_xmalloc((size_t)c->vocab_size * sizeof(float));
     int32_t *pos = ft_xmalloc((size_t)cap * 4), *doc = ft_xcalloc((size_t)cap, 4);
     for (int i = 0; i < cap; i++) pos[i] = i;
@@ -469,20 +535,20 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
     ft_rng_seed(&rng, opts->seed);
     const int32_t *feed = prompt;
     int n_feed = n_prompt;
-    int32_t last;
     while (!rc && *n_out < max_new) {
         arena_reset(&m->arena);
-        fwd_inputs in = {n_feed, feed, pos + cache.len, doc};
+        step_inputs in;
         ft_tensor h, lg;
-        int64_t sV[2] = {1, c->vocab_size};
-        rc = run_decoder(m, &in, &cache, &h, e);
-        if (!rc) rc = arena_tensor(&m->arena, FT_F32, 2, sV, &lg, e);
+        rc = inputs_setup(m, n_feed, feed, pos + cache.len, doc, cache.len, &in, e);
+        if (!rc) rc = run_decoder(m, &in, &cache, &h, e);
+        if (!rc) rc = arena_f32(&m->arena, &lg, 2, 1, c->vocab_size, 0, e);
+        inputs_free(&in);
         if (rc) break;
         ft_tensor h_last = ft_t2((char *)h.data + (size_t)(n_feed - 1) * c->hidden_size * 4, FT_F32, b->device, 1,
                                  c->hidden_size);
-        b->gemm(b, &h_last, 0, &m->lm_head, 1, &lg, 1.0f, 0.0f);
+        b->gemm(b, &h_last, 0, &m->w.lm_head, 1, &lg, 1.0f, 0.0f);
         b->download(b, logits, lg.data, (size_t)c->vocab_size * 4);
-        last = sample_token(logits, c->vocab_size, opts, &rng);
+        int32_t last = sample_token(logits, c->vocab_size, opts, &rng);
         out[(*n_out)++] = last;
         if (on_token) on_token(last, ctx);
         if (opts->stop_at_eos && c->eos_token_id >= 0 && last == c->eos_token_id) break;
@@ -499,4 +565,199 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
     free(pos);
     free(doc);
     return rc;
+}
+
+/* ---------- training ---------- */
+
+struct ft_train_state {
+    int64_t T;
+    step_inputs in;
+    ft_tensor *xs; /* [num_layers + 1] layer inputs, the last being the final norm's input */
+    ft_tensor rstd_final, h, tg, lse;
+    layer_acts acts; /* one layer's intermediates, reused by the recomputation in backward */
+    int ready;
+};
+
+static void train_state_free(ft_train_state *s) {
+    if (!s) return;
+    inputs_free(&s->in);
+    free(s->xs);
+    free(s);
+}
+
+int grads_create(ft_model *m, int (*trainable)(const char *name, void *ctx), void *ctx, ft_weights *g, ft_error *e) {
+    weights_shape(&m->cfg, m->b->device, g);
+    int n = 0, rc = FT_OK;
+    ft_param *p = weights_params(&m->cfg, g, &n);
+    for (int i = 0; i < n && !rc; i++) {
+        if (trainable && !trainable(p[i].name, ctx)) continue;
+        size_t bytes = ft_nbytes(p[i].t);
+        p[i].t->data = m->b->alloc(m->b, bytes);
+        if (!p[i].t->data)
+            rc = ft_fail(e, FT_ENOMEM, "out of %s memory for the gradient of %s", m->b->name, p[i].name);
+        else
+            m->b->zero(m->b, p[i].t->data, bytes);
+    }
+    free(p);
+    if (m->cfg.tie_word_embeddings) g->lm_head = g->embed;
+    if (rc) grads_free(m, g);
+    return rc;
+}
+
+void grads_zero(ft_model *m, ft_weights *g) {
+    int n = 0;
+    ft_param *p = weights_params(&m->cfg, g, &n);
+    for (int i = 0; i < n; i++)
+        if (p[i].t->data) m->b->zero(m->b, p[i].t->data, ft_nbytes(p[i].t));
+    free(p);
+}
+
+void grads_free(ft_model *m, ft_weights *g) {
+    if (!g->layers) return;
+    int n = 0;
+    ft_param *p = weights_params(&m->cfg, g, &n);
+    for (int i = 0; i < n; i++)
+        if (p[i].t->data) m->b->free(m->b, p[i].t->data);
+    free(p);
+    free(g->layers);
+    memset(g, 0, sizeof *g);
+}
+
+/* Bytes of backward's own buffers for T tokens. */
+static size_t backward_bytes(const ft_config *c, int64_t T) {
+    int64_t D = c->hidden_size, F = c->intermediate_size;
+    int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
+    return 3 * tensor_bytes(T * D) + 2 * tensor_bytes(T * QD) + 2 * tensor_bytes(T * KD) + 3 * tensor_bytes(T * F) +
+           2 * tensor_bytes(T) + tensor_bytes(T * c->num_heads);
+}
+
+int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                        const int32_t *targets, float *logp, ft_error *e) {
+    const ft_config *c = &m->cfg;
+    ft_backend *b = m->b;
+    ft_arena *A = &m->arena;
+    if (T <= 0) return ft_fail(e, FT_EINTERNAL, "model_forward_train: empty batch");
+    for (int t = 0; t < T; t++)
+        if (targets[t] >= c->vocab_size)
+            return ft_fail(e, FT_EINPUT, "target id %d at position %d is outside the vocabulary (size %d)", targets[t],
+                           t, c->vocab_size);
+    if (!m->train) m->train = ft_xcalloc(1, sizeof *m->train);
+    ft_train_state *s = m->train;
+    inputs_free(&s->in);
+    s->ready = 0;
+    s->T = T;
+    int64_t D = c->hidden_size;
+    size_t need = step_bytes(c, T) + (size_t)(c->num_layers + 2) * tensor_bytes((int64_t)T * D) +
+                  4 * tensor_bytes(T) + backward_bytes(c, T);
+    int rc = arena_reserve(A, need, e);
+    if (rc) return rc;
+    arena_reset(A);
+    s->xs = ft_xrealloc(s->xs, (size_t)(c->num_layers + 1) * sizeof *s->xs);
+    rc = inputs_setup(m, T, ids, pos, doc_start, 0, &s->in, e);
+    for (int l = 0; l <= c->num_layers && !rc; l++) rc = arena_f32(A, &s->xs[l], 2, T, D, 0, e);
+    if (!rc) rc = acts_alloc(m, T, 1, &s->acts, e);
+    if (!rc) rc = arena_f32(A, &s->h, 2, T, D, 0, e);
+    if (!rc) rc = arena_f32(A, &s->rstd_final, 1, T, 0, 0, e);
+    if (!rc) rc = arena_f32(A, &s->lse, 1, T, 0, 0, e);
+    int64_t s1[1] = {T};
+    if (!rc) rc = arena_tensor(A, FT_I32, 1, s1, &s->tg, e);
+    ft_tensor lp;
+    if (!rc) rc = arena_f32(A, &lp, 1, T, 0, 0, e);
+    if (rc) return rc;
+    b->embedding(b, &s->in.ids, &m->w.embed, &s->xs[0]);
+    for (int l = 0; l < c->num_layers; l++)
+        layer_forward(m, l, &s->in, &s->xs[l], &s->xs[l + 1], &s->acts, NULL);
+    b->rmsnorm(b, &s->xs[c->num_layers], &m->w.norm, c->rms_norm_eps, &s->h, &s->rstd_final);
+    b->upload(b, s->tg.data, targets, (size_t)T * 4);
+    b->token_logprobs(b, &s->h, &m->w.lm_head, &s->tg, &lp, &s->lse);
+    b->download(b, logp, lp.data, (size_t)T * 4);
+    s->ready = 1;
+    return FT_OK;
+}
+
+/* dW += dY^T X for a trainable weight (dW NULL or without data: frozen). */
+static void weight_grad(ft_backend *b, const ft_tensor *dY, const ft_tensor *X, ft_tensor *dW) {
+    if (dW && dW->data) b->gemm(b, dY, 1, X, 0, dW, 1.0f, 1.0f);
+}
+
+/* db += sum over rows of dY, as ones^T dY */
+static void bias_grad(ft_backend *b, const ft_tensor *ones, const ft_tensor *dY, ft_tensor *db) {
+    if (!db->data) return;
+    ft_tensor db2 = ft_t2(db->data, FT_F32, b->device, 1, db->shape[0]);
+    b->gemm(b, ones, 1, dY, 0, &db2, 1.0f, 1.0f);
+}
+
+int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error *e) {
+    const ft_config *c = &m->cfg;
+    ft_backend *b = m->b;
+    ft_arena *A = &m->arena;
+    ft_train_state *s = m->train;
+    if (!s || !s->ready) return ft_fail(e, FT_EINTERNAL, "model_backward without a preceding model_forward_train");
+    s->ready = 0; /* the recomputation below overwrites the saved state */
+    int64_t T = s->T, D = c->hidden_size, F = c->intermediate_size, Hq = c->num_heads, Hkv = c->num_kv_heads,
+            Dh = c->head_dim;
+    ft_tensor dx, dxm, dh, dq, dk, dv, datt, dg, du, da, dlogp, ones;
+    layer_acts a = s->acts;
+    int rc = arena_f32(A, &dx, 2, T, D, 0, e);
+    rc = rc ? rc : arena_f32(A, &dxm, 2, T, D, 0, e);
+    rc = rc ? rc : arena_f32(A, &dh, 2, T, D, 0, e);
+    rc = rc ? rc : arena_f32(A, &dq, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_f32(A, &datt, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_f32(A, &dk, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_f32(A, &dv, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_f32(A, &dg, 2, T, F, 0, e);
+    rc = rc ? rc : arena_f32(A, &du, 2, T, F, 0, e);
+    rc = rc ? rc : arena_f32(A, &da, 2, T, F, 0, e);
+    rc = rc ? rc : arena_f32(A, &dlogp, 1, T, 0, 0, e);
+    rc = rc ? rc : arena_f32(A, &ones, 2, T, 1, 0, e);
+    if (rc) return rc;
+    b->upload(b, dlogp.data, dlogp_host, (size_t)T * 4);
+    if (c->attention_bias) {
+        float *h1 = ft_xmalloc((size_t)T * 4);
+        for (int64_t t = 0; t < T; t++) h1[t] = 1.0f;
+        b->upload(b, ones.data, h1, (size_t)T * 4);
+        free(h1);
+    }
+    /* loss head and final norm */
+    b->token_logprobs_backward(b, &s->h, &m->w.lm_head, &s->tg, &s->lse, &dlogp, &dh,
+                               g->lm_head.data ? &g->lm_head : NULL);
+    b->rmsnorm_backward(b, &dh, &s->xs[c->num_layers], &m->w.norm, &s->rstd_final, &dx,
+                        g->norm.data ? &g->norm : NULL, 0);
+    ft_tensor q2 = view2(&a.q, T, Hq * Dh), k2 = view2(&a.k, T, Hkv * Dh), v2 = view2(&a.v, T, Hkv * Dh);
+    ft_tensor att2 = view2(&a.att, T, Hq * Dh), dq2 = view2(&dq, T, Hq * Dh), dk2 = view2(&dk, T, Hkv * Dh),
+              dv2 = view2(&dv, T, Hkv * Dh), datt2 = view2(&datt, T, Hq * Dh);
+    for (int l = c->num_layers - 1; l >= 0; l--) {
+        ft_layer *W = &m->w.layers[l], *G = &g->layers[l];
+        /* recompute the layer from its saved input (rewrites xs[l+1] with identical values) */
+        layer_forward(m, l, &s->in, &s->xs[l], &s->xs[l + 1], &a, NULL);
+        /* MLP: out = x_mid + down(silu(gate(h2)) * up(h2)) */
+        b->gemm(b, &dx, 0, &W->wd, 0, &da, 1.0f, 0.0f);
+        weight_grad(b, &dx, &a.a, &G->wd);
+        b->swiglu_backward(b, &a.g, &a.u, &da, &dg, &du);
+        b->gemm(b, &dg, 0, &W->wg, 0, &dh, 1.0f, 0.0f);
+        b->gemm(b, &du, 0, &W->wu, 0, &dh, 1.0f, 1.0f);
+        weight_grad(b, &dg, &a.h2, &G->wg);
+        weight_grad(b, &du, &a.h2, &G->wu);
+        b->copy(b, dxm.data, dx.data, ft_nbytes(&dx));
+        b->rmsnorm_backward(b, &dh, &a.xmid, &W->ln2, &a.rstd2, &dxm, G->ln2.data ? &G->ln2 : NULL, 1);
+        /* attention: x_mid = x + o_proj(attention(rope(q), rope(k), v)) */
+        b->gemm(b, &dxm, 0, &W->wo, 0, &datt2, 1.0f, 0.0f);
+        weight_grad(b, &dxm, &att2, &G->wo);
+        b->attention_backward(b, &a.q, &a.k, &a.v, &a.att, &a.lse, &datt, &dq, &dk, &dv, &s->in.L);
+        apply_rope(m, &s->in, &dq, &dk, 1);
+        bias_grad(b, &ones, &dq2, &G->bq);
+        bias_grad(b, &ones, &dk2, &G->bk);
+        bias_grad(b, &ones, &dv2, &G->bv);
+        b->gemm(b, &dq2, 0, &W->wq, 0, &dh, 1.0f, 0.0f);
+        b->gemm(b, &dk2, 0, &W->wk, 0, &dh, 1.0f, 1.0f);
+        b->gemm(b, &dv2, 0, &W->wv, 0, &dh, 1.0f, 1.0f);
+        weight_grad(b, &dq2, &a.h1, &G->wq);
+        weight_grad(b, &dk2, &a.h1, &G->wk);
+        weight_grad(b, &dv2, &a.h1, &G->wv);
+        b->copy(b, dx.data, dxm.data, ft_nbytes(&dx));
+        b->rmsnorm_backward(b, &dh, &s->xs[l], &W->ln1, &a.rstd1, &dx, G->ln1.data ? &G->ln1 : NULL, 1);
+    }
+    if (g->embed.data) b->embedding_backward(b, &s->in.ids, &dx, &g->embed, 1);
+    (void)q2, (void)k2, (void)v2;
+    return FT_OK;
 }
