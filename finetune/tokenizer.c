@@ -174,6 +174,8 @@ typedef struct {
     int32_t id;
     char *s;
     size_t len;
+    char *m; /* what is matched: the content, normalized when `normalized` */
+    size_t mlen;
     int lstrip, rstrip, normalized, single_word, special;
 } tok_added;
 
@@ -722,9 +724,9 @@ static int added_find(const ft_tokenizer *t, int norm, const uint8_t *s, size_t 
         if (!first[s[i]]) continue;
         for (int a = 0; a < t->n_added; a++) { /* sorted by length, longest first */
             const tok_added *x = &t->added[a];
-            if (x->normalized != norm || x->len == 0 || x->len > n - i || memcmp(s + i, x->s, x->len) != 0) continue;
+            if (x->normalized != norm || x->mlen == 0 || x->mlen > n - i || memcmp(s + i, x->m, x->mlen) != 0) continue;
             *ms = i;
-            *me = i + x->len;
+            *me = i + x->mlen;
             return a;
         }
     }
@@ -1338,7 +1340,7 @@ static int load_post(ft_tokenizer *t, const cJSON *n, const char *where, const c
 
 static int cmp_added_len(const void *a, const void *b) {
     const tok_added *x = a, *y = b;
-    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    if (x->mlen != y->mlen) return x->mlen > y->mlen ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
@@ -1365,7 +1367,7 @@ static int load_model(ft_tokenizer *t, const cJSON *root, const char *where, ft_
     t->ignore_merges = json_bool(model, "ignore_merges", 0);
 
     /* vocab */
-    size_t nv = 0, bytes = 0;
+    size_t nv = 0, bytes = 0, distinct = 0;
     int32_t maxid = -1;
     const cJSON *x;
     cJSON_ArrayForEach(x, vocab) {
@@ -1396,6 +1398,7 @@ static int load_model(ft_tokenizer *t, const cJSON *root, const char *where, ft_
         uint32_t h = hash_bytes(x->string, l) & t->vh_mask;
         while (t->vh[h] >= 0 && !(t->v_len[t->vh[h]] == l && memcmp(t->v_s[t->vh[h]], x->string, l) == 0))
             h = (h + 1) & t->vh_mask;
+        if (t->vh[h] < 0) distinct++;
         t->vh[h] = (int32_t)i; /* a duplicate key keeps the last id, like a JSON map */
         i++;
     }
@@ -1412,8 +1415,7 @@ static int load_model(ft_tokenizer *t, const cJSON *root, const char *where, ft_
         const char *content = json_str(x, "content");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 16777216 || !content)
             return ft_fail(e, FT_EINPUT, "%s: added_tokens[%d]: expected \"id\" (0..16777216) and \"content\"", where, k);
-        tok_added *a = &t->added[t->n_added++];
-        a->id = (int32_t)id->valuedouble;
+        tok_added *a = &t->added[t->n_added];
         a->s = ft_xstrdup(content);
         a->len = strlen(content);
         a->lstrip = json_bool(x, "lstrip", 0);
@@ -1421,14 +1423,19 @@ static int load_model(ft_tokenizer *t, const cJSON *root, const char *where, ft_
         a->single_word = json_bool(x, "single_word", 0);
         a->normalized = json_bool(x, "normalized", 0);
         a->special = json_bool(x, "special", 0);
+        /* HF re-derives ids rather than trusting "id": an existing added or vocab token keeps its
+         * id, a new one gets the next id after the vocab (AddedVocabulary::add_tokens). */
+        a->id = -1;
+        int32_t maxa = -1;
+        for (int q = 0; q < t->n_added; q++) {
+            if (t->added[q].len == a->len && memcmp(t->added[q].s, a->s, a->len) == 0) a->id = t->added[q].id;
+            if (t->added[q].id > maxa) maxa = t->added[q].id;
+        }
+        if (a->id < 0) a->id = vocab_get(t, a->s, a->len);
+        if (a->id < 0) a->id = maxa < 0 ? (int32_t)distinct : maxa >= (int32_t)distinct ? maxa + 1 : (int32_t)distinct;
+        t->n_added++;
         if (a->id > maxid) maxid = a->id;
         k++;
-    }
-    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added_len);
-    for (int a = 0; a < t->n_added; a++) {
-        if (!t->added[a].len) continue;
-        if (t->added[a].normalized) t->first_norm[(uint8_t)t->added[a].s[0]] = 1, t->has_norm_added = 1;
-        else t->first_raw[(uint8_t)t->added[a].s[0]] = 1;
     }
 
     t->n_ids = maxid + 1;
@@ -1527,7 +1534,7 @@ void tok_free(ft_tokenizer *t) {
     free(t->v_s), free(t->v_len), free(t->v_id), free(t->v_arena), free(t->vh), free(t->char_id);
     free(t->id_s), free(t->id_len), free(t->id_special);
     free(t->mk), free(t->mrank), free(t->mnew);
-    for (int a = 0; a < t->n_added; a++) free(t->added[a].s);
+    for (int a = 0; a < t->n_added; a++) free(t->added[a].s), free(t->added[a].m);
     free(t->added);
     for (int k = 0; k < t->n_norms; k++) free(t->norms[k].a), free(t->norms[k].b);
     free(t->norms);
@@ -1565,6 +1572,25 @@ int tok_load_json(const char *json, size_t len, const char *where, ft_tokenizer 
     if (rc) {
         tok_free(t);
         return rc;
+    }
+    /* added tokens: normalized ones are matched by their normalized form; longest first */
+    for (int a = 0; a < t->n_added; a++) {
+        tok_added *x = &t->added[a];
+        sbuf b = {0};
+        if (x->normalized) normalize(t, (const uint8_t *)x->s, x->len, &b);
+        else sb_put(&b, x->s, x->len);
+        x->m = b.s ? b.s : ft_xstrdup("");
+        x->mlen = b.n;
+        if (x->normalized) { /* HF keeps (and decodes) the normalized content */
+            t->id_s[x->id] = x->m;
+            t->id_len[x->id] = (uint32_t)x->mlen;
+        }
+    }
+    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added_len);
+    for (int a = 0; a < t->n_added; a++) {
+        if (!t->added[a].mlen) continue;
+        if (t->added[a].normalized) t->first_norm[(uint8_t)t->added[a].m[0]] = 1, t->has_norm_added = 1;
+        else t->first_raw[(uint8_t)t->added[a].m[0]] = 1;
     }
     if (t->byte_level) {
         uint32_t map[256];

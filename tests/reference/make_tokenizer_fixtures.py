@@ -85,6 +85,112 @@ def stress(rng, n):
     return out
 
 
+RX_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+RX_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+             r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+RX_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+            r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def added(id_, content, **kw):
+    d = {"id": id_, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": False}
+    d.update(kw)
+    return d
+
+
+def split(rx):
+    return {"type": "Split", "pattern": {"Regex": rx}, "behavior": "Isolated", "invert": False}
+
+
+BL_NOREGEX = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+
+# Variants of the real tokenizers: {"patch": top-level keys replaced, "model_patch": model keys
+# replaced, "extra_added": appended to added_tokens}. The C golden test applies the same patch.
+VARIANTS = [
+    ("mistral-split-always", "mistral-7b-v0.1", {
+        "patch": {"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                                    "split": True},
+                  "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                              "split": True}}}),
+    ("mistral-never", "mistral-7b-v0.1", {
+        "patch": {"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never",
+                                    "split": False},
+                  "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never",
+                              "split": False}}}),
+    ("mistral-added", "mistral-7b-v0.1", {
+        "extra_added": [added(32000, "<tool>", lstrip=True, rstrip=True, special=True),
+                        added(32001, "hello", single_word=True),
+                        added(32002, "[SEP]", rstrip=True, special=True),
+                        added(32003, "ab", lstrip=True),
+                        added(32004, "<tool>x")]}),
+    ("mistral-unk", "mistral-7b-v0.1", {"model_patch": {"byte_fallback": False}}),
+    ("mistral-unk-nofuse", "mistral-7b-v0.1", {"model_patch": {"byte_fallback": False, "fuse_unk": False}}),
+    ("llama2-eos", "llama-2", {
+        "patch": {"post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                               "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}},
+        "extra_added": [added(32000, "hello", normalized=True), added(32001, "wor", normalized=True)]}),
+    ("smollm-llama3", "smollm-135m", {
+        "patch": {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [split(RX_LLAMA3), BL_NOREGEX]}},
+        "model_patch": {"ignore_merges": True}}),
+    ("smollm-qwen2", "smollm-135m", {
+        "patch": {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [split(RX_QWEN2), BL_NOREGEX]}}}),
+    ("smollm-gpt2split-prefix", "smollm-135m", {
+        "patch": {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": False}, split(RX_GPT2),
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": False}]},
+            "post_processor": {"type": "RobertaProcessing", "sep": ["<|im_end|>", 2], "cls": ["<|im_start|>", 1],
+                               "trim_offsets": True, "add_prefix_space": True}}}),
+    ("smollm-nfc", "smollm-135m", {"patch": {"normalizer": {"type": "NFC"}}}),
+]
+
+VARIANT_TEXTS = [
+    "", " ", "Hello world", "Hello  world   ", "  leading", "a\n\n\nb", "x \n\n y", "a\r\n\r\nb  \n",
+    "I'M SURE IT'S FINE, WE'LL SEE", "don't 's 'S 'Ll", "1234567 89 x1y22z333", "3.14159, 2.71828",
+    "def f(x):\n    return x  # c\n", "tabs\tand\t\tmore", "   \t\n  \n", "!!!??? ...",
+    "<tool>", " <tool> x", "a  <tool>  b", "<tool>x <tool>xy", "say hello there", "sayhello hello_x (hello)",
+    "hello", "x [SEP]   y", "ab ab", "  ab", "cab", "<s>hi</s>", "<|im_start|>user\nhi<|im_end|>",
+    "world wor word", "Straße naïve café", "\u00a0nbsp", "ÀÉÎõü ÿ",
+    "你好，世界！", "مرحبا بالعالم", "😀 👩\u200d👩\u200d👧", "\uE000 \U0001F9EC rare", "a\u2028b",
+]
+
+
+def patched(base, spec):
+    with open(os.path.join(ASSETS, "tokenizers", base, "tokenizer.json"), encoding="utf-8") as f:
+        d = json.load(f)
+    for k, v in spec.get("patch", {}).items():
+        d[k] = v
+    for k, v in spec.get("model_patch", {}).items():
+        d["model"][k] = v
+    d["added_tokens"] = d["added_tokens"] + spec.get("extra_added", [])
+    return Tokenizer.from_str(json.dumps(d))
+
+
+def make_variants():
+    out = []
+    for name, base, spec in VARIANTS:
+        tok = patched(base, spec)
+        cases = []
+        for text in VARIANT_TEXTS:
+            if name == "smollm-nfc" and any(ord(c) >= 0x300 for c in text):
+                continue  # our NFC is only the identity below U+0300
+            for special in (False, True):
+                ids = tok.encode(text, add_special_tokens=special).ids
+                cases.append({"text": text, "special": special, "ids": ids,
+                              "decoded": tok.decode(ids, skip_special_tokens=False),
+                              "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
+        out.append({"name": name, "base": base, "spec": spec, "cases": cases})
+    path = os.path.join(OUT, "variants.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=True)
+    print(path, os.path.getsize(path), "bytes")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     rng = random.Random(20240531)
@@ -105,6 +211,7 @@ def main():
                     }
                     f.write(json.dumps(rec, ensure_ascii=True) + "\n")
         print(path, len(texts) * 2, "lines", os.path.getsize(path), "bytes")
+    make_variants()
 
 
 if __name__ == "__main__":
