@@ -1,0 +1,121 @@
+/* bench_cuda_ops: CUDA backend timings at model-shaped sizes (Danube3-500M-like:
+ * D 1536, 16/8 heads of 96, F 4096, V 32000, 4096 tokens packed).
+ * fp32 gemm TFLOP/s (and bf16 gemm through the same op), attention forward and
+ * backward, fused lm_head log-probs forward and backward, rmsnorm; each op is
+ * run until 0.3 s pass, synchronised, and reported per call.
+ * Without a usable GPU it says so and exits 0 (nothing to measure).
+ * Usage: bench_cuda_ops [scale]   (scale < 1 shrinks the token count) */
+#include "backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ft_backend *G;
+static ft_rng rng;
+
+static ft_tensor dev(ft_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2, float scale) {
+    int64_t sh[3] = {d0, d1, d2};
+    ft_tensor t;
+    ft_error e;
+    if (ft_backend_tensor(G, dt, ndim, sh, &t, &e)) {
+        fprintf(stderr, "bench_cuda_ops: %s\n", e.msg);
+        exit(1);
+    }
+    int64_t n = ft_numel(&t);
+    size_t es = ft_dtype_size(dt);
+    unsigned char *h = malloc((size_t)n * es + 8);
+    for (int64_t i = 0; i < n; i++) {
+        float v = ft_rng_normal(&rng) * scale;
+        if (dt == FT_F32) memcpy(h + i * 4, &v, 4);
+        else if (dt == FT_BF16) ((uint16_t *)h)[i] = ft_f32_to_bf16(v);
+        else if (dt == FT_F16) ((uint16_t *)h)[i] = ft_f32_to_f16(v);
+        else if (dt == FT_I32) ((int32_t *)h)[i] = (int32_t)(ft_rng_next(&rng) % 32000);
+    }
+    G->upload(G, t.data, h, ft_nbytes(&t));
+    free(h);
+    return t;
+}
+
+#define TIME(label, flops, call)                                                                \
+    do {                                                                                        \
+        call;                                                                                   \
+        G->sync(G);                                                                             \
+        int reps_ = 0;                                                                          \
+        double t0_ = ft_now(), el_;                                                             \
+        do {                                                                                    \
+            call;                                                                               \
+            reps_++;                                                                            \
+            G->sync(G);                                                                         \
+            el_ = ft_now() - t0_;                                                               \
+        } while (el_ < 0.3);                                                                    \
+        double ms_ = el_ / reps_ * 1e3;                                                         \
+        printf("%-52s %9.3f ms", label, ms_);                                                   \
+        if ((flops) > 0) printf("  %8.2f TFLOP/s", (double)(flops) / (ms_ * 1e-3) / 1e12);      \
+        printf("\n");                                                                           \
+    } while (0)
+
+int main(int argc, char **argv) {
+    double scale = argc > 1 ? atof(argv[1]) : 1.0;
+    if (!ft_backend_cuda_available()) {
+        printf("bench_cuda_ops: no usable CUDA GPU, nothing to measure\n");
+        return 0;
+    }
+    ft_error e;
+    if (ft_backend_cuda_create(&G, &e)) {
+        fprintf(stderr, "bench_cuda_ops: %s\n", e.msg);
+        return 1;
+    }
+    ft_rng_seed(&rng, 7);
+    int64_t T = (int64_t)(4096 * scale), D = 1536, F = 4096, V = 32000, Hq = 16, Hkv = 8, Dh = 96;
+    if (T < 64) T = 64;
+    printf("bench_cuda_ops: T=%lld D=%lld F=%lld V=%lld heads %lld/%lld x %lld\n", (long long)T, (long long)D,
+           (long long)F, (long long)V, (long long)Hq, (long long)Hkv, (long long)Dh);
+
+    char lab[128];
+    ft_dtype dts[3] = {FT_F32, FT_BF16, FT_F16};
+    for (int k = 0; k < 3; k++) {
+        ft_tensor x = dev(dts[k], 2, T, D, 0, 1), w = dev(dts[k], 2, F, D, 0, 0.02f), y = dev(dts[k], 2, T, F, 0, 0);
+        snprintf(lab, sizeof lab, "gemm %s [T,D] x [F,D]^T (mlp up)", ft_dtype_name(dts[k]));
+        TIME(lab, 2.0 * T * D * F, G->gemm(G, &x, 0, &w, 1, &y, 1.0f, 0.0f));
+        snprintf(lab, sizeof lab, "gemm %s [T,F]^T x [T,D] (weight grad)", ft_dtype_name(dts[k]));
+        TIME(lab, 2.0 * T * D * F, G->gemm(G, &y, 1, &x, 0, &w, 1.0f, 1.0f));
+        G->free(G, x.data), G->free(G, w.data), G->free(G, y.data);
+    }
+
+    ft_tensor x = dev(FT_F32, 2, T, D, 0, 1), nw = dev(FT_F32, 1, D, 0, 0, 1), no = dev(FT_F32, 2, T, D, 0, 0),
+              rs = dev(FT_F32, 1, T, 0, 0, 0), dx = dev(FT_F32, 2, T, D, 0, 0), dnw = dev(FT_F32, 1, D, 0, 0, 0);
+    TIME("rmsnorm f32", 0, G->rmsnorm(G, &x, &nw, 1e-5f, &no, &rs));
+    TIME("rmsnorm_backward f32", 0, G->rmsnorm_backward(G, &no, &x, &nw, &rs, &dx, &dnw, 0));
+
+    /* attention: 4 packed samples of T/4 tokens */
+    int32_t *ds = malloc((size_t)T * 4);
+    for (int64_t i = 0; i < T; i++) ds[i] = (int32_t)(i / (T / 4) * (T / 4));
+    ft_tensor dsd = dev(FT_I32, 1, T, 0, 0, 0);
+    G->upload(G, dsd.data, ds, (size_t)T * 4);
+    free(ds);
+    ft_attn_layout L = {0, dsd.data, 0, 1.0f / sqrtf((float)Dh)};
+    ft_tensor q = dev(FT_F32, 3, T, Hq, Dh, 1), k = dev(FT_F32, 3, T, Hkv, Dh, 1), v = dev(FT_F32, 3, T, Hkv, Dh, 1),
+              o = dev(FT_F32, 3, T, Hq, Dh, 0), lse = dev(FT_F32, 2, T, Hq, 0, 0), dout = dev(FT_F32, 3, T, Hq, Dh, 1),
+              dq = dev(FT_F32, 3, T, Hq, Dh, 0), dk = dev(FT_F32, 3, T, Hkv, Dh, 0), dv = dev(FT_F32, 3, T, Hkv, Dh, 0);
+    double seg = (double)(T / 4), aflops = 4.0 * 4 * seg * seg / 2 * Dh * Hq; /* causal: half of QK^T and PV */
+    TIME("attention fwd f32 (4 packed samples)", aflops, G->attention(G, &q, &k, &v, &o, &lse, &L));
+    TIME("attention bwd f32 (4 packed samples)", 2.5 * aflops,
+         G->attention_backward(G, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &L));
+    L.window = 1024;
+    TIME("attention fwd f32 (window 1024)", 0, G->attention(G, &q, &k, &v, &o, &lse, &L));
+
+    ft_tensor h = dev(FT_F32, 2, T, D, 0, 1), W = dev(FT_F32, 2, V, D, 0, 0.02f), tg = dev(FT_I32, 1, T, 0, 0, 0),
+              lp = dev(FT_F32, 1, T, 0, 0, 0), ls = dev(FT_F32, 1, T, 0, 0, 0), dl = dev(FT_F32, 1, T, 0, 0, 1),
+              dh = dev(FT_F32, 2, T, D, 0, 0), dW = dev(FT_F32, 2, V, D, 0, 0);
+    TIME("token_logprobs fwd f32 (V 32000)", 2.0 * T * D * V, G->token_logprobs(G, &h, &W, &tg, &lp, &ls));
+    TIME("token_logprobs bwd f32 (V 32000)", 6.0 * T * D * V,
+         G->token_logprobs_backward(G, &h, &W, &tg, &ls, &dl, &dh, &dW));
+
+    size_t used, peak;
+    G->memory(G, &used, &peak);
+    printf("cuda memory: %.1f MiB in use, peak %.1f MiB\n", used / 1048576.0, peak / 1048576.0);
+    G->destroy(G);
+    return 0;
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# run.sh: the whole GPU check on a lent GPU machine, from the repository root.
+#
+#   OUT=/some/dir bash tests/gpu/run.sh     (OUT defaults to ./gpu-out)
+#
+# Detects the GPU's compute capability, builds for just that arch, runs the gpu
+# tests, then every test, then the benchmarks in the build dir, then (when the
+# tool is there) compute-sanitizer memcheck over the CUDA op test. Every log
+# goes under $OUT, with summary.txt (date, GPU, commit, what passed/failed).
+# The machine has no network: nothing is installed; a missing dependency is
+# reported in the summary. Knobs: JOBS, CTEST_TIMEOUT (s per test, 300),
+# BENCH_TIMEOUT (s per bench, 120), SANITIZE (1), FULL_CTEST (1).
+set -u
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/gpu-out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+SUMMARY=$OUT/summary.txt
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
+CTEST_TIMEOUT=${CTEST_TIMEOUT:-300}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-120}
+SANITIZE=${SANITIZE:-1}
+FULL_CTEST=${FULL_CTEST:-1}
+failures=0
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+step() { # step NAME LOGFILE CMD...: run, log, record PASS/FAIL
+    local name=$1 log=$2; shift 2
+    local t0=$SECONDS
+    "$@" >"$log" 2>&1
+    local rc=$?
+    if [ $rc -eq 0 ]; then say "PASS  $name ($((SECONDS - t0)) s)"; else
+        say "FAIL  $name (exit $rc, $((SECONDS - t0)) s; see $(basename "$log"))"
+        failures=$((failures + 1))
+    fi
+    return $rc
+}
+
+: >"$SUMMARY"
+say "finetune GPU run"
+say "date:   $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+say "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)')"
+say "host:   $(hostname) ($(nproc 2>/dev/null) cores)"
+
+if ! command -v nvidia-smi >/dev/null; then
+    say "FAIL  nvidia-smi not found: no NVIDIA driver on this machine"
+    exit 1
+fi
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
+CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+say "gpu:    ${GPU:-unknown}"
+say "arch:   sm_${CAP:-unknown}"
+if ! [[ "$CAP" =~ ^[0-9]+$ ]]; then
+    say "FAIL  could not read the compute capability from nvidia-smi"
+    exit 1
+fi
+NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null | head -1)
+say "nvcc:   ${NVCC:-missing} $($NVCC --version 2>/dev/null | grep -o 'release [0-9.]*')"
+say "cmake:  $(cmake --version 2>/dev/null | head -1)"
+if [ -z "$NVCC" ]; then
+    say "FAIL  nvcc not found: the CUDA toolkit is needed to build the CUDA backend"
+    exit 1
+fi
+# cJSON is required by CMakeLists (find_path cjson/cJSON.h); there is no vendored copy.
+if ! ls /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h >/dev/null 2>&1 &&
+    ! find / -path /proc -prune -o -name cJSON.h -path '*cjson*' -print -quit 2>/dev/null | grep -q .; then
+    say "FAIL  libcjson-dev is missing (cjson/cJSON.h not found) and this machine has no network to install it;"
+    say "      the build needs it (apt-get install libcjson-dev); no vendored fallback exists"
+    exit 1
+fi
+
+BUILD=$ROOT/build-gpu-sm$CAP
+step "configure (CMAKE_CUDA_ARCHITECTURES=$CAP)" "$OUT/configure.log" \
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CAP" \
+    ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} || { say "stopping: configure failed"; exit 1; }
+grep -q "CUDA backend ON" "$OUT/configure.log" || say "WARN  configure did not enable the CUDA backend"
+step "build (-j$JOBS)" "$OUT/build.log" cmake --build "$BUILD" -j"$JOBS" || { tail -40 "$OUT/build.log"; say "stopping: build failed"; exit 1; }
+
+cd "$BUILD" || exit 1
+# The CUDA op test directly, for its per-op error lines (ctest hides a passing test's output).
+if [ -x ./test_cuda_ops ]; then
+    step "test_cuda_ops (direct)" "$OUT/test_cuda_ops.log" env FT_SOURCE_DIR="$ROOT" ./test_cuda_ops
+    grep -q "skipping" "$OUT/test_cuda_ops.log" && say "WARN  test_cuda_ops skipped itself: the backend saw no usable GPU"
+fi
+step "ctest -L gpu" "$OUT/ctest-gpu.log" ctest -L gpu --output-on-failure --timeout "$CTEST_TIMEOUT"
+grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT/ctest-gpu.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+if [ "$FULL_CTEST" = 1 ]; then
+    step "ctest (all)" "$OUT/ctest-all.log" ctest --output-on-failure --timeout "$CTEST_TIMEOUT" -j"$JOBS"
+    grep -E "tests passed|\(Failed\)|\(Skipped\)|\(Timeout\)|Not Run" "$OUT/ctest-all.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+fi
+
+for b in ./bench_*; do
+    [ -x "$b" ] || continue
+    n=$(basename "$b")
+    step "$n" "$OUT/$n.log" timeout "$BENCH_TIMEOUT" "$b"
+done
+
+if [ "$SANITIZE" = 1 ] && [ -x ./test_cuda_ops ]; then
+    CS=$(command -v compute-sanitizer || ls "$(dirname "$NVCC")"/compute-sanitizer 2>/dev/null | head -1)
+    if [ -n "$CS" ]; then
+        step "compute-sanitizer memcheck test_cuda_ops" "$OUT/memcheck.log" \
+            timeout 400 "$CS" --tool memcheck --error-exitcode 9 ./test_cuda_ops
+    else
+        say "SKIP  compute-sanitizer not found"
+    fi
+fi
+
+say "result: $failures step(s) failed"
+[ $failures -eq 0 ]
