@@ -25,6 +25,14 @@ typedef struct ft_attn_layout {
     float scale;              /* softmax scale, usually 1/sqrt(head_dim) */
 } ft_attn_layout;
 
+/* One AdamW step, PyTorch semantics (torch.optim.AdamW): the gradient is first multiplied by grad_scale
+ * (global-norm clipping, loss-scale removal); then w *= 1 - lr*wd; m = lerp(m, g, 1-beta1);
+ * v = beta2*v + (1-beta2)*g^2; w -= lr/(1-beta1^step) * m / (sqrt(v)/sqrt(1-beta2^step) + eps). */
+typedef struct ft_adamw_args {
+    float lr, beta1, beta2, eps, weight_decay, grad_scale;
+    int step; /* 1-based */
+} ft_adamw_args;
+
 typedef struct ft_backend ft_backend;
 struct ft_backend {
     const char *name;
@@ -88,6 +96,15 @@ struct ft_backend {
     /* Gradient of sum_t dlogp[t] * logp[t]: dh [T,D] overwritten, dW [V,D] accumulated (may be NULL). */
     void (*token_logprobs_backward)(ft_backend *b, const ft_tensor *h, const ft_tensor *W, const ft_tensor *targets,
                                     const ft_tensor *lse, const ft_tensor *dlogp, ft_tensor *dh, ft_tensor *dW);
+
+    /* ---- optimizer ---- */
+    /* w, g, m, v: fp32 tensors of one shape */
+    void (*adamw)(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v,
+                  const ft_adamw_args *a);
+    /* Sum of squares of an fp32 tensor, accumulated in double in a fixed order; returned to the host. */
+    double (*sumsq)(ft_backend *b, const ft_tensor *x);
+    /* x *= alpha (fp32) */
+    void (*scale)(ft_backend *b, ft_tensor *x, float alpha);
 };
 
 /* Create a backend by name: "cpu", "cuda", or "auto" (CUDA when a GPU is usable, else CPU). */

@@ -734,5 +734,8 @@ ft_backend *ft_backend_cpu_create(void) {
     b->attention_backward = cpu_attention_backward;
     b->swiglu_backward = cpu_swiglu_backward;
     b->token_logprobs_backward = cpu_token_logprobs_backward;
+    b->adamw = cpu_adamw;
+    b->sumsq = cpu_sumsq;
+    b->scale = cpu_scale;
     return b;
 }

@@ -64,5 +64,9 @@ void cpu_swiglu_backward(ft_backend *b, const ft_tensor *gate, const ft_tensor *
                          ft_tensor *dgate, ft_tensor *dup);
 void cpu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const ft_tensor *W, const ft_tensor *targets,
                                  const ft_tensor *lse, const ft_tensor *dlogp, ft_tensor *dh, ft_tensor *dW);
+/* optimizer ops (backend_cpu_optim.c) */
+void cpu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v, const ft_adamw_args *a);
+double cpu_sumsq(ft_backend *b, const ft_tensor *x);
+void cpu_scale(ft_backend *b, ft_tensor *x, float alpha);
 
 #endif
