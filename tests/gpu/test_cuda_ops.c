@@ -4,7 +4,9 @@
  * poisoned with NaN first, so an element the kernel forgot to write fails.
  * Without a usable GPU the test checks that create fails cleanly and exits 77
  * (skipped). Tolerance: |gpu - cpu| <= tol * (|cpu| + rms(cpu)), 1e-5-ish for
- * fp32 ops, 1e-4 for attention and log-prob reductions. */
+ * fp32 ops, 1e-4 for attention and log-prob reductions. BF16/F16 storage (gemm,
+ * rmsnorm, swiglu, attention) is checked against the CPU on the same rounded
+ * inputs, within the 16-bit rounding of the output (1e-2). */
 #include "backend.h"
 #include "test.h"
 
@@ -268,6 +270,108 @@ static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t
     drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse), drop(&dout), drop(&dq), drop(&dk), drop(&dv);
 }
 
+
+/* ------------------------------------------------------------------ half-precision storage */
+
+/* GPU tensor of dtype dt (BF16/F16) and CPU F32 tensor with the same values (rounded to dt). */
+static uint16_t to16(ft_dtype dt, float v) { return dt == FT_BF16 ? ft_f32_to_bf16(v) : ft_f32_to_f16(v); }
+static float from16(ft_dtype dt, uint16_t h) { return dt == FT_BF16 ? ft_bf16_to_f32(h) : ft_f16_to_f32(h); }
+
+static pair hrand(ft_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2, float scale, int poison) {
+    int64_t sh[3] = {d0, d1, d2};
+    pair p;
+    ft_error e;
+    if (ft_backend_tensor(G, dt, ndim, sh, &p.g, &e) || ft_backend_tensor(C, FT_F32, ndim, sh, &p.c, &e)) {
+        fprintf(stderr, "alloc failed: %s\n", e.msg);
+        exit(1);
+    }
+    int64_t n = ft_numel(&p.g);
+    uint16_t *h = malloc((size_t)n * 2 + 4);
+    float *f = malloc((size_t)n * 4 + 4);
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = poison ? to16(dt, NAN) : to16(dt, ft_rng_normal(&rng) * scale);
+        f[i] = poison ? 0.f : from16(dt, h[i]);
+    }
+    G->upload(G, p.g.data, h, (size_t)n * 2);
+    C->upload(C, p.c.data, f, (size_t)n * 4);
+    free(h);
+    free(f);
+    return p;
+}
+
+/* compare a 16-bit GPU result with the CPU's fp32 one (tolerance covers the final rounding) */
+static void cmp16(const char *what, const pair *p, double tol) {
+    int64_t n = ft_numel(&p->g);
+    uint16_t *a = malloc((size_t)n * 2 + 4);
+    float *b = malloc((size_t)n * 4 + 4);
+    G->download(G, a, p->g.data, (size_t)n * 2);
+    C->download(C, b, p->c.data, (size_t)n * 4);
+    double ss = 0, worst = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)b[i] * b[i];
+    double rms = n ? sqrt(ss / (double)n) : 0;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float x = from16(p->g.dtype, a[i]);
+        double d = fabs((double)x - b[i]);
+        if (isnan(x) || !(d <= tol * (fabs(b[i]) + rms))) {
+            if (bad < 5) fprintf(stderr, "  %s[%lld]: cuda %.6g, cpu %.6g\n", what, (long long)i, x, b[i]);
+            bad++;
+        } else if (d / (fabs(b[i]) + rms + 1e-30) > worst)
+            worst = d / (fabs(b[i]) + rms + 1e-30);
+    }
+    CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ (tol %g)", what, (long long)bad, (long long)n, tol);
+    if (!bad) fprintf(stderr, "ok %-40s n=%-8lld worst rel %.3g\n", what, (long long)n, worst);
+    free(a);
+    free(b);
+}
+
+static void t_half(ft_dtype dt) {
+    const char *nm = ft_dtype_name(dt);
+    char w[96];
+    int64_t M = 45, N = 70, K = 130;
+    for (int ta = 0; ta < 2; ta++) {
+        pair A = ta ? hrand(dt, 2, K, M, 0, 1, 0) : hrand(dt, 2, M, K, 0, 1, 0);
+        pair B = hrand(dt, 2, N, K, 0, 1, 0), Cm = hrand(dt, 2, M, N, 0, 0, 1), Cf = fout(2, M, N, 0);
+        G->gemm(G, &A.g, ta, &B.g, 1, &Cm.g, 1.0f, 0.0f);
+        C->gemm(C, &A.c, ta, &B.c, 1, &Cm.c, 1.0f, 0.0f);
+        snprintf(w, sizeof w, "gemm %s ta%d tb1", nm, ta);
+        cmp16(w, &Cm, 1e-2);
+        G->gemm(G, &A.g, ta, &B.g, 1, &Cf.g, 1.0f, 0.0f); /* 16-bit inputs, F32 output */
+        C->gemm(C, &A.c, ta, &B.c, 1, &Cf.c, 1.0f, 0.0f);
+        snprintf(w, sizeof w, "gemm %s inputs, F32 out, ta%d", nm, ta);
+        cmp(w, &Cf, 1e-4);
+        drop(&A), drop(&B), drop(&Cm), drop(&Cf);
+    }
+    pair x = hrand(dt, 2, 19, 200, 0, 1, 0), wt = hrand(dt, 1, 200, 0, 0, 1, 0), o = hrand(dt, 2, 19, 200, 0, 0, 1);
+    pair r = fout(1, 19, 0, 0);
+    G->rmsnorm(G, &x.g, &wt.g, 1e-5f, &o.g, &r.g);
+    C->rmsnorm(C, &x.c, &wt.c, 1e-5f, &o.c, &r.c);
+    snprintf(w, sizeof w, "rmsnorm %s", nm);
+    cmp16(w, &o, 1e-2);
+    cmp("  rstd (F32)", &r, 1e-5);
+    pair u = hrand(dt, 2, 19, 200, 0, 1, 0);
+    G->swiglu(G, &x.g, &u.g, &o.g);
+    C->swiglu(C, &x.c, &u.c, &o.c);
+    snprintf(w, sizeof w, "swiglu %s", nm);
+    cmp16(w, &o, 1e-2);
+    drop(&x), drop(&wt), drop(&o), drop(&r), drop(&u);
+
+    int64_t T = 75, Hq = 4, Hkv = 2, Dh = 96;
+    int32_t ds[75];
+    for (int i = 0; i < T; i++) ds[i] = i < 40 ? 0 : 40;
+    pair dsp = ints(T, ds);
+    pair q = hrand(dt, 3, T, Hq, Dh, 1, 0), k = hrand(dt, 3, T, Hkv, Dh, 1, 0), v = hrand(dt, 3, T, Hkv, Dh, 1, 0);
+    pair out = hrand(dt, 3, T, Hq, Dh, 0, 1), lse = fout(2, T, Hq, 0);
+    ft_attn_layout Lg = {0, dsp.g.data, 24, 1.0f / sqrtf((float)Dh)}, Lc = Lg;
+    Lc.doc_start = dsp.c.data;
+    G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
+    C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
+    snprintf(w, sizeof w, "attention %s (packed, window 24)", nm);
+    cmp16(w, &out, 1e-2);
+    cmp("  lse (F32)", &lse, 1e-4);
+    drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse);
+}
+
 /* ------------------------------------------------------------------ memory and bad calls */
 
 static void t_memory(void) {
@@ -372,6 +476,8 @@ int main(void) {
     int tiny[] = {1, 1, 1};
     t_attention(3, 3, 2, 1, 8, 0, tiny, 3);                   /* every sample one token; small head dim */
 
+    t_half(FT_BF16);
+    t_half(FT_F16);
     t_bad_call();
     size_t used, peak;
     G->memory(G, &used, &peak);
