@@ -814,9 +814,12 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess || n <= 0) {
         cudaGetLastError();
-        return ft_fail(e, FT_EDEVICE, "device=cuda but no CUDA GPU is visible: %s (%s)",
+        return ft_fail(e, FT_EDEVICE, "device=cuda but no CUDA GPU is visible: %s (%s)%s",
                        err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0 devices",
-                       err != cudaSuccess ? cudaGetErrorName(err) : "no device");
+                       err != cudaSuccess ? cudaGetErrorName(err) : "no device",
+                       err == cudaErrorInsufficientDriver
+                           ? "; no NVIDIA driver is loaded, or it is older than this build's CUDA runtime"
+                           : "; use device=cpu, or check nvidia-smi and CUDA_VISIBLE_DEVICES");
     }
     cudaDeviceProp prop;
     if ((err = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess)
