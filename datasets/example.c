@@ -113,9 +113,11 @@ static int encode_reply(const tmpl *t, const ds_pref *p, const char *reply, cons
     int rc = tmpl_encode(t, &c, tok, 0, &tk, e);
     ds_conv_free(&c);
     if (rc) return rc;
-    int n = (int)tk.n, f = n, l = -1;
+    int n = (int)tk.n, f = n, l = -1, last = -1;
     for (int i = 0; i < n; i++)
-        if (tk.turn[i] >= 0) {
+        if (tk.turn[i] > last) last = tk.turn[i];
+    for (int i = 0; i < n; i++) /* the reply is the last assistant turn */
+        if (tk.turn[i] == last && last >= 0) {
             if (f == n) f = i;
             l = i;
         }
