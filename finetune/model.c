@@ -20,7 +20,7 @@ static void set_param(ft_param *p, int *n, ft_tensor *t, const char *fmt, int la
 }
 
 ft_param *weights_params(const ft_config *c, ft_weights *w, int *n) {
-    ft_param *p = ft_xcalloc((size_t)c->num_layers * 12 + 3, sizeof *p);
+    ft_param *p = ft_xcalloc((size_t)c->num_layers * 13 + 3, sizeof *p);
     *n = 0;
     set_param(p, n, &w->embed, "model.embed_tokens.weight", 0);
     for (int l = 0; l < c->num_layers; l++) {
@@ -33,6 +33,7 @@ ft_param *weights_params(const ft_config *c, ft_weights *w, int *n) {
         set_param(p, n, &L->wv, "model.layers.%d.self_attn.v_proj.weight", l);
         set_param(p, n, &L->bv, "model.layers.%d.self_attn.v_proj.bias", l);
         set_param(p, n, &L->wo, "model.layers.%d.self_attn.o_proj.weight", l);
+        set_param(p, n, &L->bo, "model.layers.%d.self_attn.o_proj.bias", l);
         set_param(p, n, &L->ln2, "model.layers.%d.post_attention_layernorm.weight", l);
         set_param(p, n, &L->wg, "model.layers.%d.mlp.gate_proj.weight", l);
         set_param(p, n, &L->wu, "model.layers.%d.mlp.up_proj.weight", l);
@@ -64,6 +65,8 @@ void weights_shape(const ft_config *c, ft_device dev, ft_weights *w) {
             L->bq = ft_t1(NULL, FT_F32, dev, QD);
             L->bk = ft_t1(NULL, FT_F32, dev, KD);
             L->bv = ft_t1(NULL, FT_F32, dev, KD);
+            /* transformers' Llama puts attention_bias on o_proj as well; Qwen2 does not */
+            if (c->arch == FT_ARCH_LLAMA) L->bo = ft_t1(NULL, FT_F32, dev, D);
         }
         L->wg = ft_t2(NULL, FT_F32, dev, F, D);
         L->wu = ft_t2(NULL, FT_F32, dev, F, D);
@@ -401,6 +404,7 @@ static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_te
     }
     b->attention(b, &a->q, kk, vv, &a->att, a->lse.data ? &a->lse : NULL, &in->L);
     b->gemm(b, &att2, 0, &W->wo, 1, &a->o, 1.0f, 0.0f);
+    if (W->bo.data) b->add_bias(b, &a->o, &W->bo);
     b->add(b, x_in, &a->o, &a->xmid);
     b->rmsnorm(b, &a->xmid, &W->ln2, c->rms_norm_eps, &a->h2, &a->rstd2);
     b->gemm(b, &a->h2, 0, &W->wg, 1, &a->g, 1.0f, 0.0f);
@@ -743,6 +747,7 @@ int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error
         /* attention: x_mid = x + o_proj(attention(rope(q), rope(k), v)) */
         b->gemm(b, &dxm, 0, &W->wo, 0, &datt2, 1.0f, 0.0f);
         weight_grad(b, &dxm, &att2, &G->wo);
+        bias_grad(b, &ones, &dxm, &G->bo);
         b->attention_backward(b, &a.q, &a.k, &a.v, &a.att, &a.lse, &datt, &dq, &dk, &dv, &s->in.L);
         apply_rope(m, &s->in, &dq, &dk, 1);
         bias_grad(b, &ones, &dq2, &G->bq);

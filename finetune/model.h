@@ -14,7 +14,7 @@
 #include "config.h"
 
 typedef struct ft_layer {
-    ft_tensor ln1, wq, wk, wv, wo, bq, bk, bv; /* biases: data NULL when absent */
+    ft_tensor ln1, wq, wk, wv, wo, bq, bk, bv, bo; /* biases: ndim 0 when absent (bo: Llama only) */
     ft_tensor ln2, wg, wu, wd;
 } ft_layer;
 

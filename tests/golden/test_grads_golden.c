@@ -8,7 +8,8 @@
 #include "test.h"
 
 static const char *MODELS[] = {"llama-gqa",         "mistral-swa",        "llama-tied",        "llama-hd12",
-                               "llama-rope-linear", "llama-rope-dynamic", "llama-rope-llama3", "qwen2-bias"};
+                               "llama-rope-linear", "llama-rope-dynamic", "llama-rope-llama3", "qwen2-bias",
+                               "llama-bias"};
 
 static void run_model(const char *name, ft_backend *b) {
     char dir[1024], buf[1024], path[1200];

@@ -7,7 +7,8 @@
 
 static const char *MODELS[] = {"llama-gqa",          "mistral-swa",       "llama-tied",
                                "llama-hd12",         "llama-rope-linear", "llama-rope-dynamic",
-                               "llama-rope-llama3",  "qwen2-bias",        "tiny-random-llama"};
+                               "llama-rope-llama3",  "qwen2-bias",        "llama-bias",
+                               "tiny-random-llama"};
 
 static int32_t *int_array(const cJSON *a, int *n) {
     *n = cJSON_GetArraySize(a);

@@ -58,6 +58,8 @@ MODELS = {
                                             "high_freq_factor": 4.0,
                                             "original_max_position_embeddings": 16})),
     "qwen2-bias": (Qwen2ForCausalLM, Qwen2Config, cfg(tie_word_embeddings=False)),
+    # Llama's attention_bias puts a bias on o_proj too (Qwen2's does not).
+    "llama-bias": (LlamaForCausalLM, LlamaConfig, cfg(attention_bias=True, tie_word_embeddings=False)),
 }
 
 # Case lengths: case 0 is the long one so logits_first is a meaningful row; length 1 -> no logprobs.
