@@ -897,6 +897,9 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     b->attention_backward = cu_attention_backward;
     b->swiglu_backward = cu_swiglu_backward;
     b->token_logprobs_backward = cu_token_logprobs_backward;
+    b->adamw = cu_adamw;
+    b->sumsq = cu_sumsq;
+    b->scale = cu_scale;
     *out = b;
     return FT_OK;
 }

@@ -60,6 +60,12 @@ void cu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k
                            const ft_tensor *out, const ft_tensor *lse, const ft_tensor *dout, ft_tensor *dq,
                            ft_tensor *dk, ft_tensor *dv, const ft_attn_layout *L);
 
+/* optimizer (cuda_optim.cu) */
+extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v,
+                         const ft_adamw_args *a);
+extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x);
+extern "C" void cu_scale(ft_backend *b, ft_tensor *x, float alpha);
+
 /* ---- device helpers ---- */
 static __device__ __forceinline__ float cu_ld(const float *p, size_t i) { return p[i]; }
 static __device__ __forceinline__ float cu_ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }

@@ -172,6 +172,9 @@ int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float 
     return FT_OK;
 }
 
+/* transformers' save_pretrained default shard size */
+#define MODEL_MAX_SHARD_BYTES (5ull * 1000 * 1000 * 1000)
+
 static void convert_from_f32(const float *src, void *dst, size_t n, ft_dtype dt) {
     if (dt == FT_F32) {
         memcpy(dst, src, n * sizeof(float));
@@ -191,11 +194,10 @@ int model_save(ft_model *m, const char *dir, ft_dtype dtype, ft_error *e) {
     if (rc) return rc;
     int n = 0;
     ft_param *p = model_params(m, &n);
-    char *path = ft_path_join(dir, "model.safetensors");
-    st_writer *w = NULL;
-    rc = st_writer_open(path, &w, e);
-    if (!rc) rc = st_writer_metadata(w, "format", "pt", e);
-    for (int i = 0; i < n && !rc; i++) rc = st_writer_declare(w, p[i].name, dtype, p[i].t->ndim, p[i].t->shape, e);
+    st_sharded *w = NULL;
+    rc = st_sharded_open(dir, "model", MODEL_MAX_SHARD_BYTES, &w, e);
+    if (!rc) rc = st_sharded_metadata(w, "format", "pt", e);
+    for (int i = 0; i < n && !rc; i++) rc = st_sharded_declare(w, p[i].name, dtype, p[i].t->ndim, p[i].t->shape, e);
     float *host = NULL;
     void *conv = NULL;
     for (int i = 0; i < n && !rc; i++) {
@@ -204,17 +206,16 @@ int model_save(ft_model *m, const char *dir, ft_dtype dtype, ft_error *e) {
         conv = ft_xrealloc(conv, cnt * ft_dtype_size(dtype));
         m->b->download(m->b, host, p[i].t->data, cnt * sizeof(float));
         convert_from_f32(host, conv, cnt, dtype);
-        rc = st_writer_write(w, p[i].name, conv, e);
+        rc = st_sharded_write(w, p[i].name, conv, e);
     }
     free(host);
     free(conv);
     if (w) {
         if (rc)
-            st_writer_abort(w);
+            st_sharded_abort(w);
         else
-            rc = st_writer_finish(w, e);
+            rc = st_sharded_finish(w, e);
     }
-    free(path);
     free(p);
     return rc;
 }

@@ -202,6 +202,32 @@ static void t_elementwise(void) {
     drop(&g), drop(&u), drop(&o), drop(&d), drop(&dg), drop(&du), drop(&s), drop(&bias);
 }
 
+/* ------------------------------------------------------------------ optimizer */
+
+static void t_optim(void) {
+    int64_t R = 33, K = 517;
+    pair w = frand(2, R, K, 0, 0.2f), g = frand(2, R, K, 0, 1), m = frand(2, R, K, 0, 0.1f), v = frand(2, R, K, 0, 0.1f);
+    /* v must be non-negative: square it on both sides via a second-moment step with beta2 = 0 first */
+    ft_adamw_args a0 = {.lr = 0, .beta1 = 0.9f, .beta2 = 0.0f, .eps = 1e-8f, .weight_decay = 0, .grad_scale = 1, .step = 1};
+    G->adamw(G, &w.g, &v.g, &m.g, &v.g, &a0);
+    C->adamw(C, &w.c, &v.c, &m.c, &v.c, &a0);
+    for (int step = 1; step <= 3; step++) {
+        ft_adamw_args a = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f,
+                           .grad_scale = 0.37f, .step = step};
+        G->adamw(G, &w.g, &g.g, &m.g, &v.g, &a);
+        C->adamw(C, &w.c, &g.c, &m.c, &v.c, &a);
+    }
+    cmp("adamw w", &w, 1e-5);
+    cmp("adamw m", &m, 1e-5);
+    cmp("adamw v", &v, 1e-5);
+    double sg = G->sumsq(G, &g.g), sc = C->sumsq(C, &g.c);
+    CHECK_MSG(fabs(sg - sc) <= 1e-9 * sc, "sumsq: cuda %.12g, cpu %.12g", sg, sc);
+    G->scale(G, &g.g, -1.5f);
+    C->scale(C, &g.c, -1.5f);
+    cmp("scale", &g, 1e-7);
+    drop(&w), drop(&g), drop(&m), drop(&v);
+}
+
 /* ------------------------------------------------------------------ log-probs */
 
 static void t_logprobs(int64_t T, int64_t D, int64_t V, int with_lse) {
@@ -455,6 +481,7 @@ int main(void) {
     t_rope(9, 3, 80, 1.3f, 1);
     t_rope(5, 2, 128, 1.0f, 1);
     t_elementwise();
+    t_optim();
     t_logprobs(23, 48, 1000, 1);
     t_logprobs(23, 48, 1000, 0);
     t_logprobs(4096, 64, 10000, 1); /* several vocab chunks */

@@ -1,0 +1,87 @@
+/* CUDA backend: optimizer ops (AdamW, sum of squares, scale), fp32 master state. */
+#include "cuda_internal.cuh"
+
+#include <math.h>
+
+static unsigned optim_blocks(int64_t n) { return (unsigned)((n + 255) / 256 < 65535 * 8 ? (n + 255) / 256 : 65535 * 8); }
+
+__global__ void k_adamw(float *w, const float *g, float *m, float *v, int64_t n, float grad_scale, float decay,
+                        float w1, float b2, float w2, float step_size, float bc2_sqrt, float eps) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float gi = g[i] * grad_scale;
+        float wi = w[i] * decay;
+        float mi = m[i] + w1 * (gi - m[i]);
+        float vi = v[i] * b2 + w2 * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        w[i] = wi - step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v,
+                         const ft_adamw_args *a) {
+    const char *op = "adamw";
+    if (!cu_arg(b, op, "w", w, CU_F32, 1, 4) || !cu_arg(b, op, "g", g, CU_F32, 1, 4) ||
+        !cu_arg(b, op, "m", m, CU_F32, 1, 4) || !cu_arg(b, op, "v", v, CU_F32, 1, 4))
+        return;
+    int64_t n = ft_numel(w);
+    if (ft_numel(g) != n || ft_numel(m) != n || ft_numel(v) != n) {
+        cu_report(b, "%s: w, g, m, v must have the same number of elements", op);
+        return;
+    }
+    if (!n) return;
+    /* scalar factors as the CPU backend (and PyTorch) computes them */
+    double bc1 = 1.0 - pow((double)a->beta1, a->step), bc2 = 1.0 - pow((double)a->beta2, a->step);
+    k_adamw<<<optim_blocks(n), 256, 0, cu_of(b)->stream>>>(
+        (float *)w->data, (const float *)g->data, (float *)m->data, (float *)v->data, n, a->grad_scale,
+        1.0f - a->lr * a->weight_decay, 1.0f - a->beta1, a->beta2, 1.0f - a->beta2, (float)(a->lr / bc1),
+        (float)sqrt(bc2), a->eps);
+    cu_check_launch(b, op);
+}
+
+/* Fixed-shape two-level reduction in double: deterministic for a given n. */
+#define SUMSQ_BLOCKS 1024
+__global__ void k_sumsq_part(const float *x, int64_t n, double *part) {
+    __shared__ double sh[256];
+    double s = 0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        s += (double)x[i] * x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = 128; o > 0; o >>= 1) {
+        if (threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+}
+
+extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x) {
+    const char *op = "sumsq";
+    if (!cu_arg(b, op, "x", x, CU_F32, 1, 4)) return NAN;
+    int64_t n = ft_numel(x);
+    if (!n) return 0;
+    double *part = (double *)cu_scratch(b, SUMSQ_BLOCKS * sizeof(double), op);
+    if (!part) return NAN;
+    k_sumsq_part<<<SUMSQ_BLOCKS, 256, 0, cu_of(b)->stream>>>((const float *)x->data, n, part);
+    if (cu_check_launch(b, op)) return NAN;
+    double host[SUMSQ_BLOCKS];
+    cudaMemcpyAsync(host, part, sizeof host, cudaMemcpyDeviceToHost, cu_of(b)->stream);
+    cudaStreamSynchronize(cu_of(b)->stream);
+    double total = 0;
+    for (int i = 0; i < SUMSQ_BLOCKS; i++) total += host[i];
+    return total;
+}
+
+__global__ void k_scale(float *x, int64_t n, float alpha) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] *= alpha;
+}
+
+extern "C" void cu_scale(ft_backend *b, ft_tensor *x, float alpha) {
+    if (!cu_arg(b, "scale", "x", x, CU_F32, 1, 4)) return;
+    int64_t n = ft_numel(x);
+    if (!n) return;
+    k_scale<<<optim_blocks(n), 256, 0, cu_of(b)->stream>>>((float *)x->data, n, alpha);
+    cu_check_launch(b, "scale");
+}
