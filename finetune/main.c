@@ -17,6 +17,7 @@ static const command COMMANDS[] = {
     {"init", cmd_init, "write a randomly initialised checkpoint for a config"},
     {"tokenize", cmd_tokenize, "encode JSONL text to token ids (or --decode ids to text)"},
     {"render", cmd_render, "show dataset examples as the model sees them (template, mask), with statistics"},
+    {"plot", cmd_plot, "draw a run's metrics.jsonl (loss, eval loss, lr, DPO rewards) as an SVG"},
 };
 
 static void usage(FILE *f) {
