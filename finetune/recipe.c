@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     char *key;
     cJSON *def;  /* default used when absent (owned; NULL = no default recorded) */
     int whole;   /* the whole subtree counts as read (rcp_get_json) */
+    cJSON *dump; /* value for the resolved dump (absolute paths), owned; NULL = as in the recipe */
 } rcp_read;
 
 struct rcp {
@@ -169,6 +171,7 @@ void rcp_free(rcp *r) {
     for (size_t i = 0; i < r->nreads; i++) {
         free(r->reads[i].key);
         cJSON_Delete(r->reads[i].def);
+        cJSON_Delete(r->reads[i].dump);
     }
     free(r->reads);
     for (size_t i = 0; i < r->novr; i++) free(r->ovr[i]);
@@ -228,7 +231,7 @@ static void record(rcp *r, const char *key, cJSON *def, int whole) {
         r->cap = r->cap ? 2 * r->cap : 32;
         r->reads = ft_xrealloc(r->reads, r->cap * sizeof *r->reads);
     }
-    r->reads[r->nreads++] = (rcp_read){ft_xstrdup(key), def, whole};
+    r->reads[r->nreads++] = (rcp_read){ft_xstrdup(key), def, whole, NULL};
 }
 
 static int type_error(const rcp *r, const char *key, const char *expected, const cJSON *v, ft_error *e) {
@@ -376,6 +379,30 @@ static char *resolve(const rcp *r, const char *key, const char *v) {
     return ft_path_join(r->base_dir, v);
 }
 
+/* The resolved dump holds absolute paths, so recipe.resolved.json works from the run dir. */
+static cJSON *abs_path_json(const char *p) {
+    char cwd[4096];
+    if (p[0] == '/' || !getcwd(cwd, sizeof cwd)) return cJSON_CreateString(p);
+    const char *q = p;
+    while (q[0] == '.' && q[1] == '/') q += 2;
+    char *a = ft_path_join(cwd, q[0] && strcmp(q, ".") != 0 ? q : "");
+    size_t n = strlen(a);
+    if (n > 1 && a[n - 1] == '/') a[n - 1] = 0;
+    cJSON *j = cJSON_CreateString(a);
+    free(a);
+    return j;
+}
+
+static void set_dump(rcp *r, const char *key, cJSON *v) {
+    for (size_t i = 0; i < r->nreads; i++)
+        if (strcmp(r->reads[i].key, key) == 0) {
+            cJSON_Delete(r->reads[i].dump);
+            r->reads[i].dump = v;
+            return;
+        }
+    cJSON_Delete(v);
+}
+
 int rcp_get_path(rcp *r, const char *key, const char *def, char **out, ft_error *e) {
     const char *s;
     *out = NULL;
@@ -387,6 +414,7 @@ int rcp_get_path(rcp *r, const char *key, const char *def, char **out, ft_error 
     if (rc) return rc;
     if (!s) return FT_OK;
     *out = present ? resolve(r, key, s) : ft_xstrdup(s);
+    set_dump(r, key, abs_path_json(*out));
     return FT_OK;
 }
 
@@ -401,7 +429,12 @@ int rcp_get_path_list(rcp *r, const char *key, char ***out, size_t *n, ft_error 
         return FT_OK;
     }
     *out = ft_xcalloc(*n, sizeof **out);
-    for (size_t i = 0; i < *n; i++) (*out)[i] = resolve(r, key, v[i]);
+    cJSON *dump = cJSON_CreateArray();
+    for (size_t i = 0; i < *n; i++) {
+        (*out)[i] = resolve(r, key, v[i]);
+        cJSON_AddItemToArray(dump, abs_path_json((*out)[i]));
+    }
+    set_dump(r, key, dump);
     free(v);
     return FT_OK;
 }
@@ -595,6 +628,10 @@ char *rcp_dump_resolved(const rcp *r) {
     cJSON *out = cJSON_Duplicate(r->root, 1);
     for (size_t i = 0; i < r->nreads; i++) {
         const rcp_read *rd = &r->reads[i];
+        if (rd->dump) {
+            set_path(out, rd->key, cJSON_Duplicate(rd->dump, 1));
+            continue;
+        }
         if (!rd->def) continue;
         cJSON *v = NULL;
         if (lookup(r, rd->key, &v, NULL) != FT_OK) continue;

@@ -97,7 +97,18 @@ static void test_comments_and_getters(void) {
     CHECK(cJSON_GetObjectItem(lora, "r")->valuedouble == 16);
     CHECK(cJSON_GetObjectItem(lora, "dropout_seed") && cJSON_GetObjectItem(lora, "dropout_seed")->valuedouble == 7);
     CHECK(cJSON_GetObjectItem(o, "window")->valuedouble == 4096);
-    CHECK(cJSON_IsString(cJSON_GetObjectItem(o, "output_dir")));
+    /* paths are dumped absolute (the resolved recipe lives in the run dir) */
+    cJSON *od = cJSON_GetObjectItem(o, "output_dir");
+    CHECK(cJSON_IsString(od) && od->valuestring[0] == '/' && strstr(od->valuestring, "/runs/x") != NULL);
+    cJSON *dd = cJSON_GetObjectItem(o, "data");
+    CHECK(cJSON_GetArraySize(dd) == 2);
+    if (cJSON_GetArraySize(dd) == 2) {
+        const char *d0 = cJSON_GetArrayItem(dd, 0)->valuestring;
+        size_t l0 = strlen(d0);
+        CHECK(d0[0] == '/' && l0 > 16 && strcmp(d0 + l0 - 16, "/recipes/a.jsonl") == 0);
+        CHECK(strcmp(cJSON_GetArrayItem(dd, 1)->valuestring, "/abs/b.jsonl") == 0);
+    }
+    CHECK(strcmp(cJSON_GetObjectItem(o, "model")->valuestring, "https://huggingface.co/h2oai/x") == 0);
     CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "eval"), "data")) == 3);
     CHECK(cJSON_GetObjectItem(o, "tokenizer") == NULL);
     cJSON_Delete(o);
