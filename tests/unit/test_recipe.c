@@ -207,6 +207,8 @@ static void test_load_file(void) {
     free(p);
     CHECK(rcp_check_unused(r, &e) == FT_OK);
     rcp_free(r);
+    remove("test_recipe_tmp/r.json");
+    remove("test_recipe_tmp");
 }
 
 int main(void) {
