@@ -507,7 +507,7 @@ static void bpe_word(const ft_tokenizer *ct, bpe_work *w, const uint8_t *s, size
     word_symbols(t, s, n, &w->sym);
     bpe_merge(t, w, out);
 store:
-    if (cacheable) cache_put(t, s, n, h, out->v + before, out->n - before);
+    if (cacheable && out->n > before) cache_put(t, s, n, h, out->v + before, out->n - before);
 }
 
 /* A SentencePiece-style word, cut before each U+2581 run that follows another character when
@@ -1244,10 +1244,10 @@ static int load_decoder(ft_tokenizer *t, const cJSON *n, const char *where, cons
     } else if (strcmp(type, "Metaspace") == 0) {
         const char *r = json_str(n, "replacement");
         if (!r || !*r) return ft_fail(e, FT_EINPUT, "%s: %s.replacement: expected one character", where, key);
-        d.type = DEC_METASPACE;
-        d.a = ft_xstrdup(r), d.alen = strlen(r);
         int rc = parse_scheme(n, where, key, &d.scheme, e);
         if (rc) return rc;
+        d.type = DEC_METASPACE;
+        d.a = ft_xstrdup(r), d.alen = strlen(r);
     } else {
         return ft_fail(e, FT_EINPUT, "%s: %s: unsupported decoder type \"%s\"", where, key, type);
     }
