@@ -10,6 +10,7 @@
 
 #include "util.h"
 
+int cmd_sft(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);

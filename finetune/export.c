@@ -1,0 +1,77 @@
+#include "export.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int write_json(const char *dir, const char *name, cJSON *obj, ft_error *e) {
+    char *text = cJSON_Print(obj);
+    char *path = ft_path_join(dir, name);
+    size_t n = strlen(text);
+    text = ft_xrealloc(text, n + 2);
+    text[n] = '\n';
+    text[n + 1] = 0;
+    int rc = ft_write_file_atomic(path, text, n + 1, e);
+    free(text);
+    free(path);
+    return rc;
+}
+
+int export_generation_config(const ft_config *c, const char *out_dir, ft_error *e) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "_from_model_config", 1);
+    if (c->bos_token_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_token_id);
+    if (c->eos_token_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_token_id);
+    if (c->pad_token_id >= 0) cJSON_AddNumberToObject(o, "pad_token_id", c->pad_token_id);
+    int rc = write_json(out_dir, "generation_config.json", o, e);
+    cJSON_Delete(o);
+    return rc;
+}
+
+static int copy_file(const char *src_dir, const char *dst_dir, const char *name, int required, ft_error *e) {
+    char *src = ft_path_join(src_dir, name), *dst = ft_path_join(dst_dir, name);
+    int rc = FT_OK;
+    if (ft_file_exists(src)) {
+        char *data = NULL;
+        size_t len = 0;
+        rc = ft_read_file(src, &data, &len, e);
+        if (!rc) rc = ft_write_file_atomic(dst, data, len, e);
+        free(data);
+    } else if (required) {
+        rc = ft_fail(e, FT_EINPUT, "%s: not found", src);
+    }
+    free(src);
+    free(dst);
+    return rc;
+}
+
+int export_tokenizer(const char *tok_dir, const char *out_dir, const char *chat_template, ft_error *e) {
+    if (strcmp(tok_dir, out_dir) == 0 && !chat_template) return FT_OK;
+    int rc = FT_OK;
+    if (strcmp(tok_dir, out_dir) != 0) {
+        rc = copy_file(tok_dir, out_dir, "tokenizer.json", 1, e);
+        if (!rc) rc = copy_file(tok_dir, out_dir, "special_tokens_map.json", 0, e);
+        if (!rc) rc = copy_file(tok_dir, out_dir, "tokenizer.model", 0, e);
+        if (rc) return rc;
+    }
+    char *src = ft_path_join(tok_dir, "tokenizer_config.json");
+    cJSON *cfg = NULL;
+    if (ft_file_exists(src)) {
+        char *text = NULL;
+        rc = ft_read_file(src, &text, NULL, e);
+        if (!rc && !(cfg = cJSON_Parse(text))) rc = ft_fail(e, FT_EINPUT, "%s: not valid JSON", src);
+        free(text);
+    } else {
+        cfg = cJSON_CreateObject();
+        cJSON_AddStringToObject(cfg, "tokenizer_class", "PreTrainedTokenizerFast");
+    }
+    free(src);
+    if (rc) return rc;
+    if (chat_template) {
+        cJSON_DeleteItemFromObject(cfg, "chat_template");
+        cJSON_AddStringToObject(cfg, "chat_template", chat_template);
+    }
+    rc = write_json(out_dir, "tokenizer_config.json", cfg, e);
+    cJSON_Delete(cfg);
+    return rc;
+}

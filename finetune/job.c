@@ -1,0 +1,216 @@
+#include "job.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "export.h"
+
+#define GET(call)                 \
+    do {                          \
+        int _rc = (call);         \
+        if (_rc) return _rc;      \
+    } while (0)
+
+int job_parse_dtype(const char *s, const char *torch_dtype, ft_dtype *out, ft_error *e) {
+    if (strcmp(s, "auto") == 0) {
+        *out = strcmp(torch_dtype, "bfloat16") == 0 ? FT_BF16 : strcmp(torch_dtype, "float16") == 0 ? FT_F16 : FT_F32;
+        return FT_OK;
+    }
+    if (strcmp(s, "f32") == 0 || strcmp(s, "float32") == 0) *out = FT_F32;
+    else if (strcmp(s, "bf16") == 0 || strcmp(s, "bfloat16") == 0) *out = FT_BF16;
+    else if (strcmp(s, "f16") == 0 || strcmp(s, "float16") == 0) *out = FT_F16;
+    else return ft_fail(e, FT_EINPUT, "save_dtype '%s': expected auto, f32, bf16 or f16", s);
+    return FT_OK;
+}
+
+int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
+    const char *s;
+    double d;
+    int v;
+    memset(j, 0, sizeof *j);
+    GET(rcp_get_path(r, "model", NULL, &j->model_dir, e));
+    GET(rcp_get_path(r, "model_init", NULL, &j->model_init, e));
+    if (!j->model_dir && !j->model_init)
+        return ft_fail(e, FT_EINPUT, "%s: key 'model' (an HF model directory) is required", rcp_name(r));
+    if (j->model_dir && j->model_init)
+        return ft_fail(e, FT_EINPUT, "%s: give either 'model' or 'model_init', not both", rcp_name(r));
+    GET(rcp_get_path(r, "tokenizer", j->model_dir, &j->tokenizer_dir, e));
+    if (!j->tokenizer_dir)
+        return ft_fail(e, FT_EINPUT, "%s: key 'tokenizer' is required with 'model_init'", rcp_name(r));
+    GET(rcp_get_path(r, "output_dir", NULL, &j->output_dir, e));
+    if (!j->output_dir) return ft_fail(e, FT_EINPUT, "%s: key 'output_dir' is required", rcp_name(r));
+    GET(rcp_get_path_list(r, "data", &j->data, &j->n_data, e));
+    if (j->n_data == 0) return ft_fail(e, FT_EINPUT, "%s: key 'data' (a file or list of files) is required", rcp_name(r));
+    GET(rcp_get_path_list(r, "eval_data", &j->eval_data, &j->n_eval_data, e));
+    GET(rcp_get_string(r, "format", "auto", &j->format, e));
+    GET(rcp_get_string(r, "on_bad_record", "fail", &s, e));
+    GET(ds_parse_on_bad(s, &j->on_bad, e));
+    GET(rcp_get_int(r, "max_length", 2048, &j->ex.max_length, e));
+    if (j->ex.max_length < 2) return ft_fail(e, FT_EINPUT, "%s: max_length must be at least 2", rcp_name(r));
+    GET(rcp_get_string(r, "truncation", "keep_start", &s, e));
+    GET(ds_trunc_parse(s, &j->ex.trunc, e));
+    GET(rcp_get_string(r, "overlong", "truncate", &s, e));
+    GET(ds_overlong_parse(s, &j->ex.overlong, e));
+    GET(rcp_get_string(r, "train_on", "all_assistant", &s, e));
+    if (strcmp(s, "all_assistant") == 0) j->ex.loss_last_only = 0;
+    else if (strcmp(s, "last_assistant") == 0) j->ex.loss_last_only = 1;
+    else return ft_fail(e, FT_EINPUT, "%s: train_on '%s': expected all_assistant or last_assistant", rcp_name(r), s);
+    GET(rcp_get_bool(r, "packing", 1, &j->packing, e));
+    GET(rcp_get_int(r, "batch_size", 1, &j->batch_size, e));
+    GET(rcp_get_int(r, "bucket_window", 64, &j->bucket_window, e));
+    if (j->batch_size < 1) return ft_fail(e, FT_EINPUT, "%s: batch_size must be >= 1", rcp_name(r));
+
+    ft_train_cfg *t = &j->train;
+    t->output_dir = j->output_dir;
+    t->resume = resume;
+    GET(rcp_get_string(r, "device", "auto", &j->device, e));
+    t->device = j->device;
+    GET(rcp_get_int(r, "epochs", 1, &t->epochs, e));
+    GET(rcp_get_int(r, "max_steps", 0, &t->max_steps, e));
+    GET(rcp_get_int(r, "grad_accum", 1, &t->grad_accum, e));
+    if (t->grad_accum < 1 || t->epochs < 0)
+        return ft_fail(e, FT_EINPUT, "%s: grad_accum must be >= 1 and epochs >= 0", rcp_name(r));
+    t->optim = optim_defaults();
+    GET(rcp_get_float(r, "lr", 1e-5, &d, e));
+    t->optim.lr = (float)d;
+    GET(rcp_get_string(r, "schedule", "cosine", &s, e));
+    if (optim_parse_schedule(s, &t->optim.schedule))
+        return ft_fail(e, FT_EINPUT, "%s: schedule '%s': expected constant, linear or cosine", rcp_name(r), s);
+    GET(rcp_get_int(r, "warmup_steps", 0, &t->optim.warmup_steps, e));
+    GET(rcp_get_float(r, "warmup_ratio", 0.0, &d, e));
+    t->warmup_ratio = (float)d;
+    GET(rcp_get_float(r, "min_lr_ratio", 0.0, &d, e));
+    t->optim.min_lr_ratio = (float)d;
+    GET(rcp_get_float(r, "weight_decay", 0.0, &d, e));
+    t->optim.weight_decay = (float)d;
+    GET(rcp_get_float(r, "adam_beta1", 0.9, &d, e));
+    t->optim.beta1 = (float)d;
+    GET(rcp_get_float(r, "adam_beta2", 0.999, &d, e));
+    t->optim.beta2 = (float)d;
+    GET(rcp_get_float(r, "adam_eps", 1e-8, &d, e));
+    t->optim.eps = (float)d;
+    GET(rcp_get_float(r, "grad_clip", 1.0, &d, e));
+    t->optim.grad_clip = (float)d;
+    int64_t seed;
+    GET(rcp_get_i64(r, "seed", 42, &seed, e));
+    t->seed = (uint64_t)seed;
+    GET(rcp_get_float(r, "eval_fraction", 0.0, &j->eval_fraction, e));
+    if (j->eval_fraction < 0 || j->eval_fraction >= 1)
+        return ft_fail(e, FT_EINPUT, "%s: eval_fraction must be in [0, 1)", rcp_name(r));
+    GET(rcp_get_int(r, "eval_every", 0, &t->eval_every, e));
+    GET(rcp_get_int(r, "save_every", 0, &t->save_every, e));
+    GET(rcp_get_int(r, "keep_last", 2, &t->keep_last, e));
+    GET(rcp_get_int(r, "log_every", 10, &t->log_every, e));
+    GET(rcp_get_int(r, "max_bad_steps", 5, &t->max_bad_steps, e));
+    GET(rcp_get_bool(r, "freeze_embeddings", 0, &j->freeze_embeddings, e));
+    char *layers = NULL;
+    GET(rcp_get_json(r, "freeze_layers", &layers, e));
+    if (layers) {
+        cJSON *a = cJSON_Parse(layers);
+        free(layers);
+        if (!cJSON_IsArray(a)) {
+            cJSON_Delete(a);
+            return ft_fail(e, FT_EINPUT, "%s: freeze_layers must be a list of layer indices", rcp_name(r));
+        }
+        j->n_freeze_layers = (size_t)cJSON_GetArraySize(a);
+        j->freeze_layers = ft_xcalloc(j->n_freeze_layers + 1, sizeof(int));
+        for (size_t i = 0; i < j->n_freeze_layers; i++) {
+            const cJSON *x = cJSON_GetArrayItem(a, (int)i);
+            if (!cJSON_IsNumber(x) || x->valuedouble < 0) {
+                cJSON_Delete(a);
+                return ft_fail(e, FT_EINPUT, "%s: freeze_layers[%zu] is not a layer index", rcp_name(r), i);
+            }
+            j->freeze_layers[i] = x->valueint;
+        }
+        cJSON_Delete(a);
+    }
+    (void)v;
+    return FT_OK;
+}
+
+static int read_template(ft_job *j, rcp *r, ft_error *e) {
+    char *json = NULL;
+    GET(rcp_get_json(r, "template", &json, e));
+    cJSON *t = json ? cJSON_Parse(json) : NULL;
+    free(json);
+    int rc;
+    if (!t) {
+        rc = tmpl_builtin("danube", &j->tmpl, e);
+    } else if (cJSON_IsString(t)) {
+        rc = tmpl_builtin(t->valuestring, &j->tmpl, e);
+    } else if (cJSON_IsObject(t)) {
+        const char *k[] = {"system_prefix", "system_suffix", "user_prefix", "user_suffix",
+                           "assistant_prefix", "assistant_suffix", "generation_prompt"};
+        const char *v[7];
+        for (int i = 0; i < 7; i++) {
+            const cJSON *x = cJSON_GetObjectItem(t, k[i]);
+            if (x && !cJSON_IsString(x)) {
+                cJSON_Delete(t);
+                return ft_fail(e, FT_EINPUT, "%s: template.%s must be a string", rcp_name(r), k[i]);
+            }
+            v[i] = x ? x->valuestring : "";
+        }
+        const cJSON *bos = cJSON_GetObjectItem(t, "bos");
+        rc = tmpl_custom_simple(v[0], v[1], v[2], v[3], v[4], v[5], v[6], cJSON_IsTrue(bos), &j->tmpl, e);
+    } else {
+        rc = ft_fail(e, FT_EINPUT, "%s: template must be a name (%s) or an object of strings", rcp_name(r),
+                     tmpl_builtin_names());
+    }
+    cJSON_Delete(t);
+    return rc;
+}
+
+int job_setup_data(ft_job *j, rcp *r, ft_error *e) {
+    GET(read_template(j, r, e));
+    return tok_load(j->tokenizer_dir, &j->tok, e);
+}
+
+int job_setup_model(ft_job *j, ft_error *e) {
+    GET(ft_backend_create(j->device, &j->backend, e));
+    if (j->model_dir) return model_load(j->model_dir, j->backend, &j->model, e);
+    char *text = NULL;
+    size_t len = 0;
+    ft_config c;
+    int rc = ft_read_file(j->model_init, &text, &len, e);
+    if (!rc) rc = cfg_parse(text, len, j->model_init, &c, e);
+    free(text);
+    if (!rc) rc = model_init_random(&c, j->backend, j->train.seed, 0.02f, &j->model, e);
+    return rc;
+}
+
+int job_trainable(const char *name, void *ctx) {
+    const ft_job *j = ctx;
+    if (j->freeze_embeddings && strcmp(name, "model.embed_tokens.weight") == 0) return 0;
+    int layer;
+    if (sscanf(name, "model.layers.%d.", &layer) == 1)
+        for (size_t i = 0; i < j->n_freeze_layers; i++)
+            if (j->freeze_layers[i] == layer) return 0;
+    return 1;
+}
+
+int job_save_output(void *ctx, ft_model *m, ft_error *e) {
+    ft_job *j = ctx;
+    char *jinja = tmpl_jinja(j->tmpl);
+    int rc = model_save(m, j->output_dir, j->train.save_dtype, e);
+    if (!rc) rc = export_generation_config(&m->cfg, j->output_dir, e);
+    if (!rc) rc = export_tokenizer(j->tokenizer_dir, j->output_dir, jinja, e);
+    free(jinja);
+    return rc;
+}
+
+void job_free(ft_job *j) {
+    model_free(j->model);
+    if (j->backend) j->backend->destroy(j->backend);
+    tok_free(j->tok);
+    tmpl_free(j->tmpl);
+    free(j->model_dir);
+    free(j->model_init);
+    free(j->tokenizer_dir);
+    free(j->output_dir);
+    rcp_free_list(j->data, j->n_data);
+    rcp_free_list(j->eval_data, j->n_eval_data);
+    free(j->freeze_layers);
+    memset(j, 0, sizeof *j);
+}

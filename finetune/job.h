@@ -1,0 +1,58 @@
+/* job: what every training job (sft, dpo) reads from its recipe and sets up before the loop.
+ *
+ * job_read_common reads the shared recipe keys (docs/recipes.md lists each with its default):
+ * model / model_init, tokenizer, output_dir, data, eval_data, format, template, on_bad_record,
+ * max_length, truncation, overlong, packing, batch_size, grad_accum, epochs, max_steps, the
+ * optimizer and schedule keys, seed, eval_fraction, eval_every, save_every, keep_last, log_every,
+ * device, freeze_embeddings, freeze_layers, save_dtype, max_bad_steps. job_setup then creates the
+ * backend, loads (or randomly initialises) the model and loads the tokenizer and chat template. */
+#ifndef FT_JOB_H
+#define FT_JOB_H
+
+#include "datasets/dataset.h"
+#include "datasets/example.h"
+#include "datasets/template.h"
+#include "recipe.h"
+#include "tokenizer.h"
+#include "trainer.h"
+
+typedef struct ft_job {
+    /* recipe values */
+    char *model_dir;  /* NULL when model_init is used */
+    char *model_init; /* config.json to initialise a random model from */
+    char *tokenizer_dir;
+    char *output_dir;
+    char **data, **eval_data;
+    size_t n_data, n_eval_data;
+    const char *format, *device;
+    ds_on_bad on_bad;
+    ds_example_opts ex;
+    int packing, batch_size, bucket_window;
+    double eval_fraction;
+    int freeze_embeddings;
+    int *freeze_layers;
+    size_t n_freeze_layers;
+    ft_train_cfg train;
+    /* set up by job_setup */
+    ft_backend *backend;
+    ft_model *model;
+    ft_tokenizer *tok;
+    tmpl *tmpl;
+} ft_job;
+
+/* Read the shared keys; `dry_run` and `resume` come from the command line. */
+int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e);
+/* Tokenizer and template only (enough for planning a dry run). */
+int job_setup_data(ft_job *j, rcp *r, ft_error *e);
+/* Backend and model. */
+int job_setup_model(ft_job *j, ft_error *e);
+/* Trainable-parameter predicate honouring freeze_embeddings and freeze_layers (ctx = ft_job). */
+int job_trainable(const char *name, void *ctx);
+/* Write the output model directory: weights, config, generation config, tokenizer + chat template. */
+int job_save_output(void *ctx, ft_model *m, ft_error *e);
+void job_free(ft_job *j);
+
+/* Parse "f32" | "bf16" | "f16" | "auto" (auto: the base's torch_dtype when 16-bit, else f32). */
+int job_parse_dtype(const char *s, const char *torch_dtype, ft_dtype *out, ft_error *e);
+
+#endif

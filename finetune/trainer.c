@@ -1,0 +1,276 @@
+#include "trainer.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt.h"
+#include "metrics.h"
+
+int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch) {
+    if (cfg->max_steps > 0) return cfg->max_steps;
+    int per_epoch = (batches_per_epoch + cfg->grad_accum - 1) / cfg->grad_accum;
+    return per_epoch * cfg->epochs;
+}
+
+/* ---------- checkpoints ---------- */
+
+/* Names in the checkpoint: the parameter name for weights, "optim.m/<name>" and "optim.v/<name>". */
+static int save_checkpoint(ft_train_job *job, ft_optim *o, int64_t step, int bad_streak, double tokens_seen,
+                           ft_error *e) {
+    const ft_train_cfg *cfg = job->cfg;
+    ft_backend *b = job->model->b;
+    ckpt_writer *w = NULL;
+    int rc = ckpt_writer_begin(cfg->output_dir, step, &w, e);
+    if (rc) return rc;
+    char name[160];
+    for (int i = 0; i < o->n && !rc; i++) {
+        const ft_tensor *t = o->w[i].t;
+        rc = ckpt_writer_declare(w, o->w[i].name, FT_F32, t->ndim, t->shape, e);
+        snprintf(name, sizeof name, "optim.m/%s", o->w[i].name);
+        if (!rc) rc = ckpt_writer_declare(w, name, FT_F32, t->ndim, t->shape, e);
+        snprintf(name, sizeof name, "optim.v/%s", o->w[i].name);
+        if (!rc) rc = ckpt_writer_declare(w, name, FT_F32, t->ndim, t->shape, e);
+    }
+    float *host = NULL;
+    for (int i = 0; i < o->n && !rc; i++) {
+        const ft_tensor *parts[3] = {o->w[i].t, &o->m[i], &o->v[i]};
+        const char *prefix[3] = {"", "optim.m/", "optim.v/"};
+        size_t bytes = ft_nbytes(o->w[i].t);
+        host = ft_xrealloc(host, bytes);
+        for (int k = 0; k < 3 && !rc; k++) {
+            b->download(b, host, parts[k]->data, bytes);
+            snprintf(name, sizeof name, "%s%s", prefix[k], o->w[i].name);
+            rc = ckpt_writer_write(w, name, host, e);
+        }
+    }
+    free(host);
+    if (!rc) {
+        char state[512];
+        snprintf(state, sizeof state,
+                 "{\"step\": %" PRId64 ", \"optim_step\": %d, \"seed\": \"%" PRIu64
+                 "\", \"bad_streak\": %d, \"tokens_seen\": %.17g}",
+                 step, o->step, cfg->seed, bad_streak, tokens_seen);
+        rc = ckpt_writer_set_state(w, state, e);
+    }
+    if (rc) {
+        ckpt_writer_abort(w);
+        return rc;
+    }
+    return ckpt_writer_commit(w, cfg->keep_last, NULL, e);
+}
+
+static int load_checkpoint(ft_train_job *job, ft_optim *o, const char *dir, int64_t *step, int *bad_streak,
+                           double *tokens_seen, ft_error *e) {
+    ckpt *c = NULL;
+    int rc = ckpt_load(dir, &c, e);
+    if (rc) return rc;
+    ft_backend *b = job->model->b;
+    char name[160];
+    float *host = NULL;
+    for (int i = 0; i < o->n && !rc; i++) {
+        ft_tensor *parts[3] = {o->w[i].t, &o->m[i], &o->v[i]};
+        const char *prefix[3] = {"", "optim.m/", "optim.v/"};
+        size_t bytes = ft_nbytes(o->w[i].t);
+        host = ft_xrealloc(host, bytes);
+        for (int k = 0; k < 3 && !rc; k++) {
+            snprintf(name, sizeof name, "%s%s", prefix[k], o->w[i].name);
+            rc = ckpt_read(c, name, FT_F32, parts[k]->ndim, parts[k]->shape, host, e);
+            if (!rc) b->upload(b, parts[k]->data, host, bytes);
+        }
+    }
+    free(host);
+    cJSON *st = rc ? NULL : cJSON_Parse(ckpt_state(c));
+    if (!rc) {
+        const cJSON *js = cJSON_GetObjectItem(st, "step"), *jo = cJSON_GetObjectItem(st, "optim_step"),
+                    *jseed = cJSON_GetObjectItem(st, "seed"), *jb = cJSON_GetObjectItem(st, "bad_streak"),
+                    *jt = cJSON_GetObjectItem(st, "tokens_seen");
+        if (!cJSON_IsNumber(js) || !cJSON_IsNumber(jo) || !cJSON_IsString(jseed) || !cJSON_IsNumber(jb) ||
+            !cJSON_IsNumber(jt)) {
+            rc = ft_fail(e, FT_EINPUT, "%s/state.json: missing or mistyped step, optim_step, seed, bad_streak or tokens_seen",
+                         dir);
+        } else if (strtoull(jseed->valuestring, NULL, 10) != job->cfg->seed) {
+            rc = ft_fail(e, FT_EINPUT,
+                         "%s: the checkpoint was made with seed %s but the recipe says %" PRIu64
+                         "; resuming with another seed would not continue the same run",
+                         dir, jseed->valuestring, job->cfg->seed);
+        } else {
+            *step = (int64_t)js->valuedouble;
+            o->step = jo->valueint;
+            *bad_streak = jb->valueint;
+            *tokens_seen = jt->valuedouble;
+        }
+    }
+    cJSON_Delete(st);
+    ckpt_free(c);
+    return rc;
+}
+
+/* ---------- evaluation ---------- */
+
+/* Mean negative log-likelihood per trained token over the eval batches. */
+static int evaluate(ft_train_job *job, double *mean_nll, ft_error *e) {
+    double nll = 0, count = 0;
+    for (int i = 0; i < job->n_eval; i++) {
+        const ds_batch *bt = &job->eval[i];
+        float *logp = ft_xmalloc((size_t)bt->n_tokens * sizeof(float));
+        int rc = model_forward(job->model, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
+        for (int t = 0; !rc && t < bt->n_tokens; t++)
+            if (bt->targets[t] >= 0) {
+                nll -= logp[t];
+                count++;
+            }
+        free(logp);
+        if (rc) return rc;
+    }
+    *mean_nll = count > 0 ? nll / count : NAN;
+    return FT_OK;
+}
+
+/* ---------- the loop ---------- */
+
+/* Add a batch's trained tokens and trained samples to the step's totals. */
+static void count_trained(const ds_batch *b, ft_step_norm *n) {
+    int32_t last_sample = -1;
+    for (int t = 0; t < b->n_tokens; t++)
+        if (b->targets[t] >= 0) {
+            n->tokens++;
+            if (b->sample[t] != last_sample) n->samples++;
+            last_sample = b->sample[t];
+        }
+}
+
+int trainer_run(ft_train_job *job, ft_error *e) {
+    const ft_train_cfg *cfg = job->cfg;
+    ft_model *m = job->model;
+    ft_backend *b = m->b;
+    int total = trainer_total_steps(cfg, job->batches_per_epoch);
+    int steps_per_epoch = (job->batches_per_epoch + cfg->grad_accum - 1) / cfg->grad_accum;
+    if (total <= 0 || steps_per_epoch <= 0) return ft_fail(e, FT_EINPUT, "nothing to train: no batches");
+    ft_optim_cfg ocfg = cfg->optim;
+    ocfg.total_steps = total;
+    if (ocfg.warmup_steps <= 0 && cfg->warmup_ratio > 0) ocfg.warmup_steps = (int)ceil(cfg->warmup_ratio * total);
+
+    ft_weights g = {0};
+    ft_optim *o = NULL;
+    mx_log *mx = NULL;
+    ds_batch *batches = NULL;
+    int n_batches = 0, planned_epoch = -1, bad_streak = 0;
+    int64_t start = 0;
+    double tokens_seen = 0;
+    int rc = grads_create(m, job->trainable, job->trainable_ctx, &g, e);
+    if (!rc) rc = optim_create(m, &g, &ocfg, &o, e);
+    if (!rc) rc = ft_mkdir_p(cfg->output_dir, e);
+    if (!rc && cfg->resume) {
+        char *dir = NULL;
+        rc = ckpt_latest(cfg->output_dir, &dir, NULL, e);
+        if (!rc && !dir)
+            rc = ft_fail(e, FT_EINPUT, "--resume: %s has no complete checkpoint to resume from", cfg->output_dir);
+        if (!rc) rc = load_checkpoint(job, o, dir, &start, &bad_streak, &tokens_seen, e);
+        if (!rc) fprintf(stderr, "resuming from %s (step %" PRId64 " of %d)\n", dir, start, total);
+        free(dir);
+    }
+    if (!rc) rc = mx_open(cfg->output_dir, cfg->resume ? start : -1, &mx, e);
+
+    mx_term term;
+    mx_term_init(&term, stderr, -1, cfg->log_every > 0 ? cfg->log_every : 1);
+    double t_start = ft_now(), tokens_run = 0;
+    float *logp = NULL, *dlogp = NULL;
+    for (int64_t step = start; !rc && step < total; step++) {
+        int epoch = (int)(step / steps_per_epoch);
+        int first = (int)(step % steps_per_epoch) * cfg->grad_accum;
+        if (epoch != planned_epoch) {
+            ds_batches_free(batches, n_batches);
+            batches = NULL;
+            rc = job->plan(job->plan_ctx, epoch, &batches, &n_batches, e);
+            if (rc) break;
+            planned_epoch = epoch;
+        }
+        int last = first + cfg->grad_accum < n_batches ? first + cfg->grad_accum : n_batches;
+        double loss = 0, step_tokens = 0;
+        ft_step_norm norm = {0, 0};
+        for (int i = first; i < last; i++) count_trained(&batches[i], &norm);
+        grads_zero(m, &g);
+        for (int i = first; i < last && !rc; i++) {
+            const ds_batch *bt = &batches[i];
+            logp = ft_xrealloc(logp, (size_t)bt->n_tokens * sizeof(float));
+            dlogp = ft_xrealloc(dlogp, (size_t)bt->n_tokens * sizeof(float));
+            rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
+            if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, e);
+            if (!rc) rc = model_backward(m, dlogp, &g, e);
+            step_tokens += bt->n_tokens;
+        }
+        if (rc) break;
+        ft_step_info info = {0};
+        if (isfinite(loss)) {
+            optim_step(o, 1.0f, &info);
+        } else {
+            info.skipped = 1;
+            info.grad_norm = NAN;
+            info.lr = optim_lr_at(&o->cfg, o->step);
+        }
+        tokens_seen += step_tokens;
+        tokens_run += step_tokens;
+        bad_streak = info.skipped ? bad_streak + 1 : 0;
+        if (info.skipped)
+            mx_print(&term, "step %" PRId64 ": non-finite loss or gradients (loss %g, grad norm %g): step skipped",
+                     step + 1, loss, info.grad_norm);
+
+        size_t in_use = 0, peak = 0;
+        b->memory(b, &in_use, &peak);
+        double elapsed = ft_now() - t_start;
+        mx_begin(mx, step + 1);
+        mx_add(mx, "epoch", (double)(step + 1) / steps_per_epoch);
+        mx_add(mx, "loss", loss);
+        mx_add(mx, "lr", info.lr);
+        mx_add(mx, "grad_norm", info.grad_norm);
+        mx_add(mx, "tokens_per_s", elapsed > 0 ? tokens_run / elapsed : 0);
+        mx_add(mx, "mem_gib", (double)peak / (1u << 30));
+        if (info.skipped) mx_add(mx, "skipped", 1);
+        rc = mx_write(mx, e);
+        mx_progress_info pi = {.step = step + 1,
+                               .total_steps = total,
+                               .loss = loss,
+                               .lr = info.lr,
+                               .grad_norm = info.grad_norm,
+                               .tokens_per_s = elapsed > 0 ? tokens_run / elapsed : NAN,
+                               .mem_gib = (double)peak / (1u << 30)};
+        mx_progress(&term, &pi);
+
+        int final = step + 1 == total;
+        if (!rc && job->n_eval > 0 && ((cfg->eval_every > 0 && (step + 1) % cfg->eval_every == 0) || final)) {
+            double nll;
+            rc = evaluate(job, &nll, e);
+            if (!rc) {
+                mx_begin(mx, step + 1);
+                mx_add(mx, "eval_loss", nll);
+                mx_add(mx, "eval_ppl", exp(nll));
+                rc = mx_write(mx, e);
+                mx_print(&term, "step %" PRId64 ": eval loss %.4f, perplexity %.3f", step + 1, nll, exp(nll));
+            }
+        }
+        if (!rc && bad_streak >= cfg->max_bad_steps) {
+            rc = ft_fail(e, FT_EINPUT,
+                         "%d steps in a row had non-finite loss or gradients (last at step %" PRId64
+                         "); stopping. The last good checkpoint in %s/checkpoints is intact: lower the learning "
+                         "rate or check the data, then --resume",
+                         bad_streak, step + 1, cfg->output_dir);
+            break;
+        }
+        if (!rc && ((cfg->save_every > 0 && (step + 1) % cfg->save_every == 0) || final))
+            rc = save_checkpoint(job, o, step + 1, bad_streak, tokens_seen, e);
+    }
+    mx_term_finish(&term);
+    if (!rc && job->save_output) rc = job->save_output(job->save_ctx, m, e);
+    if (!rc) fprintf(stderr, "trained %d steps, %.0f tokens; output in %s\n", total, tokens_seen, cfg->output_dir);
+    free(logp);
+    free(dlogp);
+    ds_batches_free(batches, n_batches);
+    mx_close(mx);
+    optim_free(o);
+    grads_free(m, &g);
+    return rc;
+}

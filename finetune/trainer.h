@@ -1,0 +1,72 @@
+/* trainer: the training loop shared by the jobs (SFT now; DPO plugs in its loss).
+ *
+ * The trainer owns the model, its gradients and the optimizer; it walks the planned batches
+ * (deterministic from the seed and the epoch), accumulates gradients over grad_accum micro-batches,
+ * steps AdamW, evaluates, logs metrics.jsonl and the progress line, writes checkpoints and, at the end,
+ * the output model. A resumed run continues from the newest complete checkpoint so that on the CPU its
+ * losses and final weights are bit-identical to an uninterrupted run: everything a step depends on is
+ * either in the checkpoint (trainable weights, AdamW moments, step) or recomputed from the seed.
+ *
+ * The job supplies the loss through ft_loss_fn: given a micro-batch and the model's per-token
+ * log-probs, it returns the loss contribution and the gradient dL/dlogp of each token. */
+#ifndef FT_TRAINER_H
+#define FT_TRAINER_H
+
+#include "datasets/batch.h"
+#include "optim.h"
+
+typedef struct ft_train_cfg {
+    const char *output_dir;
+    const char *device;
+    int epochs;    /* used when max_steps <= 0 */
+    int max_steps; /* > 0: stop after this many optimizer steps */
+    int grad_accum;
+    ft_optim_cfg optim; /* total_steps is filled by the trainer */
+    float warmup_ratio; /* used when optim.warmup_steps == 0 */
+    uint64_t seed;
+    int eval_every, save_every, keep_last, log_every;
+    int max_bad_steps; /* consecutive non-finite steps that stop the run */
+    const char *save_dtype_name; /* "auto", "f32", "bf16", "f16" */
+    int resume;
+    ft_dtype save_dtype;
+} ft_train_cfg;
+
+/* What the whole accumulated step holds, for losses that average over it. */
+typedef struct ft_step_norm {
+    double tokens;  /* trained tokens (targets >= 0) */
+    double samples; /* samples with at least one trained token */
+} ft_step_norm;
+
+/* Loss of one micro-batch. logp[t]: model log-prob of batch->targets[t] (0 where targets[t] < 0).
+ * Fill dlogp[t] (the gradient of the step loss w.r.t. logp[t]) and add the batch's contribution to
+ * the step loss into *loss. */
+typedef struct ft_loss_fn {
+    void *ctx;
+    int (*loss)(void *ctx, const ds_batch *b, const float *logp, const ft_step_norm *norm, float *dlogp,
+                double *loss, ft_error *e);
+} ft_loss_fn;
+
+/* Batches of one epoch: the job plans them (deterministic from seed and epoch). */
+typedef int (*ft_plan_fn)(void *ctx, int epoch, ds_batch **batches, int *n, ft_error *e);
+
+typedef struct ft_train_job {
+    const ft_train_cfg *cfg;
+    ft_model *model;
+    ft_loss_fn loss;
+    int (*trainable)(const char *name, void *ctx); /* which parameters train (NULL: all) */
+    void *trainable_ctx;
+    ft_plan_fn plan;
+    void *plan_ctx;
+    int batches_per_epoch;
+    const ds_batch *eval; /* eval batches (may be NULL) */
+    int n_eval;
+    /* Called after the final weights are in place, to write the output directory. */
+    int (*save_output)(void *ctx, ft_model *m, ft_error *e);
+    void *save_ctx;
+} ft_train_job;
+
+/* Total optimizer steps the job will take. */
+int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch);
+int trainer_run(ft_train_job *job, ft_error *e);
+
+#endif
