@@ -54,7 +54,7 @@ static int check_case(const ft_tokenizer *t, const cJSON *j, const char *where, 
 }
 
 static int run_one(const char *name, int *ran) {
-    char dir[1024], path[1024];
+    char dir[1024], path[2048];
     t_asset("tokenizers/", dir, sizeof dir);
     strncat(dir, name, sizeof dir - strlen(dir) - 1);
     ft_tokenizer *t = NULL;
