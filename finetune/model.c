@@ -10,6 +10,22 @@
 
 static void train_state_free(ft_train_state *s);
 
+const char *const FT_LINEAR_NAMES[FT_LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                   "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                                   "mlp.down_proj"};
+
+ft_tensor *model_linear_weight(ft_layer *L, ft_linear which) {
+    switch (which) {
+    case FT_LIN_Q: return &L->wq;
+    case FT_LIN_K: return &L->wk;
+    case FT_LIN_V: return &L->wv;
+    case FT_LIN_O: return &L->wo;
+    case FT_LIN_GATE: return &L->wg;
+    case FT_LIN_UP: return &L->wu;
+    default: return &L->wd;
+    }
+}
+
 /* ---------- parameters ---------- */
 
 static void set_param(ft_param *p, int *n, ft_tensor *t, const char *fmt, int layer) {
@@ -119,7 +135,21 @@ static int load_tensor(ft_model *m, const st_model *st, const char *dir, const f
     return FT_OK;
 }
 
-int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e) {
+/* Linear weights of the decoder layers ("model.layers.N.self_attn.q_proj.weight", ...). */
+static int is_layer_linear(const char *name) {
+    if (strncmp(name, "model.layers.", 13) != 0) return 0;
+    for (int i = 0; i < FT_LIN_COUNT; i++) {
+        char suffix[64];
+        snprintf(suffix, sizeof suffix, "%s.weight", FT_LINEAR_NAMES[i]);
+        size_t n = strlen(name), k = strlen(suffix);
+        if (n > k && strcmp(name + n - k, suffix) == 0) return 1;
+    }
+    return 0;
+}
+
+int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e) { return model_load_ex(dir, b, 0, out, e); }
+
+int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **out, ft_error *e) {
     ft_config cfg;
     int rc = cfg_load(dir, &cfg, e);
     if (rc) return rc;
@@ -129,6 +159,12 @@ int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e) {
     ft_model *m = model_new(&cfg, b);
     int n = 0;
     ft_param *p = model_params(m, &n);
+    if (skip_linears) { /* leave the layer linears without memory: a hook provides them */
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (!is_layer_linear(p[i].name)) p[k++] = p[i];
+        n = k;
+    }
     float *host = NULL;
     size_t cap = 0;
     rc = alloc_params(m, p, n, e);
@@ -372,6 +408,28 @@ static ft_tensor view2(const ft_tensor *t, int64_t rows, int64_t cols) {
     return ft_t2(t->data, t->dtype, t->device, rows, cols);
 }
 
+/* The weight to multiply by: the model's own, or a hook's (dequantized) one. */
+static const ft_tensor *linear_weight(ft_model *m, int l, ft_linear which) {
+    ft_tensor *w = model_linear_weight(&m->w.layers[l], which);
+    if (w->data || !m->hooks.base_weight) return w;
+    ft_tensor scratch = *w; /* shape of the weight; the hook supplies the memory */
+    return m->hooks.base_weight(m->hooks.ctx, m, l, which, &scratch);
+}
+
+/* y = x W^T for one linear of layer l, plus any adapter. */
+static void linear_fwd(ft_model *m, int l, ft_linear which, const ft_tensor *x, ft_tensor *y) {
+    m->b->gemm(m->b, x, 0, linear_weight(m, l, which), 1, y, 1.0f, 0.0f);
+    if (m->hooks.forward) m->hooks.forward(m->hooks.ctx, m, l, which, x, y);
+}
+
+/* Backward of linear_fwd: dx (+)= dy W (+ adapter), dW += dy^T x when trainable. */
+static void linear_bwd(ft_model *m, int l, ft_linear which, const ft_tensor *x, const ft_tensor *dy, ft_tensor *dx,
+                       int acc, ft_tensor *dW) {
+    m->b->gemm(m->b, dy, 0, linear_weight(m, l, which), 0, dx, 1.0f, acc ? 1.0f : 0.0f);
+    if (dW && dW->data) m->b->gemm(m->b, dy, 1, x, 0, dW, 1.0f, 1.0f);
+    if (m->hooks.backward) m->hooks.backward(m->hooks.ctx, m, l, which, x, dy, dx);
+}
+
 /* x_out = layer l applied to x_in (x_out may equal x_in). With a cache, the new keys/values are appended
  * at cache->len and attention sees the whole cache. Intermediates land in a. */
 static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_tensor *x_in, ft_tensor *x_out,
@@ -383,9 +441,9 @@ static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_te
     ft_tensor q2 = view2(&a->q, T, Hq * Dh), k2 = view2(&a->k, T, Hkv * Dh), v2 = view2(&a->v, T, Hkv * Dh);
     ft_tensor att2 = view2(&a->att, T, Hq * Dh);
     b->rmsnorm(b, x_in, &W->ln1, c->rms_norm_eps, &a->h1, &a->rstd1);
-    b->gemm(b, &a->h1, 0, &W->wq, 1, &q2, 1.0f, 0.0f);
-    b->gemm(b, &a->h1, 0, &W->wk, 1, &k2, 1.0f, 0.0f);
-    b->gemm(b, &a->h1, 0, &W->wv, 1, &v2, 1.0f, 0.0f);
+    linear_fwd(m, l, FT_LIN_Q, &a->h1, &q2);
+    linear_fwd(m, l, FT_LIN_K, &a->h1, &k2);
+    linear_fwd(m, l, FT_LIN_V, &a->h1, &v2);
     if (W->bq.data) {
         b->add_bias(b, &q2, &W->bq);
         b->add_bias(b, &k2, &W->bk);
@@ -404,14 +462,14 @@ static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_te
         vv = &vc;
     }
     b->attention(b, &a->q, kk, vv, &a->att, a->lse.data ? &a->lse : NULL, &in->L);
-    b->gemm(b, &att2, 0, &W->wo, 1, &a->o, 1.0f, 0.0f);
+    linear_fwd(m, l, FT_LIN_O, &att2, &a->o);
     if (W->bo.data) b->add_bias(b, &a->o, &W->bo);
     b->add(b, x_in, &a->o, &a->xmid);
     b->rmsnorm(b, &a->xmid, &W->ln2, c->rms_norm_eps, &a->h2, &a->rstd2);
-    b->gemm(b, &a->h2, 0, &W->wg, 1, &a->g, 1.0f, 0.0f);
-    b->gemm(b, &a->h2, 0, &W->wu, 1, &a->u, 1.0f, 0.0f);
+    linear_fwd(m, l, FT_LIN_GATE, &a->h2, &a->g);
+    linear_fwd(m, l, FT_LIN_UP, &a->h2, &a->u);
     b->swiglu(b, &a->g, &a->u, &a->a);
-    b->gemm(b, &a->a, 0, &W->wd, 1, &a->o, 1.0f, 0.0f);
+    linear_fwd(m, l, FT_LIN_DOWN, &a->a, &a->o);
     b->add(b, &a->xmid, &a->o, x_out);
 }
 
@@ -441,6 +499,7 @@ int model_forward(ft_model *m, int T, const int32_t *ids, const int32_t *pos, co
     int rc = arena_reserve(&m->arena, step_bytes(&m->cfg, T) + 3 * tensor_bytes(T), e);
     if (rc) return rc;
     arena_reset(&m->arena);
+    m->training = 0;
     step_inputs in;
     ft_tensor h, tg, lp;
     rc = inputs_setup(m, T, ids, pos, doc_start, 0, &in, e);
@@ -648,6 +707,7 @@ int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *p
                            t, c->vocab_size);
     if (!m->train) m->train = ft_xcalloc(1, sizeof *m->train);
     ft_train_state *s = m->train;
+    m->training = 1; /* until the end of model_backward: adapters apply dropout identically in both */
     inputs_free(&s->in);
     s->ready = 0;
     s->T = T;
@@ -678,11 +738,6 @@ int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *p
     b->download(b, logp, lp.data, (size_t)T * 4);
     s->ready = 1;
     return FT_OK;
-}
-
-/* dW += dY^T X for a trainable weight (dW NULL or without data: frozen). */
-static void weight_grad(ft_backend *b, const ft_tensor *dY, const ft_tensor *X, ft_tensor *dW) {
-    if (dW && dW->data) b->gemm(b, dY, 1, X, 0, dW, 1.0f, 1.0f);
 }
 
 /* db += sum over rows of dY, as ones^T dY */
@@ -736,34 +791,28 @@ int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error
         /* recompute the layer from its saved input (rewrites xs[l+1] with identical values) */
         layer_forward(m, l, &s->in, &s->xs[l], &s->xs[l + 1], &a, NULL);
         /* MLP: out = x_mid + down(silu(gate(h2)) * up(h2)) */
-        b->gemm(b, &dx, 0, &W->wd, 0, &da, 1.0f, 0.0f);
-        weight_grad(b, &dx, &a.a, &G->wd);
+        linear_bwd(m, l, FT_LIN_DOWN, &a.a, &dx, &da, 0, &G->wd);
         b->swiglu_backward(b, &a.g, &a.u, &da, &dg, &du);
-        b->gemm(b, &dg, 0, &W->wg, 0, &dh, 1.0f, 0.0f);
-        b->gemm(b, &du, 0, &W->wu, 0, &dh, 1.0f, 1.0f);
-        weight_grad(b, &dg, &a.h2, &G->wg);
-        weight_grad(b, &du, &a.h2, &G->wu);
+        linear_bwd(m, l, FT_LIN_GATE, &a.h2, &dg, &dh, 0, &G->wg);
+        linear_bwd(m, l, FT_LIN_UP, &a.h2, &du, &dh, 1, &G->wu);
         b->copy(b, dxm.data, dx.data, ft_nbytes(&dx));
         b->rmsnorm_backward(b, &dh, &a.xmid, &W->ln2, &a.rstd2, &dxm, G->ln2.data ? &G->ln2 : NULL, 1);
         /* attention: x_mid = x + o_proj(attention(rope(q), rope(k), v)) */
-        b->gemm(b, &dxm, 0, &W->wo, 0, &datt2, 1.0f, 0.0f);
-        weight_grad(b, &dxm, &att2, &G->wo);
+        linear_bwd(m, l, FT_LIN_O, &att2, &dxm, &datt2, 0, &G->wo);
         bias_grad(b, &ones, &dxm, &G->bo);
         b->attention_backward(b, &a.q, &a.k, &a.v, &a.att, &a.lse, &datt, &dq, &dk, &dv, &s->in.L);
         apply_rope(m, &s->in, &dq, &dk, 1);
         bias_grad(b, &ones, &dq2, &G->bq);
         bias_grad(b, &ones, &dk2, &G->bk);
         bias_grad(b, &ones, &dv2, &G->bv);
-        b->gemm(b, &dq2, 0, &W->wq, 0, &dh, 1.0f, 0.0f);
-        b->gemm(b, &dk2, 0, &W->wk, 0, &dh, 1.0f, 1.0f);
-        b->gemm(b, &dv2, 0, &W->wv, 0, &dh, 1.0f, 1.0f);
-        weight_grad(b, &dq2, &a.h1, &G->wq);
-        weight_grad(b, &dk2, &a.h1, &G->wk);
-        weight_grad(b, &dv2, &a.h1, &G->wv);
+        linear_bwd(m, l, FT_LIN_Q, &a.h1, &dq2, &dh, 0, &G->wq);
+        linear_bwd(m, l, FT_LIN_K, &a.h1, &dk2, &dh, 1, &G->wk);
+        linear_bwd(m, l, FT_LIN_V, &a.h1, &dv2, &dh, 1, &G->wv);
         b->copy(b, dx.data, dxm.data, ft_nbytes(&dx));
         b->rmsnorm_backward(b, &dh, &s->xs[l], &W->ln1, &a.rstd1, &dx, G->ln1.data ? &G->ln1 : NULL, 1);
     }
     if (g->embed.data) b->embedding_backward(b, &s->in.ids, &dx, &g->embed, 1);
+    m->training = 0;
     (void)q2, (void)k2, (void)v2;
     return FT_OK;
 }

@@ -26,13 +26,37 @@ typedef struct ft_weights {
 
 typedef struct ft_train_state ft_train_state;
 
+/* The seven linear layers of a decoder layer, in HF order. */
+typedef enum { FT_LIN_Q = 0, FT_LIN_K, FT_LIN_V, FT_LIN_O, FT_LIN_GATE, FT_LIN_UP, FT_LIN_DOWN, FT_LIN_COUNT } ft_linear;
+extern const char *const FT_LINEAR_NAMES[FT_LIN_COUNT]; /* "self_attn.q_proj", ..., "mlp.down_proj" */
+
+struct ft_model;
+/* Hooks on every linear layer, for adapters (LoRA) and quantized bases (QLoRA). All may be NULL.
+ * base_weight: the fp32 weight to multiply by when the model holds none itself (a quantized base):
+ *   dequantize into *scratch (shaped like the weight) and return it.
+ * forward: after y = x W^T (+ bias), add the adapter's contribution: y += f(x).
+ * backward: given dy, add the adapter's input gradient into dx and accumulate its own parameter
+ *   gradients; x is the same input forward saw. */
+typedef struct ft_linear_hooks {
+    void *ctx;
+    const ft_tensor *(*base_weight)(void *ctx, struct ft_model *m, int layer, ft_linear which, ft_tensor *scratch);
+    void (*forward)(void *ctx, struct ft_model *m, int layer, ft_linear which, const ft_tensor *x, ft_tensor *y);
+    void (*backward)(void *ctx, struct ft_model *m, int layer, ft_linear which, const ft_tensor *x,
+                     const ft_tensor *dy, ft_tensor *dx);
+} ft_linear_hooks;
+
 typedef struct ft_model {
     ft_config cfg;
     ft_backend *b;
     ft_weights w;
     ft_arena arena;        /* activations of one step */
     ft_train_state *train; /* what model_forward_train keeps for model_backward */
+    ft_linear_hooks hooks;
+    int training; /* set during model_forward_train / model_backward (adapters apply dropout) */
 } ft_model;
+
+/* The weight tensor of one linear of a layer (data NULL when a hook provides it). */
+ft_tensor *model_linear_weight(ft_layer *L, ft_linear which);
 
 /* A named parameter of the model, in HF naming, for iteration (save, optimizer, LoRA). */
 typedef struct ft_param {
@@ -45,6 +69,9 @@ void weights_shape(const ft_config *cfg, ft_device dev, ft_weights *w);
 ft_param *weights_params(const ft_config *cfg, ft_weights *w, int *n);
 
 int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e);
+/* skip_linears: leave the decoder layers' seven linear weights unloaded (data NULL), for a caller that
+ * provides them through hooks.base_weight (QLoRA's quantized base). */
+int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **out, ft_error *e);
 /* Random init like transformers' _init_weights: normal(0, std) linears and embeddings, ones for norms. */
 int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float std, ft_model **out, ft_error *e);
 /* Write config.json + model.safetensors (dtype F32, F16 or BF16) into dir. */
