@@ -118,7 +118,7 @@ typedef struct sft_loss_ctx {
 /* Cross-entropy over trained tokens, averaged over all trained tokens of the accumulated step (as
  * transformers does), or per sample. */
 static int sft_loss(void *ctx, const ds_batch *b, const float *logp, const ft_step_norm *norm, float *dlogp,
-                    double *loss, ft_error *e) {
+                    double *loss, double *extra, ft_error *e) {
     const sft_loss_ctx *c = ctx;
     int T = b->n_tokens;
     for (int t = 0; t < T; t++) dlogp[t] = 0;
@@ -141,7 +141,7 @@ static int sft_loss(void *ctx, const ds_batch *b, const float *logp, const ft_st
                 dlogp[i] = (float)-w;
             }
     }
-    (void)e;
+    (void)e, (void)extra;
     return FT_OK;
 }
 
@@ -253,7 +253,7 @@ int cmd_sft(int argc, char **argv) {
         sft_loss_ctx lc = {&j, per_sample};
         ft_train_job job = {.cfg = &j.train,
                             .model = j.model,
-                            .loss = {&lc, sft_loss},
+                            .loss = {&lc, sft_loss, 0, NULL, NULL},
                             .trainable = job_trainable,
                             .trainable_ctx = &j,
                             .plan = plan_epoch,

@@ -190,7 +190,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             planned_epoch = epoch;
         }
         int last = first + cfg->grad_accum < n_batches ? first + cfg->grad_accum : n_batches;
-        double loss = 0, step_tokens = 0;
+        double loss = 0, step_tokens = 0, extra[FT_MAX_EXTRA_METRICS] = {0};
         ft_step_norm norm = {0, 0};
         for (int i = first; i < last; i++) count_trained(&batches[i], &norm);
         grads_zero(m, &g);
@@ -199,7 +199,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             logp = ft_xrealloc(logp, (size_t)bt->n_tokens * sizeof(float));
             dlogp = ft_xrealloc(dlogp, (size_t)bt->n_tokens * sizeof(float));
             rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
-            if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, e);
+            if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, extra, e);
             if (!rc) rc = model_backward(m, dlogp, &g, e);
             step_tokens += bt->n_tokens;
         }
@@ -230,6 +230,13 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         mx_add(mx, "tokens_per_s", elapsed > 0 ? tokens_run / elapsed : 0);
         mx_add(mx, "mem_gib", (double)peak / (1u << 30));
         if (info.skipped) mx_add(mx, "skipped", 1);
+        mx_field fields[FT_MAX_EXTRA_METRICS];
+        int n_fields = 0;
+        for (int k = 0; k < job->loss.n_extra && k < FT_MAX_EXTRA_METRICS; k++) {
+            mx_add(mx, job->loss.extra_names[k], extra[k]);
+            if (job->loss.extra_labels && job->loss.extra_labels[k])
+                fields[n_fields++] = (mx_field){job->loss.extra_labels[k], extra[k], "%.3f"};
+        }
         rc = mx_write(mx, e);
         mx_progress_info pi = {.step = step + 1,
                                .total_steps = total,
@@ -237,11 +244,27 @@ int trainer_run(ft_train_job *job, ft_error *e) {
                                .lr = info.lr,
                                .grad_norm = info.grad_norm,
                                .tokens_per_s = elapsed > 0 ? tokens_run / elapsed : NAN,
-                               .mem_gib = (double)peak / (1u << 30)};
+                               .mem_gib = (double)peak / (1u << 30),
+                               .extra = fields,
+                               .n_extra = n_fields};
         mx_progress(&term, &pi);
 
         int final = step + 1 == total;
-        if (!rc && job->n_eval > 0 && ((cfg->eval_every > 0 && (step + 1) % cfg->eval_every == 0) || final)) {
+        int eval_now = (cfg->eval_every > 0 && (step + 1) % cfg->eval_every == 0) || final;
+        if (!rc && job->eval_fn.run && eval_now) {
+            double v[FT_MAX_EXTRA_METRICS];
+            rc = job->eval_fn.run(job->eval_fn.ctx, m, v, e);
+            if (!rc) {
+                char key[96];
+                mx_begin(mx, step + 1);
+                for (int k = 0; k < job->eval_fn.n_values && k < FT_MAX_EXTRA_METRICS; k++) {
+                    snprintf(key, sizeof key, "eval_%s", job->eval_fn.names[k]);
+                    mx_add(mx, key, v[k]);
+                    mx_print(&term, "step %" PRId64 ": eval %s %.4f", step + 1, job->eval_fn.names[k], v[k]);
+                }
+                rc = mx_write(mx, e);
+            }
+        } else if (!rc && job->n_eval > 0 && eval_now) {
             double nll;
             rc = evaluate(job, &nll, e);
             if (!rc) {

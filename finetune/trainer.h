@@ -37,14 +37,28 @@ typedef struct ft_step_norm {
     double samples; /* samples with at least one trained token */
 } ft_step_norm;
 
+#define FT_MAX_EXTRA_METRICS 8
+
 /* Loss of one micro-batch. logp[t]: model log-prob of batch->targets[t] (0 where targets[t] < 0).
  * Fill dlogp[t] (the gradient of the step loss w.r.t. logp[t]) and add the batch's contribution to
- * the step loss into *loss. */
+ * the step loss into *loss, and its share of each extra metric into extra[i] (the trainer zeroes them
+ * per step and logs them under extra_names, e.g. DPO's "rewards/accuracies"). */
 typedef struct ft_loss_fn {
     void *ctx;
     int (*loss)(void *ctx, const ds_batch *b, const float *logp, const ft_step_norm *norm, float *dlogp,
-                double *loss, ft_error *e);
+                double *loss, double *extra, ft_error *e);
+    int n_extra;
+    const char *const *extra_names;
+    const char *const *extra_labels; /* short labels for the progress line (NULL: not shown) */
 } ft_loss_fn;
+
+/* A job's own evaluation (e.g. DPO's eval rewards): fills values[n_values], logged as eval_<name>. */
+typedef struct ft_eval_fn {
+    void *ctx;
+    int (*run)(void *ctx, ft_model *m, double *values, ft_error *e);
+    int n_values;
+    const char *const *names;
+} ft_eval_fn;
 
 /* Batches of one epoch: the job plans them (deterministic from seed and epoch). */
 typedef int (*ft_plan_fn)(void *ctx, int epoch, ds_batch **batches, int *n, ft_error *e);
@@ -58,8 +72,9 @@ typedef struct ft_train_job {
     ft_plan_fn plan;
     void *plan_ctx;
     int batches_per_epoch;
-    const ds_batch *eval; /* eval batches (may be NULL) */
+    const ds_batch *eval; /* eval batches for the mean-NLL evaluation (may be NULL) */
     int n_eval;
+    ft_eval_fn eval_fn; /* instead of the NLL evaluation when run is set */
     /* Called after the final weights are in place, to write the output directory. */
     int (*save_output)(void *ctx, ft_model *m, ft_error *e);
     void *save_ctx;
