@@ -11,6 +11,7 @@
 #include "util.h"
 
 int cmd_sft(int argc, char **argv);
+int cmd_dpo(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);

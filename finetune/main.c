@@ -12,6 +12,7 @@ typedef struct {
 
 static const command COMMANDS[] = {
     {"sft", cmd_sft, "supervised fine-tuning from a recipe"},
+    {"dpo", cmd_dpo, "preference tuning (DPO family) from a recipe"},
     {"info", cmd_info, "describe a checkpoint: architecture, parameters, training memory"},
     {"generate", cmd_generate, "generate tokens from a prompt"},
     {"score", cmd_score, "log-probability of each token given those before it"},

@@ -255,14 +255,18 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             double v[FT_MAX_EXTRA_METRICS];
             rc = job->eval_fn.run(job->eval_fn.ctx, m, v, e);
             if (!rc) {
-                char key[96];
+                char key[96], line[1024];
+                size_t off = 0;
                 mx_begin(mx, step + 1);
                 for (int k = 0; k < job->eval_fn.n_values && k < FT_MAX_EXTRA_METRICS; k++) {
                     snprintf(key, sizeof key, "eval_%s", job->eval_fn.names[k]);
                     mx_add(mx, key, v[k]);
-                    mx_print(&term, "step %" PRId64 ": eval %s %.4f", step + 1, job->eval_fn.names[k], v[k]);
+                    if (off < sizeof line)
+                        off += (size_t)snprintf(line + off, sizeof line - off, "%s%s %.4f", k ? ", " : "",
+                                                job->eval_fn.names[k], v[k]);
                 }
                 rc = mx_write(mx, e);
+                mx_print(&term, "step %" PRId64 ": eval %s", step + 1, line);
             }
         } else if (!rc && job->n_eval > 0 && eval_now) {
             double nll;

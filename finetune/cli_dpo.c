@@ -1,0 +1,460 @@
+/* finetune dpo: preference tuning (DPO family) from a recipe.
+ *
+ * Each micro-batch holds batch_size pairs in TRL's layout, [chosen sequences; rejected sequences],
+ * packed back to back in the flat token layout (no padding: doc_start keeps sequences apart). A
+ * token's sample id is 2 * pair + (0 chosen, 1 rejected), which is how the loss finds the pairs.
+ * Only completion tokens carry targets, so prompt tokens never count in the log-probs.
+ * Reference log-probs come from one pass over all pairs before training (the model as loaded; with
+ * LoRA that is the base with the adapter not yet trained), from a separate reference model, or are
+ * not needed (SimPO, ORPO). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "dpo/dpo_loss.h"
+#include "job.h"
+#include "memplan.h"
+
+static const char DPO_HELP[] =
+    "usage: finetune dpo RECIPE.json [key=value ...] [--dry-run] [--resume]\n"
+    "\n"
+    "Preference tuning (DPO, cDPO, robust, IPO, hinge, SimPO, ORPO) on pairs such as\n"
+    "UltraFeedback binarized, orca_dpo_pairs, OASST pairs or prompt/chosen/rejected.\n"
+    "Recipe keys as for sft (docs/recipes.md) plus the dpo section (docs/dpo.md):\n"
+    "dpo.loss, dpo.beta, dpo.label_smoothing, dpo.simpo_gamma, dpo.sft_weight,\n"
+    "dpo.defaults (trl|h2o), dpo.reference (precompute|model), dpo.reference_model.\n"
+    "\n"
+    "  --dry-run   print the plan and stop\n"
+    "  --resume    continue from the newest complete checkpoint in output_dir\n";
+
+typedef struct pair_set {
+    ds_pref_example *p;
+    int n, cap;
+    double *ref_c, *ref_r; /* [n] reference log-probs (NULL when the loss needs none) */
+    ds_example_stats st;
+    ds_read_stats rd;
+} pair_set;
+
+typedef struct dpo_job {
+    ft_job j;
+    dpo_config loss;
+    const char *ref_mode;
+    char *ref_model_dir;
+    pair_set train, eval;
+} dpo_job;
+
+/* ---------- data ---------- */
+
+static int read_pairs(ft_job *j, char **files, size_t n_files, pair_set *out, ft_error *e) {
+    for (size_t f = 0; f < n_files; f++) {
+        ds_dataset *d = NULL;
+        int rc = ds_open(files[f], j->format, j->on_bad, &d, e);
+        if (rc) return rc;
+        if (!ds_dataset_is_preference(d)) {
+            ds_close(d);
+            return ft_fail(e, FT_EINPUT, "%s: not preference data (no chosen/rejected): train it with 'finetune sft'",
+                           files[f]);
+        }
+        for (;;) {
+            ds_pref p;
+            int done = 0, kept = 0;
+            rc = ds_next_pref(d, &p, &done, e);
+            if (rc || done) break;
+            if (out->n == out->cap) {
+                out->cap = out->cap ? out->cap * 2 : 256;
+                out->p = ft_xrealloc(out->p, (size_t)out->cap * sizeof *out->p);
+            }
+            rc = ds_build_pref_example(j->tmpl, &p, j->tok, &j->ex, &out->p[out->n], &kept, &out->st, e);
+            ds_pref_free(&p);
+            if (rc) break;
+            out->n += kept;
+        }
+        const ds_read_stats *rs = ds_dataset_stats(d);
+        out->rd.records += rs->records;
+        out->rd.skipped_total += rs->skipped_total;
+        if (!out->rd.first_skip[0]) memcpy(out->rd.first_skip, rs->first_skip, sizeof rs->first_skip);
+        ds_close(d);
+        if (rc) return rc;
+    }
+    return FT_OK;
+}
+
+static void free_pairs(pair_set *s) {
+    for (int i = 0; i < s->n; i++) ds_pref_example_free(&s->p[i]);
+    free(s->p);
+    free(s->ref_c);
+    free(s->ref_r);
+    memset(s, 0, sizeof *s);
+}
+
+/* Move a seeded random eval_fraction of the pairs into eval. */
+static void split_eval(pair_set *train, pair_set *eval, double fraction, uint64_t seed) {
+    if (fraction <= 0 || train->n < 2) return;
+    int n_eval = (int)(fraction * train->n);
+    if (n_eval < 1) n_eval = 1;
+    ft_rng rng;
+    ft_rng_seed(&rng, seed ^ 0x5eed0e7a1ULL);
+    for (int i = train->n - 1; i > 0; i--) {
+        int k = (int)(ft_rng_next(&rng) % (uint64_t)(i + 1));
+        ds_pref_example t = train->p[i];
+        train->p[i] = train->p[k];
+        train->p[k] = t;
+    }
+    eval->p = ft_xmalloc((size_t)n_eval * sizeof *eval->p);
+    memcpy(eval->p, train->p + train->n - n_eval, (size_t)n_eval * sizeof *eval->p);
+    eval->n = eval->cap = n_eval;
+    train->n -= n_eval;
+}
+
+/* ---------- batches ---------- */
+
+/* One micro-batch of the pairs order[first .. first+count): chosen sequences, then rejected ones. */
+static void build_batch(const pair_set *s, const int *order, int count, ds_batch *b) {
+    int T = 0;
+    for (int k = 0; k < count; k++) {
+        const ds_pref_example *p = &s->p[order[k]];
+        T += 2 * p->n_prompt + p->n_chosen + p->n_rejected;
+    }
+    memset(b, 0, sizeof *b);
+    b->n_tokens = T;
+    b->rows = 2 * count;
+    b->ids = ft_xmalloc((size_t)T * 4);
+    b->targets = ft_xmalloc((size_t)T * 4);
+    b->pos = ft_xmalloc((size_t)T * 4);
+    b->doc_start = ft_xmalloc((size_t)T * 4);
+    b->sample = ft_xmalloc((size_t)T * 4);
+    b->n_samples = 2 * count;
+    int t = 0;
+    for (int side = 0; side < 2; side++)
+        for (int k = 0; k < count; k++) {
+            const ds_pref_example *p = &s->p[order[k]];
+            const int32_t *comp = side ? p->rejected : p->chosen;
+            int nc = side ? p->n_rejected : p->n_chosen, L = p->n_prompt + nc, start = t;
+            if (L > b->row_len) b->row_len = L;
+            for (int i = 0; i < L; i++, t++) {
+                b->ids[t] = i < p->n_prompt ? p->prompt[i] : comp[i - p->n_prompt];
+                b->pos[t] = i;
+                b->doc_start[t] = start;
+                b->sample[t] = 2 * order[k] + side;
+                /* predict token i+1 when it is a completion token */
+                b->targets[t] = i + 1 < L && i + 1 >= p->n_prompt ? comp[i + 1 - p->n_prompt] : -1;
+            }
+        }
+}
+
+/* Micro-batches of `per` pairs in the given order. */
+static void build_batches(const pair_set *s, const int *order, int n, int per, ds_batch **out, int *n_out) {
+    int nb = (n + per - 1) / per;
+    ds_batch *b = ft_xcalloc((size_t)(nb ? nb : 1), sizeof *b);
+    for (int i = 0; i < nb; i++) build_batch(s, order + i * per, i * per + per <= n ? per : n - i * per, &b[i]);
+    *out = b;
+    *n_out = nb;
+}
+
+static int plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error *e) {
+    const dpo_job *d = ctx;
+    int *order = ft_xmalloc((size_t)(d->train.n ? d->train.n : 1) * sizeof(int));
+    for (int i = 0; i < d->train.n; i++) order[i] = i;
+    ft_rng rng;
+    ft_rng_seed(&rng, d->j.train.seed + (uint64_t)epoch * 1000003ULL);
+    for (int i = d->train.n - 1; i > 0; i--) {
+        int k = (int)(ft_rng_next(&rng) % (uint64_t)(i + 1)), tmp = order[i];
+        order[i] = order[k];
+        order[k] = tmp;
+    }
+    build_batches(&d->train, order, d->train.n, d->j.batch_size, batches, n);
+    free(order);
+    (void)e;
+    return FT_OK;
+}
+
+/* Per-pair summed log-probs and completion lengths of a batch whose sample ids are 2*pair + side;
+ * slot k of the outputs is the k-th distinct pair in the batch, pair[k] its index. */
+static int gather_pairs(const ds_batch *b, const float *logp, int *pair, double *pc, double *pr, int *nc, int *nr) {
+    int n = 0;
+    for (int t = 0; t < b->n_tokens; t++) {
+        if (b->targets[t] < 0) continue;
+        int p = b->sample[t] / 2, side = b->sample[t] % 2, k = 0;
+        while (k < n && pair[k] != p) k++;
+        if (k == n) {
+            pair[n] = p;
+            pc[n] = pr[n] = 0;
+            nc[n] = nr[n] = 0;
+            n++;
+        }
+        if (side) {
+            pr[k] += logp[t];
+            nr[k]++;
+        } else {
+            pc[k] += logp[t];
+            nc[k]++;
+        }
+    }
+    return n;
+}
+
+/* ---------- reference log-probs ---------- */
+
+/* Summed completion log-probs of every pair of s under model m, in batches of `per` pairs. */
+static int reference_pass(ft_model *m, pair_set *s, int per, ft_error *e) {
+    s->ref_c = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
+    s->ref_r = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
+    int *order = ft_xmalloc((size_t)(s->n ? s->n : 1) * sizeof(int));
+    for (int i = 0; i < s->n; i++) order[i] = i;
+    int rc = FT_OK;
+    double t0 = ft_now();
+    for (int first = 0; first < s->n && !rc; first += per) {
+        int count = first + per <= s->n ? per : s->n - first, nb;
+        ds_batch *b;
+        build_batches(s, order + first, count, count, &b, &nb);
+        float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
+        rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+        if (!rc) {
+            int *pair = ft_xmalloc((size_t)count * sizeof(int)), *nc = ft_xmalloc((size_t)count * sizeof(int)),
+                *nr = ft_xmalloc((size_t)count * sizeof(int));
+            double *pc = ft_xmalloc((size_t)count * 8), *pr = ft_xmalloc((size_t)count * 8);
+            int n = gather_pairs(b, logp, pair, pc, pr, nc, nr);
+            for (int k = 0; k < n; k++) {
+                s->ref_c[pair[k]] = pc[k];
+                s->ref_r[pair[k]] = pr[k];
+            }
+            free(pair), free(nc), free(nr), free(pc), free(pr);
+        }
+        free(logp);
+        ds_batches_free(b, nb);
+    }
+    free(order);
+    if (!rc) fprintf(stderr, "reference log-probs: %d pairs in %.1f s\n", s->n, ft_now() - t0);
+    return rc;
+}
+
+/* ---------- loss and evaluation ---------- */
+
+static const char *const METRIC_NAMES[] = {"rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                                           "rewards/margins", "logps/chosen",    "logps/rejected"};
+static const char *const METRIC_LABELS[] = {NULL, NULL, "acc", "margin", NULL, NULL};
+
+static void metrics_into(const dpo_metrics *mt, double w, double *v) {
+    v[0] += w * mt->rewards_chosen;
+    v[1] += w * mt->rewards_rejected;
+    v[2] += w * mt->rewards_accuracies;
+    v[3] += w * mt->rewards_margins;
+    v[4] += w * mt->logps_chosen;
+    v[5] += w * mt->logps_rejected;
+}
+
+static int dpo_step_loss(void *ctx, const ds_batch *b, const float *logp, const ft_step_norm *norm, float *dlogp,
+                         double *loss, double *extra, ft_error *e) {
+    const dpo_job *d = ctx;
+    int cap = b->n_samples;
+    int *pair = ft_xmalloc((size_t)cap * sizeof(int)), *nc = ft_xmalloc((size_t)cap * sizeof(int)),
+        *nr = ft_xmalloc((size_t)cap * sizeof(int));
+    double *pc = ft_xmalloc((size_t)cap * 8), *pr = ft_xmalloc((size_t)cap * 8), *rc = ft_xmalloc((size_t)cap * 8),
+           *rr = ft_xmalloc((size_t)cap * 8), *dpc = ft_xmalloc((size_t)cap * 8), *dpr = ft_xmalloc((size_t)cap * 8);
+    int n = gather_pairs(b, logp, pair, pc, pr, nc, nr);
+    for (int k = 0; k < n; k++) {
+        rc[k] = d->train.ref_c ? d->train.ref_c[pair[k]] : 0;
+        rr[k] = d->train.ref_r ? d->train.ref_r[pair[k]] : 0;
+    }
+    double l = 0;
+    dpo_metrics mt;
+    int status = dpo_loss_forward(&d->loss, n, pc, pr, d->train.ref_c ? rc : NULL, d->train.ref_r ? rr : NULL, nc, nr,
+                                  &l, dpc, dpr, &mt, e);
+    if (!status) {
+        /* the loss is the mean over this batch's pairs; the step's is the mean over all its pairs */
+        double step_pairs = norm->samples / 2, w = step_pairs > 0 ? n / step_pairs : 0;
+        *loss += w * l;
+        metrics_into(&mt, w, extra);
+        for (int t = 0; t < b->n_tokens; t++) {
+            dlogp[t] = 0;
+            if (b->targets[t] < 0) continue;
+            int p = b->sample[t] / 2, k = 0;
+            while (pair[k] != p) k++;
+            dlogp[t] = (float)(w * (b->sample[t] % 2 ? dpr[k] : dpc[k]));
+        }
+    }
+    free(pair), free(nc), free(nr), free(pc), free(pr), free(rc), free(rr), free(dpc), free(dpr);
+    return status;
+}
+
+/* Loss and rewards over the eval pairs (values: loss then the six TRL metrics). */
+static const char *const EVAL_NAMES[] = {"loss",           "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                                         "rewards/margins", "logps/chosen",  "logps/rejected"};
+
+static int dpo_eval(void *ctx, ft_model *m, double *values, ft_error *e) {
+    const dpo_job *d = ctx;
+    const pair_set *s = &d->eval;
+    int n = s->n, *pair = ft_xmalloc((size_t)n * 2 * sizeof(int)), *nc = ft_xmalloc((size_t)n * 2 * sizeof(int)),
+        *nr = ft_xmalloc((size_t)n * 2 * sizeof(int)), *order = ft_xmalloc((size_t)n * sizeof(int));
+    double *pc = ft_xcalloc((size_t)n * 2, 8), *pr = ft_xcalloc((size_t)n * 2, 8);
+    double *all_pc = ft_xcalloc((size_t)n, 8), *all_pr = ft_xcalloc((size_t)n, 8);
+    int *all_nc = ft_xcalloc((size_t)n, sizeof(int)), *all_nr = ft_xcalloc((size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++) order[i] = i;
+    int rc = FT_OK, per = d->j.batch_size;
+    for (int first = 0; first < n && !rc; first += per) {
+        ds_batch *b;
+        int nb;
+        build_batches(s, order + first, first + per <= n ? per : n - first, per, &b, &nb);
+        float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
+        rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+        if (!rc) {
+            int k = gather_pairs(b, logp, pair, pc, pr, nc, nr);
+            for (int i = 0; i < k; i++) {
+                all_pc[pair[i]] = pc[i];
+                all_pr[pair[i]] = pr[i];
+                all_nc[pair[i]] = nc[i];
+                all_nr[pair[i]] = nr[i];
+            }
+        }
+        free(logp);
+        ds_batches_free(b, nb);
+    }
+    dpo_metrics mt;
+    if (!rc) rc = dpo_loss_forward(&d->loss, n, all_pc, all_pr, s->ref_c, s->ref_r, all_nc, all_nr, &values[0], NULL,
+                                   NULL, &mt, e);
+    if (!rc) {
+        for (int i = 1; i < 7; i++) values[i] = 0;
+        metrics_into(&mt, 1.0, values + 1);
+    }
+    free(pair), free(nc), free(nr), free(order), free(pc), free(pr), free(all_pc), free(all_pr), free(all_nc),
+        free(all_nr);
+    return rc;
+}
+
+/* ---------- the command ---------- */
+
+static int read_dpo_keys(rcp *r, dpo_job *d, ft_error *e) {
+    const char *s, *defaults;
+    double v;
+    dpo_loss_type type;
+    int rc = rcp_get_string(r, "dpo.loss", "sigmoid", &s, e);
+    if (!rc) rc = dpo_loss_type_parse(s, &type, e);
+    if (!rc) rc = rcp_get_string(r, "dpo.defaults", "trl", &defaults, e);
+    if (rc) return rc;
+    if (strcmp(defaults, "trl") == 0)
+        dpo_config_default(&d->loss, type);
+    else if (strcmp(defaults, "h2o") == 0)
+        dpo_config_h2o(&d->loss, type);
+    else
+        return ft_fail(e, FT_EINPUT, "dpo.defaults '%s': expected trl or h2o", defaults);
+    if ((rc = rcp_get_float(r, "dpo.beta", d->loss.beta, &v, e))) return rc;
+    d->loss.beta = v;
+    if ((rc = rcp_get_float(r, "dpo.label_smoothing", d->loss.label_smoothing, &v, e))) return rc;
+    d->loss.label_smoothing = v;
+    if ((rc = rcp_get_float(r, "dpo.simpo_gamma", d->loss.simpo_gamma, &v, e))) return rc;
+    d->loss.simpo_gamma = v;
+    if ((rc = rcp_get_float(r, "dpo.sft_weight", d->loss.sft_weight, &v, e))) return rc;
+    d->loss.sft_weight = v;
+    if ((rc = dpo_config_check(&d->loss, e))) return rc;
+    if ((rc = rcp_get_string(r, "dpo.reference", "precompute", &d->ref_mode, e))) return rc;
+    if ((rc = rcp_get_path(r, "dpo.reference_model", NULL, &d->ref_model_dir, e))) return rc;
+    if (strcmp(d->ref_mode, "precompute") != 0 && strcmp(d->ref_mode, "model") != 0)
+        return ft_fail(e, FT_EINPUT, "dpo.reference '%s': expected precompute or model", d->ref_mode);
+    if (strcmp(d->ref_mode, "model") == 0 && !d->ref_model_dir)
+        return ft_fail(e, FT_EINPUT, "dpo.reference 'model' needs dpo.reference_model (an HF model dir)");
+    return FT_OK;
+}
+
+/* Reference log-probs for train and eval pairs, from the policy as loaded or a separate model. */
+static int compute_references(dpo_job *d, ft_error *e) {
+    if (!dpo_needs_reference(d->loss.type)) return FT_OK;
+    ft_model *ref = d->j.model, *own = NULL;
+    if (strcmp(d->ref_mode, "model") == 0) {
+        int rc = model_load(d->ref_model_dir, d->j.backend, &own, e);
+        if (rc) return rc;
+        ref = own;
+    }
+    int rc = reference_pass(ref, &d->train, d->j.batch_size, e);
+    if (!rc && d->eval.n) rc = reference_pass(ref, &d->eval, d->j.batch_size, e);
+    model_free(own);
+    return rc;
+}
+
+int cmd_dpo(int argc, char **argv) {
+    const char *recipe = NULL;
+    int dry_run = 0, resume = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            fputs(DPO_HELP, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            dry_run = 1;
+        } else if (strcmp(argv[i], "--resume") == 0) {
+            resume = 1;
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error("dpo", "unknown option %s", argv[i]);
+        } else if (!recipe && !strchr(argv[i], '=')) {
+            recipe = argv[i];
+        }
+    }
+    if (!recipe) return cli_usage_error("dpo", "missing RECIPE.json");
+    ft_error e = {0};
+    rcp *r = NULL;
+    dpo_job *d = ft_xcalloc(1, sizeof *d);
+    ft_job *j = &d->j;
+    ds_batch *probe = NULL;
+    int n_probe = 0;
+    int rc = rcp_load(recipe, &r, &e);
+    for (int i = 1; i < argc && !rc; i++)
+        if (argv[i][0] != '-' && strchr(argv[i], '=')) rc = rcp_override(r, argv[i], &e);
+    if (!rc) rc = job_read_common(r, j, resume, &e);
+    if (!rc) rc = rcp_get_string(r, "save_dtype", "auto", &j->train.save_dtype_name, &e);
+    if (!rc) rc = read_dpo_keys(r, d, &e);
+    if (!rc) rc = job_setup_data(j, r, &e);
+    if (!rc) rc = rcp_check_unused(r, &e);
+    if (!rc) rc = read_pairs(j, j->data, j->n_data, &d->train, &e);
+    if (!rc && j->n_eval_data) rc = read_pairs(j, j->eval_data, j->n_eval_data, &d->eval, &e);
+    if (!rc && !j->n_eval_data) split_eval(&d->train, &d->eval, j->eval_fraction, j->train.seed);
+    if (!rc && d->train.n == 0) rc = ft_fail(&e, FT_EINPUT, "%s: no preference pairs left after reading the data", recipe);
+    if (!rc) rc = plan_epoch(d, 0, &probe, &n_probe, &e);
+    if (!rc) {
+        const ds_example_stats *st = &d->train.st;
+        fprintf(stderr,
+                "data: %ld records read, %ld skipped as bad; %ld pairs truncated, %ld dropped (prompt fills "
+                "max_length or too long %ld, nothing left %ld, prompt tokenized differently %ld)\n",
+                d->train.rd.records, d->train.rd.skipped_total, st->truncated,
+                st->dropped_too_long + st->dropped_no_trained + st->dropped_mismatch, st->dropped_too_long,
+                st->dropped_no_trained, st->dropped_mismatch);
+        if (d->train.rd.skipped_total) fprintf(stderr, "  first skipped record: %s\n", d->train.rd.first_skip);
+        fprintf(stderr, "train: %d pairs; eval: %d pairs; loss %s, beta %g; reference: %s\n", d->train.n, d->eval.n,
+                dpo_loss_type_name(d->loss.type), d->loss.beta,
+                dpo_needs_reference(d->loss.type) ? d->ref_mode : "none (reference-free loss)");
+        fprintf(stderr, "plan: %d micro-batches of %d pairs per epoch, grad_accum %d, %d optimizer steps\n", n_probe,
+                j->batch_size, j->train.grad_accum, trainer_total_steps(&j->train, n_probe));
+        if (dry_run) fprintf(stderr, "dry run: nothing trained\n");
+    }
+    if (!rc && !dry_run) {
+        rc = job_setup_model(j, &e);
+        if (!rc) rc = job_parse_dtype(j->train.save_dtype_name, j->model->cfg.torch_dtype, &j->train.save_dtype, &e);
+        if (!rc) rc = compute_references(d, &e);
+        if (!rc) rc = ft_mkdir_p(j->output_dir, &e);
+        if (!rc) {
+            char *resolved = rcp_dump_resolved(r), *path = ft_path_join(j->output_dir, "recipe.resolved.json");
+            rc = ft_write_file_atomic(path, resolved, strlen(resolved), &e);
+            free(resolved);
+            free(path);
+        }
+        ft_train_job job = {.cfg = &j->train,
+                            .model = j->model,
+                            .loss = {d, dpo_step_loss, 6, METRIC_NAMES, METRIC_LABELS},
+                            .trainable = job_trainable,
+                            .trainable_ctx = j,
+                            .plan = plan_epoch,
+                            .plan_ctx = d,
+                            .batches_per_epoch = n_probe,
+                            .eval_fn = {d, d->eval.n ? dpo_eval : NULL, 7, EVAL_NAMES},
+                            .save_output = job_save_output,
+                            .save_ctx = j};
+        if (!rc) rc = trainer_run(&job, &e);
+    }
+    ds_batches_free(probe, n_probe);
+    free_pairs(&d->train);
+    free_pairs(&d->eval);
+    free(d->ref_model_dir);
+    job_free(j);
+    free(d);
+    rcp_free(r);
+    return rc ? cli_report("dpo", &e) : 0;
+}
