@@ -105,6 +105,13 @@ struct ft_backend {
     double (*sumsq)(ft_backend *b, const ft_tensor *x);
     /* x *= alpha (fp32) */
     void (*scale)(ft_backend *b, ft_tensor *x, float alpha);
+
+    /* ---- quantized weights (QLoRA) ---- */
+    /* NF4 dequantization as bitsandbytes: out[i] = NF4[q_i] * absmax[i / blocksize] where q_{2j} is the HIGH
+     * nibble of packed[j] and q_{2j+1} the low one. packed U8 [(n+1)/2], absmax F32 [ceil(n/blocksize)],
+     * out [n] (any shape; F32 on the CPU, F32/BF16/F16 on CUDA). */
+    void (*nf4_dequant)(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize,
+                        ft_tensor *out);
 };
 
 /* Create a backend by name: "cpu", "cuda", or "auto" (CUDA when a GPU is usable, else CPU). */

@@ -737,5 +737,6 @@ ft_backend *ft_backend_cpu_create(void) {
     b->adamw = cpu_adamw;
     b->sumsq = cpu_sumsq;
     b->scale = cpu_scale;
+    b->nf4_dequant = cpu_nf4_dequant;
     return b;
 }

@@ -68,5 +68,7 @@ void cpu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const ft_ten
 void cpu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v, const ft_adamw_args *a);
 double cpu_sumsq(ft_backend *b, const ft_tensor *x);
 void cpu_scale(ft_backend *b, ft_tensor *x, float alpha);
+/* quantized weights (backend_cpu_nf4.c) */
+void cpu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize, ft_tensor *out);
 
 #endif

@@ -899,6 +899,7 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     b->token_logprobs_backward = cu_token_logprobs_backward;
     b->adamw = cu_adamw;
     b->sumsq = cu_sumsq;
+    b->nf4_dequant = cu_nf4_dequant;
     b->scale = cu_scale;
     *out = b;
     return FT_OK;

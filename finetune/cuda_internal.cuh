@@ -66,6 +66,10 @@ extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_ten
 extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x);
 extern "C" void cu_scale(ft_backend *b, ft_tensor *x, float alpha);
 
+/* quantized weights (cuda_nf4.cu) */
+extern "C" void cu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize,
+                               ft_tensor *out);
+
 /* ---- device helpers ---- */
 static __device__ __forceinline__ float cu_ld(const float *p, size_t i) { return p[i]; }
 static __device__ __forceinline__ float cu_ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }

@@ -400,6 +400,33 @@ static void t_half(ft_dtype dt) {
 
 /* ------------------------------------------------------------------ memory and bad calls */
 
+
+/* NF4 dequantization: random packed bytes and absmax, odd n with a partial last block; F32 exact, BF16 output */
+static void t_nf4(int64_t n, int blocksize) {
+    int64_t nbytes = (n + 1) / 2, nb = (n + blocksize - 1) / blocksize;
+    pair q = mk(FT_U8, 1, &nbytes);
+    uint8_t *hq = malloc((size_t)nbytes);
+    for (int64_t i = 0; i < nbytes; i++) hq[i] = (uint8_t)(ft_rng_next(&rng) & 255);
+    put(&q, hq);
+    free(hq);
+    pair am = frand(1, nb, 0, 0, 0.1f);
+    pair out = fout(1, n, 0, 0);
+    G->nf4_dequant(G, &q.g, &am.g, blocksize, &out.g);
+    C->nf4_dequant(C, &q.c, &am.c, blocksize, &out.c);
+    cmp("nf4_dequant", &out, 0);
+    ft_tensor o16;
+    ft_error e;
+    if (ft_backend_tensor(G, FT_BF16, 1, &n, &o16, &e) == 0) {
+        G->nf4_dequant(G, &q.g, &am.g, blocksize, &o16);
+        pair p16 = {o16, out.c};
+        cmp16("nf4_dequant bf16", &p16, 1.0 / 128);
+        G->free(G, o16.data);
+    }
+    drop(&q);
+    drop(&am);
+    drop(&out);
+}
+
 static void t_memory(void) {
     size_t u0, p0, u1, p1, u2;
     G->memory(G, &u0, &p0);
@@ -482,6 +509,8 @@ int main(void) {
     t_rope(5, 2, 128, 1.0f, 1);
     t_elementwise();
     t_optim();
+    t_nf4(64 * 1000 + 37, 64);
+    t_nf4(7, 64);
     t_logprobs(23, 48, 1000, 1);
     t_logprobs(23, 48, 1000, 0);
     t_logprobs(4096, 64, 10000, 1); /* several vocab chunks */
