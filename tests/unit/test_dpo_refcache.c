@@ -140,6 +140,46 @@ int main(void) {
     CHECK(refc_complete(c, &e) == FT_OK);
     refc_close(c);
 
+    /* 3b. every cut length and every single-byte flip of a finished cache: open never fails, keeps
+     * only pairs whose values are right, and is complete only when every byte is intact */
+    {
+        char *orig = NULL;
+        size_t olen = 0;
+        CHECK(ft_read_file(path, &orig, &olen, &e) == FT_OK);
+        int bad = 0;
+        for (size_t cut = 0; cut <= olen * 2; cut++) {
+            int flip = cut > olen;
+            size_t at = flip ? cut - olen - 1 : cut;
+            FILE *f = fopen(path, "wb");
+            if (flip) {
+                orig[at] ^= 0x01;
+                fwrite(orig, 1, olen, f);
+                orig[at] ^= 0x01;
+            } else {
+                fwrite(orig, 1, at, f);
+            }
+            fclose(f);
+            refc_cache *x = NULL;
+            if (refc_open(path, k.s, NP, &x, &e) != FT_OK) {
+                bad++;
+                fprintf(stderr, "%s at %zu: %s\n", flip ? "flip" : "cut", at, e.msg);
+                continue;
+            }
+            if (!values_ok(x, refc_done(x)) || (refc_is_complete(x) && refc_done(x) != NP) ||
+                (!flip && at == olen && refc_status(x) != REFC_COMPLETE) || (flip && refc_is_complete(x))) {
+                bad++;
+                fprintf(stderr, "%s at %zu: done %lld complete %d note %s\n", flip ? "flip" : "cut", at,
+                        (long long)refc_done(x), refc_is_complete(x), refc_note(x));
+            }
+            refc_close(x);
+        }
+        CHECK(bad == 0);
+        FILE *f = fopen(path, "wb");
+        fwrite(orig, 1, olen, f);
+        fclose(f);
+        free(orig);
+    }
+
     /* 4. key mismatch: the message names the field that changed */
     refc_key k2;
     refc_key_init(&k2);
