@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "dpo/dpo_loss.h"
+#include "dpo/dpo_batch.h"
 #include "job.h"
 #include "memplan.h"
 
@@ -110,49 +110,6 @@ static void split_eval(pair_set *train, pair_set *eval, double fraction, uint64_
 
 /* ---------- batches ---------- */
 
-/* One micro-batch of the pairs order[first .. first+count): chosen sequences, then rejected ones. */
-static void build_batch(const pair_set *s, const int *order, int count, ds_batch *b) {
-    int T = 0;
-    for (int k = 0; k < count; k++) {
-        const ds_pref_example *p = &s->p[order[k]];
-        T += 2 * p->n_prompt + p->n_chosen + p->n_rejected;
-    }
-    memset(b, 0, sizeof *b);
-    b->n_tokens = T;
-    b->rows = 2 * count;
-    b->ids = ft_xmalloc((size_t)T * 4);
-    b->targets = ft_xmalloc((size_t)T * 4);
-    b->pos = ft_xmalloc((size_t)T * 4);
-    b->doc_start = ft_xmalloc((size_t)T * 4);
-    b->sample = ft_xmalloc((size_t)T * 4);
-    b->n_samples = 2 * count;
-    int t = 0;
-    for (int side = 0; side < 2; side++)
-        for (int k = 0; k < count; k++) {
-            const ds_pref_example *p = &s->p[order[k]];
-            const int32_t *comp = side ? p->rejected : p->chosen;
-            int nc = side ? p->n_rejected : p->n_chosen, L = p->n_prompt + nc, start = t;
-            if (L > b->row_len) b->row_len = L;
-            for (int i = 0; i < L; i++, t++) {
-                b->ids[t] = i < p->n_prompt ? p->prompt[i] : comp[i - p->n_prompt];
-                b->pos[t] = i;
-                b->doc_start[t] = start;
-                b->sample[t] = 2 * order[k] + side;
-                /* predict token i+1 when it is a completion token */
-                b->targets[t] = i + 1 < L && i + 1 >= p->n_prompt ? comp[i + 1 - p->n_prompt] : -1;
-            }
-        }
-}
-
-/* Micro-batches of `per` pairs in the given order. */
-static void build_batches(const pair_set *s, const int *order, int n, int per, ds_batch **out, int *n_out) {
-    int nb = (n + per - 1) / per;
-    ds_batch *b = ft_xcalloc((size_t)(nb ? nb : 1), sizeof *b);
-    for (int i = 0; i < nb; i++) build_batch(s, order + i * per, i * per + per <= n ? per : n - i * per, &b[i]);
-    *out = b;
-    *n_out = nb;
-}
-
 static int plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error *e) {
     const dpo_job *d = ctx;
     int *order = ft_xmalloc((size_t)(d->train.n ? d->train.n : 1) * sizeof(int));
@@ -164,35 +121,10 @@ static int plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error
         order[i] = order[k];
         order[k] = tmp;
     }
-    build_batches(&d->train, order, d->train.n, d->j.batch_size, batches, n);
+    dpo_build_batches(d->train.p, order, d->train.n, d->j.batch_size, batches, n);
     free(order);
     (void)e;
     return FT_OK;
-}
-
-/* Per-pair summed log-probs and completion lengths of a batch whose sample ids are 2*pair + side;
- * slot k of the outputs is the k-th distinct pair in the batch, pair[k] its index. */
-static int gather_pairs(const ds_batch *b, const float *logp, int *pair, double *pc, double *pr, int *nc, int *nr) {
-    int n = 0;
-    for (int t = 0; t < b->n_tokens; t++) {
-        if (b->targets[t] < 0) continue;
-        int p = b->sample[t] / 2, side = b->sample[t] % 2, k = 0;
-        while (k < n && pair[k] != p) k++;
-        if (k == n) {
-            pair[n] = p;
-            pc[n] = pr[n] = 0;
-            nc[n] = nr[n] = 0;
-            n++;
-        }
-        if (side) {
-            pr[k] += logp[t];
-            nr[k]++;
-        } else {
-            pc[k] += logp[t];
-            nc[k]++;
-        }
-    }
-    return n;
 }
 
 /* ---------- reference log-probs ---------- */
@@ -208,14 +140,14 @@ static int reference_pass(ft_model *m, pair_set *s, int per, ft_error *e) {
     for (int first = 0; first < s->n && !rc; first += per) {
         int count = first + per <= s->n ? per : s->n - first, nb;
         ds_batch *b;
-        build_batches(s, order + first, count, count, &b, &nb);
+        dpo_build_batches(s->p, order + first, count, count, &b, &nb);
         float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
         rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
         if (!rc) {
             int *pair = ft_xmalloc((size_t)count * sizeof(int)), *nc = ft_xmalloc((size_t)count * sizeof(int)),
                 *nr = ft_xmalloc((size_t)count * sizeof(int));
             double *pc = ft_xmalloc((size_t)count * 8), *pr = ft_xmalloc((size_t)count * 8);
-            int n = gather_pairs(b, logp, pair, pc, pr, nc, nr);
+            int n = dpo_gather(b, logp, pair, pc, pr, nc, nr);
             for (int k = 0; k < n; k++) {
                 s->ref_c[pair[k]] = pc[k];
                 s->ref_r[pair[k]] = pr[k];
@@ -248,35 +180,12 @@ static void metrics_into(const dpo_metrics *mt, double w, double *v) {
 static int dpo_step_loss(void *ctx, const ds_batch *b, const float *logp, const ft_step_norm *norm, float *dlogp,
                          double *loss, double *extra, ft_error *e) {
     const dpo_job *d = ctx;
-    int cap = b->n_samples;
-    int *pair = ft_xmalloc((size_t)cap * sizeof(int)), *nc = ft_xmalloc((size_t)cap * sizeof(int)),
-        *nr = ft_xmalloc((size_t)cap * sizeof(int));
-    double *pc = ft_xmalloc((size_t)cap * 8), *pr = ft_xmalloc((size_t)cap * 8), *rc = ft_xmalloc((size_t)cap * 8),
-           *rr = ft_xmalloc((size_t)cap * 8), *dpc = ft_xmalloc((size_t)cap * 8), *dpr = ft_xmalloc((size_t)cap * 8);
-    int n = gather_pairs(b, logp, pair, pc, pr, nc, nr);
-    for (int k = 0; k < n; k++) {
-        rc[k] = d->train.ref_c ? d->train.ref_c[pair[k]] : 0;
-        rr[k] = d->train.ref_r ? d->train.ref_r[pair[k]] : 0;
-    }
-    double l = 0;
+    /* the batch loss is the mean over its pairs; the step's is the mean over all the step's pairs */
+    double step_pairs = norm->samples / 2, w = step_pairs > 0 ? (b->n_samples / 2) / step_pairs : 0;
     dpo_metrics mt;
-    int status = dpo_loss_forward(&d->loss, n, pc, pr, d->train.ref_c ? rc : NULL, d->train.ref_r ? rr : NULL, nc, nr,
-                                  &l, dpc, dpr, &mt, e);
-    if (!status) {
-        /* the loss is the mean over this batch's pairs; the step's is the mean over all its pairs */
-        double step_pairs = norm->samples / 2, w = step_pairs > 0 ? n / step_pairs : 0;
-        *loss += w * l;
-        metrics_into(&mt, w, extra);
-        for (int t = 0; t < b->n_tokens; t++) {
-            dlogp[t] = 0;
-            if (b->targets[t] < 0) continue;
-            int p = b->sample[t] / 2, k = 0;
-            while (pair[k] != p) k++;
-            dlogp[t] = (float)(w * (b->sample[t] % 2 ? dpr[k] : dpc[k]));
-        }
-    }
-    free(pair), free(nc), free(nr), free(pc), free(pr), free(rc), free(rr), free(dpc), free(dpr);
-    return status;
+    int rc = dpo_batch_loss(&d->loss, b, logp, d->train.ref_c, d->train.ref_r, w, dlogp, loss, &mt, e);
+    if (!rc) metrics_into(&mt, w, extra);
+    return rc;
 }
 
 /* Loss and rewards over the eval pairs (values: loss then the six TRL metrics). */
@@ -296,11 +205,11 @@ static int dpo_eval(void *ctx, ft_model *m, double *values, ft_error *e) {
     for (int first = 0; first < n && !rc; first += per) {
         ds_batch *b;
         int nb;
-        build_batches(s, order + first, first + per <= n ? per : n - first, per, &b, &nb);
+        dpo_build_batches(s->p, order + first, first + per <= n ? per : n - first, per, &b, &nb);
         float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
         rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
         if (!rc) {
-            int k = gather_pairs(b, logp, pair, pc, pr, nc, nr);
+            int k = dpo_gather(b, logp, pair, pc, pr, nc, nr);
             for (int i = 0; i < k; i++) {
                 all_pc[pair[i]] = pc[i];
                 all_pr[pair[i]] = pr[i];
