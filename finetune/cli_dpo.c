@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "dpo/dpo_batch.h"
+#include "dpo/refcache.h"
 #include "job.h"
 #include "memplan.h"
 
@@ -129,15 +130,20 @@ static int plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error
 
 /* ---------- reference log-probs ---------- */
 
-/* Summed completion log-probs of every pair of s under model m, in batches of `per` pairs. */
-static int reference_pass(ft_model *m, pair_set *s, int per, ft_error *e) {
+/* Summed completion log-probs of every pair of s under model m, in batches of `per` pairs, through the
+ * on-disk cache at cache_path: a finished pass with the same key is reused, an interrupted one resumes. */
+static int reference_pass(ft_model *m, pair_set *s, int per, const char *cache_path, const char *key, ft_error *e) {
     s->ref_c = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
     s->ref_r = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
+    refc_cache *cache = NULL;
+    int rc = refc_open(cache_path, key, s->n, &cache, e);
+    if (rc) return rc;
+    if (refc_note(cache)[0]) fprintf(stderr, "%s\n", refc_note(cache));
     int *order = ft_xmalloc((size_t)(s->n ? s->n : 1) * sizeof(int));
     for (int i = 0; i < s->n; i++) order[i] = i;
-    int rc = FT_OK;
     double t0 = ft_now();
-    for (int first = 0; first < s->n && !rc; first += per) {
+    int start = (int)refc_done(cache);
+    for (int first = start; first < s->n && !rc; first += per) {
         int count = first + per <= s->n ? per : s->n - first, nb;
         ds_batch *b;
         dpo_build_batches(s->p, order + first, count, count, &b, &nb);
@@ -146,19 +152,26 @@ static int reference_pass(ft_model *m, pair_set *s, int per, ft_error *e) {
         if (!rc) {
             int *pair = ft_xmalloc((size_t)count * sizeof(int)), *nc = ft_xmalloc((size_t)count * sizeof(int)),
                 *nr = ft_xmalloc((size_t)count * sizeof(int));
-            double *pc = ft_xmalloc((size_t)count * 8), *pr = ft_xmalloc((size_t)count * 8);
+            double *pc = ft_xmalloc((size_t)count * 8), *pr = ft_xmalloc((size_t)count * 8),
+                   *vals = ft_xmalloc((size_t)count * 16);
             int n = dpo_gather(b, logp, pair, pc, pr, nc, nr);
             for (int k = 0; k < n; k++) {
-                s->ref_c[pair[k]] = pc[k];
-                s->ref_r[pair[k]] = pr[k];
+                vals[2 * (pair[k] - first)] = pc[k];
+                vals[2 * (pair[k] - first) + 1] = pr[k];
             }
-            free(pair), free(nc), free(nr), free(pc), free(pr);
+            rc = refc_append(cache, first, count, vals, e);
+            free(pair), free(nc), free(nr), free(pc), free(pr), free(vals);
         }
         free(logp);
         ds_batches_free(b, nb);
     }
+    if (!rc && !refc_is_complete(cache)) rc = refc_complete(cache, e);
+    for (int i = 0; i < s->n && !rc; i++) rc = refc_get(cache, i, &s->ref_c[i], &s->ref_r[i], e);
+    refc_close(cache);
     free(order);
-    if (!rc) fprintf(stderr, "reference log-probs: %d pairs in %.1f s\n", s->n, ft_now() - t0);
+    if (!rc && start < s->n)
+        fprintf(stderr, "reference log-probs: %d pairs in %.1f s (cached in %s)\n", s->n - start, ft_now() - t0,
+                cache_path);
     return rc;
 }
 
@@ -266,6 +279,29 @@ static int read_dpo_keys(rcp *r, dpo_job *d, ft_error *e) {
     return FT_OK;
 }
 
+/* What the reference log-probs depend on: the reference model, the data and how it became pairs. */
+static int reference_key(dpo_job *d, const char *split, refc_key *k, ft_error *e) {
+    ft_job *j = &d->j;
+    const char *ref_dir = strcmp(d->ref_mode, "model") == 0 ? d->ref_model_dir : j->model_dir;
+    int rc = ref_dir ? refc_key_add_model_dir(k, "model", ref_dir, e)
+                     : refc_key_add_files(k, "model_init", (const char *const *)&j->model_init, 1, e);
+    if (!rc && !ref_dir) rc = refc_key_add_int(k, "init_seed", (int64_t)j->train.seed, e);
+    if (!rc) rc = refc_key_add_files(k, "data", (const char *const *)j->data, (int)j->n_data, e);
+    if (!rc && j->n_eval_data) rc = refc_key_add_files(k, "eval_data", (const char *const *)j->eval_data, (int)j->n_eval_data, e);
+    if (!rc) rc = refc_key_add(k, "split", split, e);
+    if (!rc) rc = refc_key_add_int(k, "split_seed", (int64_t)j->train.seed, e);
+    char frac[32];
+    snprintf(frac, sizeof frac, "%.17g", j->eval_fraction);
+    if (!rc) rc = refc_key_add(k, "eval_fraction", frac, e);
+    if (!rc) rc = refc_key_add(k, "template", tmpl_name(j->tmpl), e);
+    if (!rc) rc = refc_key_add_model_dir(k, "tokenizer", j->tokenizer_dir, e);
+    if (!rc) rc = refc_key_add(k, "format", j->format, e);
+    if (!rc) rc = refc_key_add_int(k, "max_length", j->ex.max_length, e);
+    if (!rc) rc = refc_key_add_int(k, "truncation", j->ex.trunc, e);
+    if (!rc) rc = refc_key_add_int(k, "overlong", j->ex.overlong, e);
+    return rc;
+}
+
 /* Reference log-probs for train and eval pairs, from the policy as loaded or a separate model. */
 static int compute_references(dpo_job *d, ft_error *e) {
     if (!dpo_needs_reference(d->loss.type)) return FT_OK;
@@ -275,8 +311,21 @@ static int compute_references(dpo_job *d, ft_error *e) {
         if (rc) return rc;
         ref = own;
     }
-    int rc = reference_pass(ref, &d->train, d->j.batch_size, e);
-    if (!rc && d->eval.n) rc = reference_pass(ref, &d->eval, d->j.batch_size, e);
+    int rc = ft_mkdir_p(d->j.output_dir, e);
+    const char *splits[2] = {"train", "eval"};
+    pair_set *sets[2] = {&d->train, &d->eval};
+    for (int i = 0; i < 2 && !rc; i++) {
+        if (sets[i]->n == 0) continue;
+        refc_key k;
+        refc_key_init(&k);
+        char name[64];
+        snprintf(name, sizeof name, "ref_logps.%s.bin", splits[i]);
+        char *path = ft_path_join(d->j.output_dir, name);
+        rc = reference_key(d, splits[i], &k, e);
+        if (!rc) rc = reference_pass(ref, sets[i], d->j.batch_size, path, k.s, e);
+        free(path);
+        refc_key_free(&k);
+    }
     model_free(own);
     return rc;
 }
