@@ -287,7 +287,8 @@ int trainer_run(ft_train_job *job, ft_error *e) {
                          bad_streak, step + 1, cfg->output_dir);
             break;
         }
-        if (!rc && ((cfg->save_every > 0 && (step + 1) % cfg->save_every == 0) || final))
+        /* never checkpoint during a bad streak: the weights may be blown up, and keep_last would prune the good ones */
+        if (!rc && bad_streak == 0 && ((cfg->save_every > 0 && (step + 1) % cfg->save_every == 0) || final))
             rc = save_checkpoint(job, o, step + 1, bad_streak, tokens_seen, e);
     }
     mx_term_finish(&term);
