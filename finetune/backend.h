@@ -50,6 +50,20 @@ struct ft_backend {
     void (*destroy)(ft_backend *b);
     /* bytes in use now and at peak (device memory; for CPU, what this backend allocated) */
     void (*memory)(ft_backend *b, size_t *in_use, size_t *peak);
+    /* Host staging memory for activation offload: pinned on CUDA (so copies overlap compute), plain
+     * malloc on the CPU; NULL when out of memory. Not counted by memory(). */
+    void *(*alloc_host)(ft_backend *b, size_t bytes);
+    void (*free_host)(ft_backend *b, void *p);
+    /* Copies between device memory and alloc_host memory, queued in order with the ops (they may return
+     * before the copy is done; sync waits for it). Only for alloc_host memory. */
+    void (*to_host_async)(ft_backend *b, void *dst_host, const void *src_dev, size_t bytes);
+    void (*from_host_async)(ft_backend *b, void *dst_dev, const void *src_host, size_t bytes);
+
+    /* ---- precision ---- */
+    /* out = in converted elementwise between F32, BF16 and F16 (same element count; shapes may differ).
+     * Rounds to nearest even like ft_f32_to_bf16 / ft_f32_to_f16 (overflow gives inf, NaN stays NaN);
+     * the same dtype is a copy. The CPU backend casts too, though its other ops take F32 only. */
+    void (*cast)(ft_backend *b, const ft_tensor *in, ft_tensor *out);
 
     /* ---- forward ops ---- */
     /* C = alpha * op(A) op(B) + beta * C, 2-D row-major; op(X) = X or X^T per ta/tb.

@@ -720,6 +720,11 @@ ft_backend *ft_backend_cpu_create(void) {
     b->sync = cpu_sync;
     b->destroy = cpu_destroy;
     b->memory = cpu_memory;
+    b->alloc_host = cpu_alloc_host;
+    b->free_host = cpu_free_host;
+    b->to_host_async = cpu_to_host_async;
+    b->from_host_async = cpu_from_host_async;
+    b->cast = cpu_cast;
     b->gemm = cpu_gemm;
     b->embedding = cpu_embedding;
     b->rmsnorm = cpu_rmsnorm;

@@ -68,6 +68,12 @@ void cpu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const ft_ten
 void cpu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v, const ft_adamw_args *a);
 double cpu_sumsq(ft_backend *b, const ft_tensor *x);
 void cpu_scale(ft_backend *b, ft_tensor *x, float alpha);
+/* precision and host staging (backend_cpu_cast.c) */
+void cpu_cast(ft_backend *b, const ft_tensor *in, ft_tensor *out);
+void *cpu_alloc_host(ft_backend *b, size_t bytes);
+void cpu_free_host(ft_backend *b, void *p);
+void cpu_to_host_async(ft_backend *b, void *dst_host, const void *src_dev, size_t bytes);
+void cpu_from_host_async(ft_backend *b, void *dst_dev, const void *src_host, size_t bytes);
 /* quantized weights (backend_cpu_nf4.c) */
 void cpu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize, ft_tensor *out);
 

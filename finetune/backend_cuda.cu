@@ -883,6 +883,11 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     b->sync = cu_sync;
     b->destroy = cu_destroy;
     b->memory = cu_memory;
+    b->alloc_host = cu_alloc_host;
+    b->free_host = cu_free_host;
+    b->to_host_async = cu_to_host_async;
+    b->from_host_async = cu_from_host_async;
+    b->cast = cu_cast;
     b->gemm = cu_gemm;
     b->embedding = cu_embedding;
     b->rmsnorm = cu_rmsnorm;

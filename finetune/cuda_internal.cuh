@@ -66,6 +66,13 @@ extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_ten
 extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x);
 extern "C" void cu_scale(ft_backend *b, ft_tensor *x, float alpha);
 
+/* precision and host staging (cuda_cast.cu) */
+extern "C" void cu_cast(ft_backend *b, const ft_tensor *in, ft_tensor *out);
+extern "C" void *cu_alloc_host(ft_backend *b, size_t bytes);
+extern "C" void cu_free_host(ft_backend *b, void *p);
+extern "C" void cu_to_host_async(ft_backend *b, void *dst_host, const void *src_dev, size_t bytes);
+extern "C" void cu_from_host_async(ft_backend *b, void *dst_dev, const void *src_host, size_t bytes);
+
 /* quantized weights (cuda_nf4.cu) */
 extern "C" void cu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize,
                                ft_tensor *out);

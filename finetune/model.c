@@ -208,6 +208,66 @@ int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float 
     return FT_OK;
 }
 
+/* ---------- precision ---------- */
+
+/* Norm weights are read in fp32 by the fp32 rmsnorm of the residual stream: no compute copy. */
+static int has_compute_copy(const char *name) { return strstr(name, "norm.weight") == NULL; }
+
+int model_set_precision(ft_model *m, ft_dtype dt, int (*trainable)(const char *name, void *ctx), void *ctx,
+                        ft_error *e) {
+    if (dt == m->compute) return FT_OK;
+    if (m->compute != FT_F32)
+        return ft_fail(e, FT_EINTERNAL, "model_set_precision: the compute dtype is already %s",
+                       ft_dtype_name(m->compute));
+    if (dt != FT_BF16 && dt != FT_F16)
+        return ft_fail(e, FT_EINPUT, "precision: compute dtype %s is not one of F32, BF16, F16", ft_dtype_name(dt));
+    if (m->b->device == FT_DEV_CPU)
+        return ft_fail(e, FT_EINPUT,
+                       "precision=%s needs device=cuda: the CPU backend computes in fp32 (use precision=fp32 or auto)",
+                       dt == FT_BF16 ? "bf16" : "fp16");
+    weights_shape(&m->cfg, m->b->device, &m->wc);
+    int n = 0, nc = 0, rc = FT_OK;
+    ft_param *p = model_params(m, &n), *pc = weights_params(&m->cfg, &m->wc, &nc);
+    for (int i = 0; i < n && !rc; i++) {
+        /* the same list in the same order: p[i] and pc[i] name one parameter */
+        if (!p[i].t->data || !has_compute_copy(p[i].name)) continue;
+        pc[i].t->dtype = dt;
+        size_t bytes = ft_nbytes(pc[i].t);
+        pc[i].t->data = m->b->alloc(m->b, bytes);
+        if (!pc[i].t->data) {
+            rc = ft_fail(e, FT_ENOMEM, "out of %s memory for the %s copy of %s (%zu bytes)", m->b->name,
+                         ft_dtype_name(dt), p[i].name, bytes);
+            break;
+        }
+        m->b->cast(m->b, p[i].t, pc[i].t);
+        if (trainable && !trainable(p[i].name, ctx)) { /* frozen: the 16-bit copy is all we keep */
+            m->b->sync(m->b);
+            m->b->free(m->b, p[i].t->data);
+            p[i].t->data = NULL;
+        }
+    }
+    for (int i = 0; i < nc; i++)
+        if (has_compute_copy(pc[i].name)) pc[i].t->dtype = dt; /* hook-provided weights: the dtype to supply */
+    free(p);
+    free(pc);
+    if (m->cfg.tie_word_embeddings) {
+        m->w.lm_head = m->w.embed;
+        m->wc.lm_head = m->wc.embed;
+    }
+    m->compute = dt; /* even on failure: model_free must release the copies made so far */
+    return rc;
+}
+
+void model_sync_compute(ft_model *m) {
+    if (m->compute == FT_F32) return;
+    int n = 0, nc = 0;
+    ft_param *p = model_params(m, &n), *pc = weights_params(&m->cfg, &m->wc, &nc);
+    for (int i = 0; i < n; i++)
+        if (p[i].t->data && pc[i].t->data) m->b->cast(m->b, p[i].t, pc[i].t);
+    free(p);
+    free(pc);
+}
+
 /* transformers' save_pretrained default shard size */
 #define MODEL_MAX_SHARD_BYTES (5ull * 1000 * 1000 * 1000)
 
@@ -236,16 +296,30 @@ int model_save(ft_model *m, const char *dir, ft_dtype dtype, ft_error *e) {
     for (int i = 0; i < n && !rc; i++) rc = st_sharded_declare(w, p[i].name, dtype, p[i].t->ndim, p[i].t->shape, e);
     float *host = NULL;
     void *conv = NULL;
+    int nc = 0;
+    ft_param *pc = m->wc.layers ? weights_params(&m->cfg, &m->wc, &nc) : NULL;
     for (int i = 0; i < n && !rc; i++) {
         size_t cnt = (size_t)ft_numel(p[i].t);
         host = ft_xrealloc(host, cnt * sizeof(float));
         conv = ft_xrealloc(conv, cnt * ft_dtype_size(dtype));
-        m->b->download(m->b, host, p[i].t->data, cnt * sizeof(float));
+        if (p[i].t->data) {
+            m->b->download(m->b, host, p[i].t->data, cnt * sizeof(float));
+        } else if (pc && pc[i].t->data) { /* a frozen parameter kept only as its 16-bit compute copy */
+            uint16_t *h16 = conv; /* at least 2 bytes per element; refilled by the conversion below */
+            m->b->download(m->b, h16, pc[i].t->data, cnt * 2);
+            for (size_t j = 0; j < cnt; j++)
+                host[j] = pc[i].t->dtype == FT_BF16 ? ft_bf16_to_f32(h16[j]) : ft_f16_to_f32(h16[j]);
+        } else {
+            rc = ft_fail(e, FT_EINTERNAL, "model_save: %s has no weights on the model (provided by a hook)",
+                         p[i].name);
+            break;
+        }
         convert_from_f32(host, conv, cnt, dtype);
         rc = st_sharded_write(w, p[i].name, conv, e);
     }
     free(host);
     free(conv);
+    free(pc);
     if (w) {
         if (rc)
             st_sharded_abort(w);
@@ -263,6 +337,13 @@ void model_free(ft_model *m) {
     for (int i = 0; i < n; i++)
         if (p[i].t->data) m->b->free(m->b, p[i].t->data);
     free(p);
+    if (m->wc.layers) {
+        p = weights_params(&m->cfg, &m->wc, &n);
+        for (int i = 0; i < n; i++)
+            if (p[i].t->data) m->b->free(m->b, p[i].t->data);
+        free(p);
+        free(m->wc.layers);
+    }
     arena_free(&m->arena);
     train_state_free(m->train);
     free(m->w.layers);
@@ -290,25 +371,39 @@ typedef struct step_inputs {
 } step_inputs;
 
 /* One layer's intermediates: kept for backward when training, scratch otherwise. */
+/* Compute-dtype tensors: h1, q, k, v, att, o, h2, g, u, a; fp32: xmid (residual), rstd1/2, lse and, in
+ * 16-bit compute only, f (fp32 [T,D] scratch: a norm's output before its cast, a GEMM output cast up for
+ * the residual add). */
 typedef struct layer_acts {
-    ft_tensor h1, q, k, v, att, o, xmid, h2, g, u, a, rstd1, rstd2, lse;
+    ft_tensor h1, q, k, v, att, o, xmid, h2, g, u, a, rstd1, rstd2, lse, f;
 } layer_acts;
 
 static size_t tensor_bytes(int64_t floats) { return (size_t)floats * 4 + 256; }
+/* elements of the compute dtype (esz bytes each) */
+static size_t ctensor_bytes(int64_t n, size_t esz) { return (size_t)n * esz + 256; }
 
-/* Bytes of the inputs and one set of layer activations for T tokens. */
-static size_t step_bytes(const ft_config *c, int64_t T) {
+/* Bytes of the inputs and one set of layer activations for T tokens (esz: compute element size). */
+static size_t step_bytes(const ft_config *c, int64_t T, size_t esz) {
     int64_t D = c->hidden_size, F = c->intermediate_size;
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
-    return 3 * tensor_bytes(T) + tensor_bytes(T * c->head_dim / 2 + c->head_dim) + 5 * tensor_bytes(T * D) +
-           3 * tensor_bytes(T * QD) + 2 * tensor_bytes(T * KD) + 3 * tensor_bytes(T * F) + 2 * tensor_bytes(T) +
-           tensor_bytes(T * c->num_heads);
+    return 3 * tensor_bytes(T) + tensor_bytes(T * c->head_dim / 2 + c->head_dim) +
+           3 * ctensor_bytes(T * D, esz) + 2 * tensor_bytes(T * D) + (esz < 4 ? tensor_bytes(T * D) : 0) +
+           3 * ctensor_bytes(T * QD, esz) + 2 * ctensor_bytes(T * KD, esz) + 3 * ctensor_bytes(T * F, esz) +
+           2 * tensor_bytes(T) + tensor_bytes(T * c->num_heads);
 }
 
 static int arena_f32(ft_arena *A, ft_tensor *t, int nd, int64_t d0, int64_t d1, int64_t d2, ft_error *e) {
     int64_t s[3] = {d0, d1, d2};
     return arena_tensor(A, FT_F32, nd, s, t, e);
 }
+
+/* a tensor of the model's compute dtype */
+static int arena_c(ft_model *m, ft_tensor *t, int nd, int64_t d0, int64_t d1, int64_t d2, ft_error *e) {
+    int64_t s[3] = {d0, d1, d2};
+    return arena_tensor(&m->arena, m->compute, nd, s, t, e);
+}
+
+static size_t model_esz(const ft_model *m) { return ft_dtype_size(m->compute); }
 
 static int acts_alloc(ft_model *m, int64_t T, int keep_lse, layer_acts *a, ft_error *e) {
     const ft_config *c = &m->cfg;
@@ -317,20 +412,21 @@ static int acts_alloc(ft_model *m, int64_t T, int keep_lse, layer_acts *a, ft_er
             Dh = c->head_dim;
     int rc = 0;
     memset(a, 0, sizeof *a);
-    rc = rc ? rc : arena_f32(A, &a->h1, 2, T, D, 0, e);
-    rc = rc ? rc : arena_f32(A, &a->q, 3, T, Hq, Dh, e);
-    rc = rc ? rc : arena_f32(A, &a->k, 3, T, Hkv, Dh, e);
-    rc = rc ? rc : arena_f32(A, &a->v, 3, T, Hkv, Dh, e);
-    rc = rc ? rc : arena_f32(A, &a->att, 3, T, Hq, Dh, e);
-    rc = rc ? rc : arena_f32(A, &a->o, 2, T, D, 0, e);
+    rc = rc ? rc : arena_c(m, &a->h1, 2, T, D, 0, e);
+    rc = rc ? rc : arena_c(m, &a->q, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_c(m, &a->k, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_c(m, &a->v, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_c(m, &a->att, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_c(m, &a->o, 2, T, D, 0, e);
     rc = rc ? rc : arena_f32(A, &a->xmid, 2, T, D, 0, e);
-    rc = rc ? rc : arena_f32(A, &a->h2, 2, T, D, 0, e);
-    rc = rc ? rc : arena_f32(A, &a->g, 2, T, F, 0, e);
-    rc = rc ? rc : arena_f32(A, &a->u, 2, T, F, 0, e);
-    rc = rc ? rc : arena_f32(A, &a->a, 2, T, F, 0, e);
+    rc = rc ? rc : arena_c(m, &a->h2, 2, T, D, 0, e);
+    rc = rc ? rc : arena_c(m, &a->g, 2, T, F, 0, e);
+    rc = rc ? rc : arena_c(m, &a->u, 2, T, F, 0, e);
+    rc = rc ? rc : arena_c(m, &a->a, 2, T, F, 0, e);
     rc = rc ? rc : arena_f32(A, &a->rstd1, 1, T, 0, 0, e);
     rc = rc ? rc : arena_f32(A, &a->rstd2, 1, T, 0, 0, e);
     if (keep_lse) rc = rc ? rc : arena_f32(A, &a->lse, 2, T, Hq, 0, e);
+    if (m->compute != FT_F32) rc = rc ? rc : arena_f32(A, &a->f, 2, T, D, 0, e);
     return rc;
 }
 
@@ -395,8 +491,9 @@ static void apply_rope(ft_model *m, const step_inputs *in, ft_tensor *q, ft_tens
     int64_t Hq = m->cfg.num_heads, Hkv = m->cfg.num_kv_heads, Dh = m->cfg.head_dim;
     for (int s = 0; s < in->nseg; s++) {
         int64_t t0 = in->seg_start[s], n = in->seg_start[s + 1] - t0;
-        ft_tensor qs = ft_t3((float *)q->data + t0 * Hq * Dh, FT_F32, b->device, n, Hq, Dh);
-        ft_tensor ks = ft_t3((float *)k->data + t0 * Hkv * Dh, FT_F32, b->device, n, Hkv, Dh);
+        size_t esz = ft_dtype_size(q->dtype);
+        ft_tensor qs = ft_t3((char *)q->data + (size_t)(t0 * Hq * Dh) * esz, q->dtype, b->device, n, Hq, Dh);
+        ft_tensor ks = ft_t3((char *)k->data + (size_t)(t0 * Hkv * Dh) * esz, k->dtype, b->device, n, Hkv, Dh);
         ft_tensor ps = ft_t1((int32_t *)in->pos.data + t0, FT_I32, b->device, n);
         ft_tensor fs = ft_t1((float *)in->invf.data + (size_t)s * (Dh / 2), FT_F32, b->device, Dh / 2);
         b->rope(b, &qs, &ps, &fs, in->mscale, inverse);
@@ -410,7 +507,7 @@ static ft_tensor view2(const ft_tensor *t, int64_t rows, int64_t cols) {
 
 /* The weight to multiply by: the model's own, or a hook's (dequantized) one. */
 static const ft_tensor *linear_weight(ft_model *m, int l, ft_linear which) {
-    ft_tensor *w = model_linear_weight(&m->w.layers[l], which);
+    ft_tensor *w = model_linear_weight(m->compute == FT_F32 ? &m->w.layers[l] : &m->wc.layers[l], which);
     if (w->data || !m->hooks.base_weight) return w;
     ft_tensor scratch = *w; /* shape of the weight; the hook supplies the memory */
     return m->hooks.base_weight(m->hooks.ctx, m, l, which, &scratch);
@@ -430,47 +527,87 @@ static void linear_bwd(ft_model *m, int l, ft_linear which, const ft_tensor *x, 
     if (m->hooks.backward) m->hooks.backward(m->hooks.ctx, m, l, which, x, dy, dx);
 }
 
-/* x_out = layer l applied to x_in (x_out may equal x_in). With a cache, the new keys/values are appended
- * at cache->len and attention sees the whole cache. Intermediates land in a. */
+/* out (compute dtype) = rmsnorm of the fp32 x with fp32 w; in 16-bit compute the norm runs in fp32 into
+ * the scratch f, then one rounding to the compute dtype. */
+static void norm_to_compute(ft_model *m, const ft_tensor *x, const ft_tensor *w, ft_tensor *out, ft_tensor *rstd,
+                            ft_tensor *f) {
+    ft_backend *b = m->b;
+    if (m->compute == FT_F32) {
+        b->rmsnorm(b, x, w, m->cfg.rms_norm_eps, out, rstd);
+        return;
+    }
+    ft_tensor fo = ft_t2(f->data, FT_F32, b->device, out->shape[0], out->shape[1]);
+    b->rmsnorm(b, x, w, m->cfg.rms_norm_eps, &fo, rstd);
+    b->cast(b, &fo, out);
+}
+
+/* x_out (fp32) = x_in (fp32) + y (compute dtype), y cast up through the fp32 scratch f when 16-bit. */
+static void residual_add(ft_model *m, const ft_tensor *x_in, const ft_tensor *y, ft_tensor *x_out, ft_tensor *f) {
+    ft_backend *b = m->b;
+    if (m->compute == FT_F32) {
+        b->add(b, x_in, y, x_out);
+        return;
+    }
+    ft_tensor yf = ft_t2(f->data, FT_F32, b->device, y->shape[0], y->shape[1]);
+    b->cast(b, y, &yf);
+    b->add(b, x_in, &yf, x_out);
+}
+
+/* x (fp32 [T,D]) = embedding rows of ids; 16-bit compute reads the compute copy into tmp, then casts up. */
+static void embed_to(ft_model *m, const ft_tensor *ids, ft_tensor *x, ft_tensor *tmp) {
+    ft_backend *b = m->b;
+    if (m->compute == FT_F32) {
+        b->embedding(b, ids, &m->w.embed, x);
+        return;
+    }
+    b->embedding(b, ids, &m->wc.embed, tmp);
+    b->cast(b, tmp, x);
+}
+
+/* The lm_head weight the loss reads: the compute copy in 16-bit compute. */
+static ft_tensor *lm_head_weight(ft_model *m) { return m->compute == FT_F32 ? &m->w.lm_head : &m->wc.lm_head; }
+
+/* x_out = layer l applied to x_in (x_out may equal x_in; both fp32). With a cache, the new keys/values are
+ * appended at cache->len and attention sees the whole cache. Intermediates land in a. */
 static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_tensor *x_in, ft_tensor *x_out,
                           layer_acts *a, kv_cache *cache) {
     const ft_config *c = &m->cfg;
     ft_backend *b = m->b;
-    ft_layer *W = &m->w.layers[l];
+    ft_layer *W = &m->w.layers[l], *Wc = m->compute == FT_F32 ? W : &m->wc.layers[l];
     int64_t T = in->T, Hq = c->num_heads, Hkv = c->num_kv_heads, Dh = c->head_dim;
     ft_tensor q2 = view2(&a->q, T, Hq * Dh), k2 = view2(&a->k, T, Hkv * Dh), v2 = view2(&a->v, T, Hkv * Dh);
     ft_tensor att2 = view2(&a->att, T, Hq * Dh);
-    b->rmsnorm(b, x_in, &W->ln1, c->rms_norm_eps, &a->h1, &a->rstd1);
+    norm_to_compute(m, x_in, &W->ln1, &a->h1, &a->rstd1, &a->f);
     linear_fwd(m, l, FT_LIN_Q, &a->h1, &q2);
     linear_fwd(m, l, FT_LIN_K, &a->h1, &k2);
     linear_fwd(m, l, FT_LIN_V, &a->h1, &v2);
-    if (W->bq.data) {
-        b->add_bias(b, &q2, &W->bq);
-        b->add_bias(b, &k2, &W->bk);
-        b->add_bias(b, &v2, &W->bv);
+    if (Wc->bq.data) {
+        b->add_bias(b, &q2, &Wc->bq);
+        b->add_bias(b, &k2, &Wc->bk);
+        b->add_bias(b, &v2, &Wc->bv);
     }
     apply_rope(m, in, &a->q, &a->k, 0);
     const ft_tensor *kk = &a->k, *vv = &a->v;
     ft_tensor kc, vc;
     if (cache) {
-        size_t row = (size_t)(Hkv * Dh) * sizeof(float), off = (size_t)cache->len * row;
+        size_t row = (size_t)(Hkv * Dh) * model_esz(m), off = (size_t)cache->len * row;
         b->copy(b, (char *)cache->k[l].data + off, a->k.data, (size_t)T * row);
         b->copy(b, (char *)cache->v[l].data + off, a->v.data, (size_t)T * row);
-        kc = ft_t3(cache->k[l].data, FT_F32, b->device, cache->len + T, Hkv, Dh);
-        vc = ft_t3(cache->v[l].data, FT_F32, b->device, cache->len + T, Hkv, Dh);
+        kc = ft_t3(cache->k[l].data, m->compute, b->device, cache->len + T, Hkv, Dh);
+        vc = ft_t3(cache->v[l].data, m->compute, b->device, cache->len + T, Hkv, Dh);
         kk = &kc;
         vv = &vc;
     }
     b->attention(b, &a->q, kk, vv, &a->att, a->lse.data ? &a->lse : NULL, &in->L);
     linear_fwd(m, l, FT_LIN_O, &att2, &a->o);
-    if (W->bo.data) b->add_bias(b, &a->o, &W->bo);
-    b->add(b, x_in, &a->o, &a->xmid);
-    b->rmsnorm(b, &a->xmid, &W->ln2, c->rms_norm_eps, &a->h2, &a->rstd2);
+    if (Wc->bo.data) b->add_bias(b, &a->o, &Wc->bo);
+    residual_add(m, x_in, &a->o, &a->xmid, &a->f);
+    norm_to_compute(m, &a->xmid, &W->ln2, &a->h2, &a->rstd2, &a->f);
     linear_fwd(m, l, FT_LIN_GATE, &a->h2, &a->g);
     linear_fwd(m, l, FT_LIN_UP, &a->h2, &a->u);
     b->swiglu(b, &a->g, &a->u, &a->a);
     linear_fwd(m, l, FT_LIN_DOWN, &a->a, &a->o);
-    b->add(b, &a->xmid, &a->o, x_out);
+    residual_add(m, &a->xmid, &a->o, x_out, &a->f);
 }
 
 /* Embedding, all layers, final norm: the normed hidden states land in *h (arena). */
@@ -481,10 +618,10 @@ static int run_decoder(ft_model *m, const step_inputs *in, kv_cache *cache, ft_t
     int rc = arena_f32(&m->arena, &x, 2, in->T, c->hidden_size, 0, e);
     if (!rc) rc = acts_alloc(m, in->T, 0, &a, e);
     if (rc) return rc;
-    m->b->embedding(m->b, &in->ids, &m->w.embed, &x);
+    embed_to(m, &in->ids, &x, &a.h1);
     for (int l = 0; l < c->num_layers; l++) layer_forward(m, l, in, &x, &x, &a, cache);
-    *h = a.h1; /* reuse as the output buffer */
-    m->b->rmsnorm(m->b, &x, &m->w.norm, c->rms_norm_eps, h, NULL);
+    *h = a.h1; /* reuse as the output buffer (compute dtype) */
+    norm_to_compute(m, &x, &m->w.norm, h, NULL, &a.f);
     if (cache) cache->len += (int)in->T;
     return FT_OK;
 }
@@ -496,7 +633,7 @@ int model_forward(ft_model *m, int T, const int32_t *ids, const int32_t *pos, co
         if (targets[t] >= m->cfg.vocab_size)
             return ft_fail(e, FT_EINPUT, "target id %d at position %d is outside the vocabulary (size %d)", targets[t],
                            t, m->cfg.vocab_size);
-    int rc = arena_reserve(&m->arena, step_bytes(&m->cfg, T) + 3 * tensor_bytes(T), e);
+    int rc = arena_reserve(&m->arena, step_bytes(&m->cfg, T, model_esz(m)) + 3 * tensor_bytes(T), e);
     if (rc) return rc;
     arena_reset(&m->arena);
     m->training = 0;
@@ -509,7 +646,7 @@ int model_forward(ft_model *m, int T, const int32_t *ids, const int32_t *pos, co
     if (!rc) rc = arena_tensor(&m->arena, FT_F32, 1, s1, &lp, e);
     if (!rc) {
         m->b->upload(m->b, tg.data, targets, (size_t)T * 4);
-        m->b->token_logprobs(m->b, &h, &m->w.lm_head, &tg, &lp, NULL);
+        m->b->token_logprobs(m->b, &h, lm_head_weight(m), &tg, &lp, NULL);
         m->b->download(m->b, logp, lp.data, (size_t)T * 4);
     }
     inputs_free(&in);
@@ -588,10 +725,10 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
     int64_t shape[2] = {cap, (int64_t)c->num_kv_heads * c->head_dim};
     int rc = FT_OK;
     for (int l = 0; l < c->num_layers && !rc; l++) {
-        rc = ft_backend_tensor(b, FT_F32, 2, shape, &cache.k[l], e);
-        if (!rc) rc = ft_backend_tensor(b, FT_F32, 2, shape, &cache.v[l], e);
+        rc = ft_backend_tensor(b, m->compute, 2, shape, &cache.k[l], e);
+        if (!rc) rc = ft_backend_tensor(b, m->compute, 2, shape, &cache.v[l], e);
     }
-    if (!rc) rc = arena_reserve(&m->arena, step_bytes(c, n_prompt) + tensor_bytes(c->vocab_size), e);
+    if (!rc) rc = arena_reserve(&m->arena, step_bytes(c, n_prompt, model_esz(m)) + tensor_bytes(c->vocab_size), e);
     float *logits = ft_xmalloc((size_t)c->vocab_size * sizeof(float));
     int32_t *pos = ft_xmalloc((size_t)cap * 4), *doc = ft_xcalloc((size_t)cap, 4);
     for (int i = 0; i < cap; i++) pos[i] = i;
@@ -608,9 +745,9 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
         if (!rc) rc = arena_f32(&m->arena, &lg, 2, 1, c->vocab_size, 0, e);
         inputs_free(&in);
         if (rc) break;
-        ft_tensor h_last = ft_t2((char *)h.data + (size_t)(n_feed - 1) * c->hidden_size * 4, FT_F32, b->device, 1,
-                                 c->hidden_size);
-        b->gemm(b, &h_last, 0, &m->w.lm_head, 1, &lg, 1.0f, 0.0f);
+        ft_tensor h_last = ft_t2((char *)h.data + (size_t)(n_feed - 1) * c->hidden_size * model_esz(m), m->compute,
+                                 b->device, 1, c->hidden_size);
+        b->gemm(b, &h_last, 0, lm_head_weight(m), 1, &lg, 1.0f, 0.0f); /* fp32 logits */
         b->download(b, logits, lg.data, (size_t)c->vocab_size * 4);
         int32_t last = sample_token(logits, c->vocab_size, opts, &rng);
         out[(*n_out)++] = last;
@@ -636,8 +773,14 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
 struct ft_train_state {
     int64_t T;
     step_inputs in;
-    ft_tensor *xs; /* [num_layers + 1] layer inputs, the last being the final norm's input */
-    ft_tensor rstd_final, h, tg, lse;
+    ft_tensor *xs; /* [num_layers + 1] layer inputs (fp32), the last being the final norm's input; with
+                    * offload only xs[num_layers] is on the device, the others are in xs_host */
+    ft_tensor xbuf[2]; /* offload: the device buffers layers read from and write to, alternately */
+    char *xs_host;     /* offload: num_layers x [T, D] fp32 in alloc_host memory */
+    size_t xs_host_bytes;
+    ft_backend *b;
+    int offload;
+    ft_tensor rstd_final, h, tg, lse; /* h: the final norm's output, compute dtype */
     layer_acts acts; /* one layer's intermediates, reused by the recomputation in backward */
     int ready;
 };
@@ -646,7 +789,14 @@ static void train_state_free(ft_train_state *s) {
     if (!s) return;
     inputs_free(&s->in);
     free(s->xs);
+    if (s->xs_host) s->b->free_host(s->b, s->xs_host);
     free(s);
+}
+
+/* The input and output buffers of layer l during training (see xs, xbuf). */
+static ft_tensor *train_x_in(ft_train_state *s, int l) { return s->offload ? &s->xbuf[l & 1] : &s->xs[l]; }
+static ft_tensor *train_x_out(ft_train_state *s, int l, int L) {
+    return s->offload && l + 1 < L ? &s->xbuf[(l + 1) & 1] : &s->xs[l + 1];
 }
 
 int grads_create(ft_model *m, int (*trainable)(const char *name, void *ctx), void *ctx, ft_weights *g, ft_error *e) {
@@ -687,12 +837,13 @@ void grads_free(ft_model *m, ft_weights *g) {
     memset(g, 0, sizeof *g);
 }
 
-/* Bytes of backward's own buffers for T tokens. */
-static size_t backward_bytes(const ft_config *c, int64_t T) {
+/* Bytes of backward's own buffers for T tokens (esz: compute element size). */
+static size_t backward_bytes(const ft_config *c, int64_t T, size_t esz) {
     int64_t D = c->hidden_size, F = c->intermediate_size;
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
-    return 3 * tensor_bytes(T * D) + 2 * tensor_bytes(T * QD) + 2 * tensor_bytes(T * KD) + 3 * tensor_bytes(T * F) +
-           2 * tensor_bytes(T) + tensor_bytes(T * c->num_heads);
+    return 3 * tensor_bytes(T * D) + (esz < 4 ? 2 * ctensor_bytes(T * D, esz) : 0) + 2 * ctensor_bytes(T * QD, esz) +
+           2 * ctensor_bytes(T * KD, esz) + 3 * ctensor_bytes(T * F, esz) + tensor_bytes(T) + ctensor_bytes(T, esz) +
+           tensor_bytes(T * c->num_heads);
 }
 
 int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
@@ -711,17 +862,39 @@ int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *p
     inputs_free(&s->in);
     s->ready = 0;
     s->T = T;
+    s->b = b;
+    int L = c->num_layers;
+    s->offload = m->offload_activations && L > 0;
     int64_t D = c->hidden_size;
-    size_t need = step_bytes(c, T) + (size_t)(c->num_layers + 2) * tensor_bytes((int64_t)T * D) +
-                  4 * tensor_bytes(T) + backward_bytes(c, T);
+    size_t esz = model_esz(m), TD = (size_t)T * (size_t)D;
+    /* saved layer inputs (all, or with offload the two alternating buffers and the last), the final norm's
+     * output, the loss vectors, one layer's working set and backward's buffers */
+    size_t need = step_bytes(c, T, esz) + (size_t)(s->offload ? 3 : L + 1) * tensor_bytes((int64_t)TD) +
+                  ctensor_bytes((int64_t)TD, esz) + 4 * tensor_bytes(T) + backward_bytes(c, T, esz);
     int rc = arena_reserve(A, need, e);
     if (rc) return rc;
+    if (s->offload && s->xs_host_bytes < (size_t)L * TD * 4) {
+        if (s->xs_host) b->free_host(b, s->xs_host);
+        s->xs_host_bytes = (size_t)L * TD * 4;
+        s->xs_host = b->alloc_host(b, s->xs_host_bytes);
+        if (!s->xs_host) {
+            size_t want = s->xs_host_bytes;
+            s->xs_host_bytes = 0;
+            return ft_fail(e, FT_ENOMEM,
+                           "offload_activations: cannot allocate %.2f GiB of pinned host memory for %d layer inputs "
+                           "of %d tokens; lower batch_size or max_length, or set offload_activations=false",
+                           (double)want / (1u << 30), L, T);
+        }
+    }
     arena_reset(A);
-    s->xs = ft_xrealloc(s->xs, (size_t)(c->num_layers + 1) * sizeof *s->xs);
+    s->xs = ft_xrealloc(s->xs, (size_t)(L + 1) * sizeof *s->xs);
+    memset(s->xs, 0, (size_t)(L + 1) * sizeof *s->xs);
     rc = inputs_setup(m, T, ids, pos, doc_start, 0, &s->in, e);
-    for (int l = 0; l <= c->num_layers && !rc; l++) rc = arena_f32(A, &s->xs[l], 2, T, D, 0, e);
+    for (int l = 0; l <= L && !rc; l++)
+        if (!s->offload || l == L) rc = arena_f32(A, &s->xs[l], 2, T, D, 0, e);
+    for (int k = 0; k < 2 && s->offload && !rc; k++) rc = arena_f32(A, &s->xbuf[k], 2, T, D, 0, e);
     if (!rc) rc = acts_alloc(m, T, 1, &s->acts, e);
-    if (!rc) rc = arena_f32(A, &s->h, 2, T, D, 0, e);
+    if (!rc) rc = arena_c(m, &s->h, 2, T, D, 0, e);
     if (!rc) rc = arena_f32(A, &s->rstd_final, 1, T, 0, 0, e);
     if (!rc) rc = arena_f32(A, &s->lse, 1, T, 0, 0, e);
     int64_t s1[1] = {T};
@@ -729,12 +902,16 @@ int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *p
     ft_tensor lp;
     if (!rc) rc = arena_f32(A, &lp, 1, T, 0, 0, e);
     if (rc) return rc;
-    b->embedding(b, &s->in.ids, &m->w.embed, &s->xs[0]);
-    for (int l = 0; l < c->num_layers; l++)
-        layer_forward(m, l, &s->in, &s->xs[l], &s->xs[l + 1], &s->acts, NULL);
-    b->rmsnorm(b, &s->xs[c->num_layers], &m->w.norm, c->rms_norm_eps, &s->h, &s->rstd_final);
+    embed_to(m, &s->in.ids, train_x_in(s, 0), &s->acts.h1);
+    for (int l = 0; l < L; l++) {
+        ft_tensor *xin = train_x_in(s, l);
+        /* queued after the op that wrote xin and before the next layer overwrites its buffer */
+        if (s->offload) b->to_host_async(b, s->xs_host + (size_t)l * TD * 4, xin->data, TD * 4);
+        layer_forward(m, l, &s->in, xin, train_x_out(s, l, L), &s->acts, NULL);
+    }
+    norm_to_compute(m, &s->xs[L], &m->w.norm, &s->h, &s->rstd_final, &s->acts.f);
     b->upload(b, s->tg.data, targets, (size_t)T * 4);
-    b->token_logprobs(b, &s->h, &m->w.lm_head, &s->tg, &lp, &s->lse);
+    b->token_logprobs(b, &s->h, lm_head_weight(m), &s->tg, &lp, &s->lse);
     b->download(b, logp, lp.data, (size_t)T * 4);
     s->ready = 1;
     return FT_OK;
@@ -747,6 +924,13 @@ static void bias_grad(ft_backend *b, const ft_tensor *ones, const ft_tensor *dY,
     b->gemm(b, ones, 1, dY, 0, &db2, 1.0f, 1.0f);
 }
 
+/* In 16-bit compute: cast src into dst (other dtype, same shape) and return dst; in F32 return src. */
+static ft_tensor *as_dtype(ft_model *m, ft_tensor *src, ft_tensor *dst) {
+    if (m->compute == FT_F32) return src;
+    m->b->cast(m->b, src, dst);
+    return dst;
+}
+
 int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error *e) {
     const ft_config *c = &m->cfg;
     ft_backend *b = m->b;
@@ -756,63 +940,80 @@ int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error
     s->ready = 0; /* the recomputation below overwrites the saved state */
     int64_t T = s->T, D = c->hidden_size, F = c->intermediate_size, Hq = c->num_heads, Hkv = c->num_kv_heads,
             Dh = c->head_dim;
-    ft_tensor dx, dxm, dh, dq, dk, dv, datt, dg, du, da, dlogp, ones;
+    int L = c->num_layers, mixed = m->compute != FT_F32;
+    size_t TD = (size_t)T * (size_t)D;
+    /* fp32: dx, dxm (residual gradients), dh (a norm's output gradient), dlogp. Compute dtype: the rest;
+     * in 16-bit compute dc holds dx or dxm cast down for the GEMMs and dhc the GEMMs' input gradient. */
+    ft_tensor dx, dxm, dh, dq, dk, dv, datt, dg, du, da, dlogp, ones, dc, dhc;
     layer_acts a = s->acts;
     int rc = arena_f32(A, &dx, 2, T, D, 0, e);
     rc = rc ? rc : arena_f32(A, &dxm, 2, T, D, 0, e);
     rc = rc ? rc : arena_f32(A, &dh, 2, T, D, 0, e);
-    rc = rc ? rc : arena_f32(A, &dq, 3, T, Hq, Dh, e);
-    rc = rc ? rc : arena_f32(A, &datt, 3, T, Hq, Dh, e);
-    rc = rc ? rc : arena_f32(A, &dk, 3, T, Hkv, Dh, e);
-    rc = rc ? rc : arena_f32(A, &dv, 3, T, Hkv, Dh, e);
-    rc = rc ? rc : arena_f32(A, &dg, 2, T, F, 0, e);
-    rc = rc ? rc : arena_f32(A, &du, 2, T, F, 0, e);
-    rc = rc ? rc : arena_f32(A, &da, 2, T, F, 0, e);
+    rc = rc ? rc : arena_c(m, &dq, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_c(m, &datt, 3, T, Hq, Dh, e);
+    rc = rc ? rc : arena_c(m, &dk, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_c(m, &dv, 3, T, Hkv, Dh, e);
+    rc = rc ? rc : arena_c(m, &dg, 2, T, F, 0, e);
+    rc = rc ? rc : arena_c(m, &du, 2, T, F, 0, e);
+    rc = rc ? rc : arena_c(m, &da, 2, T, F, 0, e);
     rc = rc ? rc : arena_f32(A, &dlogp, 1, T, 0, 0, e);
-    rc = rc ? rc : arena_f32(A, &ones, 2, T, 1, 0, e);
+    rc = rc ? rc : arena_c(m, &ones, 2, T, 1, 0, e);
+    if (mixed) {
+        rc = rc ? rc : arena_c(m, &dc, 2, T, D, 0, e);
+        rc = rc ? rc : arena_c(m, &dhc, 2, T, D, 0, e);
+    } else {
+        dhc = dh;
+    }
     if (rc) return rc;
     b->upload(b, dlogp.data, dlogp_host, (size_t)T * 4);
     if (c->attention_bias) {
         float *h1 = ft_xmalloc((size_t)T * 4);
         for (int64_t t = 0; t < T; t++) h1[t] = 1.0f;
-        b->upload(b, ones.data, h1, (size_t)T * 4);
+        if (mixed) { /* through the fp32 scratch dh, free until the loss head below */
+            ft_tensor of = ft_t2(dh.data, FT_F32, b->device, T, 1);
+            b->upload(b, of.data, h1, (size_t)T * 4);
+            b->cast(b, &of, &ones);
+        } else {
+            b->upload(b, ones.data, h1, (size_t)T * 4);
+        }
         free(h1);
     }
-    /* loss head and final norm */
-    b->token_logprobs_backward(b, &s->h, &m->w.lm_head, &s->tg, &s->lse, &dlogp, &dh,
+    /* loss head and final norm: dh is fp32 whatever the compute dtype (the fp32 norm backward reads it) */
+    b->token_logprobs_backward(b, &s->h, lm_head_weight(m), &s->tg, &s->lse, &dlogp, &dh,
                                g->lm_head.data ? &g->lm_head : NULL);
-    b->rmsnorm_backward(b, &dh, &s->xs[c->num_layers], &m->w.norm, &s->rstd_final, &dx,
-                        g->norm.data ? &g->norm : NULL, 0);
-    ft_tensor q2 = view2(&a.q, T, Hq * Dh), k2 = view2(&a.k, T, Hkv * Dh), v2 = view2(&a.v, T, Hkv * Dh);
+    b->rmsnorm_backward(b, &dh, &s->xs[L], &m->w.norm, &s->rstd_final, &dx, g->norm.data ? &g->norm : NULL, 0);
     ft_tensor att2 = view2(&a.att, T, Hq * Dh), dq2 = view2(&dq, T, Hq * Dh), dk2 = view2(&dk, T, Hkv * Dh),
               dv2 = view2(&dv, T, Hkv * Dh), datt2 = view2(&datt, T, Hq * Dh);
-    for (int l = c->num_layers - 1; l >= 0; l--) {
+    for (int l = L - 1; l >= 0; l--) {
         ft_layer *W = &m->w.layers[l], *G = &g->layers[l];
-        /* recompute the layer from its saved input (rewrites xs[l+1] with identical values) */
-        layer_forward(m, l, &s->in, &s->xs[l], &s->xs[l + 1], &a, NULL);
+        ft_tensor *xin = train_x_in(s, l);
+        if (s->offload) b->from_host_async(b, xin->data, s->xs_host + (size_t)l * TD * 4, TD * 4);
+        /* recompute the layer from its saved input (rewrites its output with identical values) */
+        layer_forward(m, l, &s->in, xin, train_x_out(s, l, L), &a, NULL);
         /* MLP: out = x_mid + down(silu(gate(h2)) * up(h2)) */
-        linear_bwd(m, l, FT_LIN_DOWN, &a.a, &dx, &da, 0, &G->wd);
+        linear_bwd(m, l, FT_LIN_DOWN, &a.a, as_dtype(m, &dx, &dc), &da, 0, &G->wd);
         b->swiglu_backward(b, &a.g, &a.u, &da, &dg, &du);
-        linear_bwd(m, l, FT_LIN_GATE, &a.h2, &dg, &dh, 0, &G->wg);
-        linear_bwd(m, l, FT_LIN_UP, &a.h2, &du, &dh, 1, &G->wu);
+        linear_bwd(m, l, FT_LIN_GATE, &a.h2, &dg, &dhc, 0, &G->wg);
+        linear_bwd(m, l, FT_LIN_UP, &a.h2, &du, &dhc, 1, &G->wu);
         b->copy(b, dxm.data, dx.data, ft_nbytes(&dx));
-        b->rmsnorm_backward(b, &dh, &a.xmid, &W->ln2, &a.rstd2, &dxm, G->ln2.data ? &G->ln2 : NULL, 1);
+        b->rmsnorm_backward(b, as_dtype(m, &dhc, &dh), &a.xmid, &W->ln2, &a.rstd2, &dxm, G->ln2.data ? &G->ln2 : NULL,
+                            1);
         /* attention: x_mid = x + o_proj(attention(rope(q), rope(k), v)) */
-        linear_bwd(m, l, FT_LIN_O, &att2, &dxm, &datt2, 0, &G->wo);
-        bias_grad(b, &ones, &dxm, &G->bo);
+        ft_tensor *dyo = as_dtype(m, &dxm, &dc);
+        linear_bwd(m, l, FT_LIN_O, &att2, dyo, &datt2, 0, &G->wo);
+        bias_grad(b, &ones, dyo, &G->bo);
         b->attention_backward(b, &a.q, &a.k, &a.v, &a.att, &a.lse, &datt, &dq, &dk, &dv, &s->in.L);
         apply_rope(m, &s->in, &dq, &dk, 1);
         bias_grad(b, &ones, &dq2, &G->bq);
         bias_grad(b, &ones, &dk2, &G->bk);
         bias_grad(b, &ones, &dv2, &G->bv);
-        linear_bwd(m, l, FT_LIN_Q, &a.h1, &dq2, &dh, 0, &G->wq);
-        linear_bwd(m, l, FT_LIN_K, &a.h1, &dk2, &dh, 1, &G->wk);
-        linear_bwd(m, l, FT_LIN_V, &a.h1, &dv2, &dh, 1, &G->wv);
+        linear_bwd(m, l, FT_LIN_Q, &a.h1, &dq2, &dhc, 0, &G->wq);
+        linear_bwd(m, l, FT_LIN_K, &a.h1, &dk2, &dhc, 1, &G->wk);
+        linear_bwd(m, l, FT_LIN_V, &a.h1, &dv2, &dhc, 1, &G->wv);
         b->copy(b, dx.data, dxm.data, ft_nbytes(&dx));
-        b->rmsnorm_backward(b, &dh, &s->xs[l], &W->ln1, &a.rstd1, &dx, G->ln1.data ? &G->ln1 : NULL, 1);
+        b->rmsnorm_backward(b, as_dtype(m, &dhc, &dh), xin, &W->ln1, &a.rstd1, &dx, G->ln1.data ? &G->ln1 : NULL, 1);
     }
     if (g->embed.data) b->embedding_backward(b, &s->in.ids, &dx, &g->embed, 1);
     m->training = 0;
-    (void)q2, (void)k2, (void)v2;
     return FT_OK;
 }

@@ -5,7 +5,14 @@
  * shape. model_forward runs a flat token layout (see backend.h: packed
  * samples, position ids restarting per sample, doc_start confining attention)
  * and returns the log-probability of each position's target. model_generate
- * decodes with a KV cache. Weights are only touched through backend ops. */
+ * decodes with a KV cache. Weights are only touched through backend ops.
+ *
+ * Precision (model_set_precision; docs/ARCHITECTURE.md "Precision"): the compute dtype is F32 on the CPU
+ * (the reference path, unchanged) and BF16 or F16 on the GPU. Then every weight a GEMM or the embedding
+ * reads has a 16-bit compute copy in m->wc; trainable parameters keep their fp32 masters in m->w (what
+ * the optimizer updates; model_sync_compute refreshes the copies), frozen ones exist only as the copy.
+ * Norm weights stay fp32. Activations between GEMMs are in the compute dtype; the residual stream, norm
+ * statistics, softmax/log-sum-exp, log-probs, losses and weight gradients are fp32. */
 #ifndef FT_MODEL_H
 #define FT_MODEL_H
 
@@ -32,8 +39,10 @@ extern const char *const FT_LINEAR_NAMES[FT_LIN_COUNT]; /* "self_attn.q_proj", .
 
 struct ft_model;
 /* Hooks on every linear layer, for adapters (LoRA) and quantized bases (QLoRA). All may be NULL.
- * base_weight: the fp32 weight to multiply by when the model holds none itself (a quantized base):
- *   dequantize into *scratch (shaped like the weight) and return it.
+ * Every tensor a hook sees (x, y, dy, dx, scratch) is in the model's compute dtype m->compute (F32 on the
+ * CPU, BF16/F16 on the GPU); the adapter's own parameters and their gradients may stay fp32.
+ * base_weight: the weight to multiply by when the model holds none itself (a quantized base):
+ *   dequantize into *scratch (shaped like the weight, dtype m->compute) and return it.
  * forward: after y = x W^T (+ bias), add the adapter's contribution: y += f(x).
  * backward: given dy, add the adapter's input gradient into dx and accumulate its own parameter
  *   gradients; x is the same input forward saw. */
@@ -53,6 +62,9 @@ typedef struct ft_model {
     ft_train_state *train; /* what model_forward_train keeps for model_backward */
     ft_linear_hooks hooks;
     int training; /* set during model_forward_train / model_backward (adapters apply dropout) */
+    ft_dtype compute;        /* F32 (default), BF16 or F16: see "Precision" above */
+    ft_weights wc;           /* compute copies when compute != F32 (data NULL for norms and absent tensors) */
+    int offload_activations; /* training keeps each layer's saved input in host memory (alloc_host) */
 } ft_model;
 
 /* The weight tensor of one linear of a layer (data NULL when a hook provides it). */
@@ -77,6 +89,14 @@ int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float 
 /* Write config.json + model.safetensors (dtype F32, F16 or BF16) into dir. */
 int model_save(ft_model *m, const char *dir, ft_dtype dtype, ft_error *e);
 void model_free(ft_model *m);
+
+/* Compute in `dt` (F32: nothing to do; BF16/F16: make the 16-bit compute copies). The fp32 masters of the
+ * parameters trainable(name, ctx) rejects are freed (NULL trainable: all keep masters); call it with the
+ * same predicate as grads_create, before it. FT_EINPUT for a 16-bit dtype on the CPU backend. */
+int model_set_precision(ft_model *m, ft_dtype dt, int (*trainable)(const char *name, void *ctx), void *ctx,
+                        ft_error *e);
+/* Refresh the compute copies from the fp32 masters (after an optimizer step, after loading weights). */
+void model_sync_compute(ft_model *m);
 
 /* Parameters in HF order; *n receives the count. The array is malloc'd (caller frees). */
 ft_param *model_params(ft_model *m, int *n);
