@@ -1,6 +1,7 @@
 #include "optim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,11 @@ int optim_parse_schedule(const char *name, ft_schedule *out) {
 }
 
 int optim_create(ft_model *m, ft_weights *g, const ft_optim_cfg *cfg, ft_optim **out, ft_error *e) {
+    return optim_create_ex(m, g, cfg, 0, out, e);
+}
+
+int optim_create_ex(ft_model *m, ft_weights *g, const ft_optim_cfg *cfg, int allow_empty, ft_optim **out,
+                    ft_error *e) {
     ft_optim *o = ft_xcalloc(1, sizeof *o);
     o->cfg = *cfg;
     o->b = m->b;
@@ -38,6 +44,7 @@ int optim_create(ft_model *m, ft_weights *g, const ft_optim_cfg *cfg, ft_optim *
     o->m = ft_xcalloc((size_t)nw, sizeof *o->m);
     o->v = ft_xcalloc((size_t)nw, sizeof *o->v);
     o->decay = ft_xcalloc((size_t)nw, 1);
+    o->cap = nw;
     for (int i = 0; i < nw && !rc; i++) {
         if (!gp[i].t->data) continue;
         int k = o->n++;
@@ -53,12 +60,43 @@ int optim_create(ft_model *m, ft_weights *g, const ft_optim_cfg *cfg, ft_optim *
     }
     free(w);
     free(gp);
-    if (!rc && o->n == 0) rc = ft_fail(e, FT_EINPUT, "nothing to train: every parameter is frozen");
+    if (!rc && o->n == 0 && !allow_empty) rc = ft_fail(e, FT_EINPUT, "nothing to train: every parameter is frozen");
     if (rc) {
         optim_free(o);
         return rc;
     }
     *out = o;
+    return FT_OK;
+}
+
+int optim_add_param(ft_optim *o, const char *name, ft_tensor *w, ft_tensor *g, ft_error *e) {
+    if (w->dtype != FT_F32 || g->dtype != FT_F32 || ft_numel(w) != ft_numel(g) || !w->data || !g->data)
+        return ft_fail(e, FT_EINTERNAL, "optim_add_param %s: weight and gradient must be allocated fp32 of one shape",
+                       name);
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 16;
+        o->w = ft_xrealloc(o->w, (size_t)o->cap * sizeof *o->w);
+        o->g = ft_xrealloc(o->g, (size_t)o->cap * sizeof *o->g);
+        o->m = ft_xrealloc(o->m, (size_t)o->cap * sizeof *o->m);
+        o->v = ft_xrealloc(o->v, (size_t)o->cap * sizeof *o->v);
+        o->decay = ft_xrealloc(o->decay, (size_t)o->cap);
+    }
+    int k = o->n;
+    memset(&o->w[k], 0, sizeof o->w[k]);
+    snprintf(o->w[k].name, sizeof o->w[k].name, "%s", name);
+    o->w[k].t = w;
+    o->g[k] = o->w[k];
+    o->g[k].t = g;
+    o->decay[k] = w->ndim >= 2;
+    int rc = ft_backend_tensor(o->b, FT_F32, w->ndim, w->shape, &o->m[k], e);
+    if (!rc) rc = ft_backend_tensor(o->b, FT_F32, w->ndim, w->shape, &o->v[k], e);
+    if (rc) {
+        if (o->m[k].data) o->b->free(o->b, o->m[k].data);
+        return rc;
+    }
+    o->b->zero(o->b, o->m[k].data, ft_nbytes(&o->m[k]));
+    o->b->zero(o->b, o->v[k].data, ft_nbytes(&o->v[k]));
+    o->n++;
     return FT_OK;
 }
 

@@ -25,6 +25,7 @@ typedef struct ft_optim {
     ft_optim_cfg cfg;
     ft_backend *b;
     int n;           /* trainable parameters */
+    int cap;         /* allocated entries of the arrays below */
     ft_param *w, *g; /* [n] weight and gradient, same names */
     ft_tensor *m, *v;
     uint8_t *decay;
@@ -35,6 +36,11 @@ ft_optim_cfg optim_defaults(void);
 int optim_parse_schedule(const char *name, ft_schedule *out); /* "constant", "linear", "cosine" */
 /* Pairs each weight of m with its gradient in g; only parameters with gradient memory are optimized. */
 int optim_create(ft_model *m, ft_weights *g, const ft_optim_cfg *cfg, ft_optim **out, ft_error *e);
+/* Same, but an optimizer with no model parameter is fine (adapters are added with optim_add_param). */
+int optim_create_ex(ft_model *m, ft_weights *g, const ft_optim_cfg *cfg, int allow_empty, ft_optim **out, ft_error *e);
+/* Optimize one more fp32 parameter w with gradient g (e.g. a LoRA matrix); name is its checkpoint key.
+ * Weight decay applies when it is a matrix. Moments start at zero. */
+int optim_add_param(ft_optim *o, const char *name, ft_tensor *w, ft_tensor *g, ft_error *e);
 void optim_free(ft_optim *o);
 
 float optim_lr_at(const ft_optim_cfg *cfg, int step);

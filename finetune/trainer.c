@@ -162,7 +162,11 @@ int trainer_run(ft_train_job *job, ft_error *e) {
     int64_t start = 0;
     double tokens_seen = 0;
     int rc = grads_create(m, job->trainable, job->trainable_ctx, &g, e);
-    if (!rc) rc = optim_create(m, &g, &ocfg, &o, e);
+    if (!rc) rc = optim_create_ex(m, &g, &ocfg, job->add_params != NULL, &o, e);
+    if (!rc && job->add_params) {
+        rc = job->add_params(job->params_ctx, o, e);
+        if (!rc && o->n == 0) rc = ft_fail(e, FT_EINPUT, "nothing to train: every parameter is frozen");
+    }
     if (!rc) rc = ft_mkdir_p(cfg->output_dir, e);
     if (!rc && cfg->resume) {
         char *dir = NULL;
@@ -194,6 +198,8 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         ft_step_norm norm = {0, 0};
         for (int i = first; i < last; i++) count_trained(&batches[i], &norm);
         grads_zero(m, &g);
+        for (int i = 0; i < o->n; i++) /* the model's again (cheap), and any extra (adapter) gradients */
+            if (job->add_params) b->zero(b, o->g[i].t->data, ft_nbytes(o->g[i].t));
         for (int i = first; i < last && !rc; i++) {
             const ds_batch *bt = &batches[i];
             logp = ft_xrealloc(logp, (size_t)bt->n_tokens * sizeof(float));

@@ -75,6 +75,11 @@ typedef struct ft_train_job {
     const ds_batch *eval; /* eval batches for the mean-NLL evaluation (may be NULL) */
     int n_eval;
     ft_eval_fn eval_fn; /* instead of the NLL evaluation when run is set */
+    /* Extra trainable parameters outside the model's weights (LoRA adapters): called once after the
+     * optimizer exists, to optim_add_param them; their gradients are zeroed with the model's each step and
+     * they are saved in / restored from checkpoints like the model's. NULL: none. */
+    int (*add_params)(void *ctx, ft_optim *o, ft_error *e);
+    void *params_ctx;
     /* Called after the final weights are in place, to write the output directory. */
     int (*save_output)(void *ctx, ft_model *m, ft_error *e);
     void *save_ctx;

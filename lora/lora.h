@@ -1,0 +1,74 @@
+/* lora: LoRA adapters on the model's linear layers (PEFT-compatible) and QLoRA's NF4 frozen base.
+ *
+ * For each targeted (layer, linear) with input size in and output size out: A [r, in], B [out, r], fp32,
+ * trainable; y += scaling * (x A^T) B^T with scaling = alpha / r (alpha / sqrt(r) with rsLoRA).
+ * PEFT's init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0.
+ * The adapter plugs into the model through ft_linear_hooks (lora_attach); the base stays frozen.
+ * Files: PEFT's adapter_config.json (sorted keys, indent 2, PEFT 0.21's key set) and
+ * adapter_model.safetensors (keys base_model.model.model.layers.{i}.<module>.lora_A.weight, metadata
+ * {"format": "pt"}). QLoRA: lora_quantize_base keeps the layers' linears as NF4 on the backend
+ * (bitsandbytes' layout, lora/nf4.h) and dequantizes each into one scratch buffer when used.
+ * Not supported (refused with a clear error): lora dropout > 0 during training, DoRA, fan_in_fan_out,
+ * regex target_modules, bias != "none". */
+#ifndef FT_LORA_H
+#define FT_LORA_H
+
+#include "finetune/model.h"
+
+typedef struct lora_cfg {
+    int r;
+    float alpha, dropout;
+    int use_rslora, use_dora;
+    unsigned targets; /* bit i: FT_LINEAR i is adapted */
+    int all_linear;   /* target_modules was "all-linear" */
+    int *layers;      /* layers_to_transform (NULL: all) */
+    int n_layers;
+    int *pairs; /* full-path targets ("model.layers.3.mlp.up_proj", as PEFT writes all-linear): layer * 7 + linear */
+    int n_pairs;
+} lora_cfg;
+
+typedef struct lora_adapter {
+    lora_cfg cfg;
+    float scaling;
+    ft_backend *b;
+    int num_layers;
+    ft_tensor *A, *B, *gA, *gB; /* [num_layers * FT_LIN_COUNT]; data NULL where not adapted (g: not training) */
+    ft_tensor xa, dyb;          /* scratch [cap_T, r] */
+    int64_t cap_T;
+    /* QLoRA base */
+    ft_tensor *qpacked, *qabsmax; /* [num_layers * FT_LIN_COUNT] on the backend */
+    ft_tensor wscratch;           /* fp32, sized for the largest linear */
+} lora_adapter;
+
+/* Parse target_modules: a JSON array of names or the string "all-linear" (names: q_proj ... down_proj,
+ * with or without the self_attn./mlp. prefix). `where` names the source in errors. */
+int lora_parse_targets(const char *json, lora_cfg *c, const char *where, ft_error *e);
+int lora_check_cfg(const lora_cfg *c, const char *where, ft_error *e);
+void lora_cfg_free(lora_cfg *c);
+
+/* New adapter for m (PEFT init from seed). */
+int lora_create(ft_model *m, const lora_cfg *cfg, uint64_t seed, lora_adapter **out, ft_error *e);
+/* Read a PEFT adapter dir: config + weights, checked against m (targets, shapes). */
+int lora_load(const char *dir, ft_model *m, lora_adapter **out, ft_error *e);
+/* Read only adapter_config.json. */
+int lora_read_config(const char *dir, lora_cfg *out, ft_error *e);
+void lora_free(lora_adapter *a);
+
+/* Install the hooks on m (forward/backward, and base_weight when the base is quantized). */
+void lora_attach(lora_adapter *a, ft_model *m);
+/* Gradient memory for A and B (zeroed). */
+int lora_grads_create(lora_adapter *a, ft_error *e);
+/* Trainable parameters and their gradients, PEFT names; arrays malloc'd, *n entries. */
+int lora_params(lora_adapter *a, ft_param **w, ft_param **g, int *n);
+
+/* Write adapter_config.json + adapter_model.safetensors into dir. */
+int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft_error *e);
+
+/* QLoRA: quantize (or read, for a bitsandbytes 4-bit checkpoint) the layers' linear weights of the
+ * checkpoint in model_dir to NF4 on the backend; m must have been loaded with skip_linears. */
+int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_error *e);
+
+/* PEFT key of one adapter matrix ("A" or "B"). */
+void lora_key(char *buf, size_t n, int layer, ft_linear which, const char *ab);
+
+#endif
