@@ -1,11 +1,15 @@
-/* The model commands: info, score, generate (token ids), init. */
+/* The model commands: info, score, generate (token ids or text), chat (multi-turn, templated), init. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "datasets/format.h"
+#include "datasets/template.h"
 #include "memplan.h"
 #include "model.h"
+#include "tokenizer.h"
 
 /* Next option value or a usage error. */
 #define NEED_VALUE(cmd, i, argc, argv) \
@@ -144,85 +148,340 @@ int cmd_score(int argc, char **argv) {
     return rc ? cli_report("score", &e) : 0;
 }
 
+/* ---------- text in, text out (generate --prompt, chat) ---------- */
+
+/* Prints generated text as it comes: each token's text is the whole decode minus what was already
+ * printed, so multi-byte characters and leading spaces come out as in one decode. A decode ending in
+ * U+FFFD (a character still incomplete) waits for the next token. */
+typedef struct text_stream {
+    const ft_tokenizer *tok;
+    int32_t *ids;
+    int n, cap;
+    size_t printed;
+    FILE *out;
+} text_stream;
+
+static void stream_token(int32_t id, void *ctx) {
+    text_stream *s = ctx;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->ids = ft_xrealloc(s->ids, (size_t)s->cap * sizeof *s->ids);
+    }
+    s->ids[s->n++] = id;
+    char *text = NULL;
+    ft_error e;
+    if (tok_decode(s->tok, s->ids, (size_t)s->n, 1, &text, &e)) return;
+    size_t len = strlen(text);
+    int partial = len >= 3 && memcmp(text + len - 3, "\xEF\xBF\xBD", 3) == 0;
+    if (!partial && len > s->printed) {
+        fwrite(text + s->printed, 1, len - s->printed, s->out);
+        fflush(s->out);
+        s->printed = len;
+    }
+    free(text);
+}
+
+/* After the last token: print what is still held back (an incomplete character stays U+FFFD). */
+static void stream_flush(text_stream *s) {
+    char *text = NULL;
+    ft_error e;
+    if (s->n == 0 || tok_decode(s->tok, s->ids, (size_t)s->n, 1, &text, &e)) return;
+    size_t len = strlen(text);
+    if (len > s->printed) fwrite(text + s->printed, 1, len - s->printed, s->out);
+    s->printed = len;
+    free(text);
+}
+
+/* The reply as text (special tokens dropped); malloc'd. */
+static char *stream_text(const text_stream *s) {
+    char *text = NULL;
+    ft_error e;
+    if (tok_decode(s->tok, s->ids, (size_t)s->n, 1, &text, &e)) return ft_xstrdup("");
+    return text;
+}
+
+/* Token ids of a prompt: with a template, the conversation rendered with the generation prompt (as
+ * apply_chat_template(add_generation_prompt=True) does); without, the raw text with the tokenizer's
+ * special tokens (BOS) added, as tokenizer(text) does. */
+static int encode_prompt(const tmpl *t, const ds_conv *c, const char *raw, const ft_tokenizer *tok, int32_t **ids,
+                         size_t *n, ft_error *e) {
+    if (!t) return tok_encode(tok, raw, strlen(raw), 1, ids, n, e);
+    tmpl_tokens tt;
+    int rc = tmpl_encode(t, c, tok, 1, &tt, e);
+    if (rc) return rc;
+    *ids = tt.ids;
+    *n = tt.n;
+    tt.ids = NULL;
+    tmpl_tokens_free(&tt);
+    return FT_OK;
+}
+
+/* Shared options of generate and chat. */
+typedef struct gen_args {
+    const char *dir, *device, *tokenizer, *template_name;
+    long max_new, seed;
+    double temp, top_p;
+    int greedy, ignore_eos;
+} gen_args;
+
+/* Parse one sampling/model option at argv[*i]; 1 = consumed, 0 = not ours, < 0 = error (already reported). */
+static int parse_gen_option(const char *cmd, gen_args *a, int argc, char **argv, int *i, ft_error *e) {
+    const char *o = argv[*i];
+    int rc = 0;
+    static const char *VALUED[] = {"--max-new", "--seed", "--temperature", "--top-p", "--device", "--tokenizer",
+                                   "--template"};
+    for (size_t k = 0; k < sizeof VALUED / sizeof *VALUED; k++)
+        if (strcmp(o, VALUED[k]) == 0 && *i + 1 >= argc) return -cli_usage_error(cmd, "option %s needs a value", o);
+    if (strcmp(o, "--max-new") == 0) {
+        rc = cli_parse_int(o, argv[++*i], 0, 1 << 20, &a->max_new, e);
+    } else if (strcmp(o, "--seed") == 0) {
+        rc = cli_parse_int(o, argv[++*i], 0, 0x7fffffffL, &a->seed, e);
+    } else if (strcmp(o, "--temperature") == 0) {
+        rc = cli_parse_float(o, argv[++*i], &a->temp, e);
+        if (!rc && !(a->temp > 0)) rc = ft_fail(e, FT_EINPUT, "--temperature must be > 0");
+    } else if (strcmp(o, "--top-p") == 0) {
+        rc = cli_parse_float(o, argv[++*i], &a->top_p, e);
+        if (!rc && !(a->top_p > 0 && a->top_p <= 1)) rc = ft_fail(e, FT_EINPUT, "--top-p must be in (0, 1]");
+    } else if (strcmp(o, "--device") == 0) {
+        a->device = argv[++*i];
+    } else if (strcmp(o, "--tokenizer") == 0) {
+        a->tokenizer = argv[++*i];
+    } else if (strcmp(o, "--template") == 0) {
+        a->template_name = argv[++*i];
+    } else if (strcmp(o, "--greedy") == 0) {
+        a->greedy = 1;
+    } else if (strcmp(o, "--ignore-eos") == 0) {
+        a->ignore_eos = 1;
+    } else {
+        return 0;
+    }
+    return rc ? -cli_report(cmd, e) : 1;
+}
+
 /* ---------- generate ---------- */
 
 static const char GENERATE_HELP[] =
-    "usage: finetune generate MODEL_DIR --prompt-ids 1,2,3 [--max-new N] [--greedy]\n"
-    "                         [--temperature T] [--top-p P] [--seed S] [--ignore-eos]\n"
-    "                         [--device auto|cpu|cuda]\n"
+    "usage: finetune generate MODEL_DIR (--prompt-ids 1,2,3 | --prompt TEXT [--template T]\n"
+    "                         [--tokenizer DIR]) [--max-new N] [--greedy] [--temperature T]\n"
+    "                         [--top-p P] [--seed S] [--ignore-eos] [--device auto|cpu|cuda]\n"
     "\n"
-    "Generate up to N new tokens (default 32) after the prompt with a KV cache and\n"
-    "print them as one JSON array. Sampling uses temperature (default 1.0) and\n"
-    "top-p (default 1.0) unless --greedy. Generation stops after the EOS token of\n"
-    "config.json (included in the output) unless --ignore-eos.\n";
+    "Generate up to N new tokens (default 32) after the prompt with a KV cache.\n"
+    "With --prompt-ids, print them as one JSON array of ids. With --prompt, the text\n"
+    "is encoded with the tokenizer (default: MODEL_DIR's tokenizer.json); with\n"
+    "--template T (a chat template name, e.g. danube) it is sent as one user turn\n"
+    "followed by the template's generation prompt, else as raw text with BOS; the\n"
+    "answer is printed as text while it is generated. Sampling uses temperature\n"
+    "(default 1.0) and top-p (default 1.0) unless --greedy. Generation stops after\n"
+    "the EOS token of config.json (included in the ids) unless --ignore-eos.\n";
 
 int cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *ids_s = NULL, *device = "auto";
-    long max_new = 32, seed = 0;
-    double temp = 1.0, top_p = 1.0;
-    int greedy = 0, ignore_eos = 0;
+    gen_args a = {.device = "auto", .max_new = 32, .temp = 1.0, .top_p = 1.0};
+    const char *ids_s = NULL, *prompt = NULL;
     ft_error e = {0};
     for (int i = 1; i < argc; i++) {
-        int rc = 0;
+        int k;
         if (cli_is_help(argv[i])) {
             fputs(GENERATE_HELP, stdout);
             return 0;
         } else if (strcmp(argv[i], "--prompt-ids") == 0) {
             NEED_VALUE("generate", i, argc, argv);
             ids_s = argv[++i];
-        } else if (strcmp(argv[i], "--max-new") == 0) {
+        } else if (strcmp(argv[i], "--prompt") == 0) {
             NEED_VALUE("generate", i, argc, argv);
-            rc = cli_parse_int("--max-new", argv[++i], 0, 1 << 20, &max_new, &e);
-        } else if (strcmp(argv[i], "--seed") == 0) {
-            NEED_VALUE("generate", i, argc, argv);
-            rc = cli_parse_int("--seed", argv[++i], 0, 0x7fffffffL, &seed, &e);
-        } else if (strcmp(argv[i], "--temperature") == 0) {
-            NEED_VALUE("generate", i, argc, argv);
-            rc = cli_parse_float("--temperature", argv[++i], &temp, &e);
-            if (!rc && !(temp > 0)) rc = ft_fail(&e, FT_EINPUT, "--temperature must be > 0");
-        } else if (strcmp(argv[i], "--top-p") == 0) {
-            NEED_VALUE("generate", i, argc, argv);
-            rc = cli_parse_float("--top-p", argv[++i], &top_p, &e);
-            if (!rc && !(top_p > 0 && top_p <= 1)) rc = ft_fail(&e, FT_EINPUT, "--top-p must be in (0, 1]");
-        } else if (strcmp(argv[i], "--greedy") == 0) {
-            greedy = 1;
-        } else if (strcmp(argv[i], "--ignore-eos") == 0) {
-            ignore_eos = 1;
-        } else if (strcmp(argv[i], "--device") == 0) {
-            NEED_VALUE("generate", i, argc, argv);
-            device = argv[++i];
+            prompt = argv[++i];
+        } else if ((k = parse_gen_option("generate", &a, argc, argv, &i, &e)) != 0) {
+            if (k < 0) return -k;
         } else if (argv[i][0] == '-') {
             return cli_usage_error("generate", "unknown option %s", argv[i]);
-        } else if (!dir) {
-            dir = argv[i];
+        } else if (!a.dir) {
+            a.dir = argv[i];
         } else {
             return cli_usage_error("generate", "unexpected argument %s", argv[i]);
         }
-        if (rc) return cli_report("generate", &e);
     }
-    if (!dir) return cli_usage_error("generate", "missing MODEL_DIR");
-    if (!ids_s) return cli_usage_error("generate", "missing --prompt-ids");
+    if (!a.dir) return cli_usage_error("generate", "missing MODEL_DIR");
+    if (!ids_s && !prompt) return cli_usage_error("generate", "missing --prompt-ids or --prompt");
+    if (ids_s && prompt) return cli_usage_error("generate", "give either --prompt-ids or --prompt, not both");
+    if (ids_s && (a.template_name || a.tokenizer))
+        return cli_usage_error("generate", "--template and --tokenizer go with --prompt, not --prompt-ids");
     int32_t *ids = NULL;
     size_t n = 0;
     ft_backend *b = NULL;
     ft_model *m = NULL;
-    int rc = cli_parse_ids(ids_s, &ids, &n, &e);
-    if (!rc) rc = ft_backend_create(device, &b, &e);
-    if (!rc) rc = model_load(dir, b, &m, &e);
-    int32_t *out = ft_xmalloc((size_t)(max_new > 0 ? max_new : 1) * sizeof(int32_t));
+    ft_tokenizer *tok = NULL;
+    tmpl *t = NULL;
+    int rc = 0;
+    if (ids_s) {
+        rc = cli_parse_ids(ids_s, &ids, &n, &e);
+    } else {
+        if (a.template_name) rc = tmpl_builtin(a.template_name, &t, &e);
+        if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
+        ds_conv c = {0};
+        if (t) ds_conv_add(&c, DS_USER, prompt);
+        if (!rc && !prompt[0] && !t) rc = ft_fail(&e, FT_EINPUT, "--prompt is empty");
+        if (!rc) rc = encode_prompt(t, &c, prompt, tok, &ids, &n, &e);
+        ds_conv_free(&c);
+    }
+    if (!rc) rc = ft_backend_create(a.device, &b, &e);
+    if (!rc) rc = model_load(a.dir, b, &m, &e);
+    if (!rc && tok && tok_vocab_size(tok) > m->cfg.vocab_size)
+        rc = ft_fail(&e, FT_EINPUT, "the tokenizer has %d tokens but %s/config.json says vocab_size %d: wrong --tokenizer?",
+                     tok_vocab_size(tok), a.dir, m->cfg.vocab_size);
+    int32_t *out = ft_xmalloc((size_t)(a.max_new > 0 ? a.max_new : 1) * sizeof(int32_t));
     int n_out = 0;
-    ft_sample_opts o = {greedy, (float)temp, (float)top_p, (uint64_t)seed, !ignore_eos};
-    if (!rc) rc = model_generate(m, ids, (int)n, (int)max_new, &o, out, &n_out, NULL, NULL, &e);
-    if (!rc) {
+    ft_sample_opts o = {a.greedy, (float)a.temp, (float)a.top_p, (uint64_t)a.seed, !a.ignore_eos};
+    text_stream s = {.tok = tok, .out = stdout};
+    if (!rc) rc = model_generate(m, ids, (int)n, (int)a.max_new, &o, out, &n_out, tok ? stream_token : NULL, &s, &e);
+    if (!rc && !tok) {
         putchar('[');
         for (int i = 0; i < n_out; i++) printf(i ? ", %d" : "%d", out[i]);
         printf("]\n");
+    } else if (!rc) {
+        stream_flush(&s);
+        putchar('\n');
     }
+    free(s.ids);
     free(out);
     free(ids);
     model_free(m);
+    tok_free(tok);
+    tmpl_free(t);
     if (b) b->destroy(b);
     return rc ? cli_report("generate", &e) : 0;
+}
+
+/* ---------- chat ---------- */
+
+static const char CHAT_HELP[] =
+    "usage: finetune chat MODEL_DIR --template T [--tokenizer DIR] [--system TEXT]\n"
+    "                     [--max-new N] [--temperature T] [--top-p P] [--greedy]\n"
+    "                     [--seed S] [--device auto|cpu|cuda]\n"
+    "\n"
+    "Talk to a model in the terminal. Each line read from standard input is a user\n"
+    "turn; the whole conversation so far is rendered with the chat template T (the\n"
+    "one the model was trained with, e.g. danube) and the answer is printed as it is\n"
+    "generated (up to N tokens, default 256; it ends at the EOS token). Type /exit or\n"
+    "end the input (Ctrl-D) to leave, /reset to forget the conversation. When the input\n"
+    "is not a terminal it works line by line the same way, without the prompt.\n"
+    "Defaults: temperature 0.7, top-p 0.9; the tokenizer is MODEL_DIR's.\n";
+
+/* One line from stdin without its newline (malloc'd), NULL at EOF. */
+static char *read_line(FILE *in) {
+    size_t cap = 256, n = 0;
+    char *s = ft_xmalloc(cap);
+    int ch;
+    while ((ch = fgetc(in)) != EOF && ch != '\n') {
+        if (n + 1 == cap) s = ft_xrealloc(s, cap *= 2);
+        s[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) {
+        free(s);
+        return NULL;
+    }
+    if (n && s[n - 1] == '\r') n--;
+    s[n] = 0;
+    return s;
+}
+
+int cmd_chat(int argc, char **argv) {
+    gen_args a = {.device = "auto", .max_new = 256, .temp = 0.7, .top_p = 0.9};
+    const char *system = NULL;
+    ft_error e = {0};
+    for (int i = 1; i < argc; i++) {
+        int k;
+        if (cli_is_help(argv[i])) {
+            fputs(CHAT_HELP, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--system") == 0) {
+            NEED_VALUE("chat", i, argc, argv);
+            system = argv[++i];
+        } else if ((k = parse_gen_option("chat", &a, argc, argv, &i, &e)) != 0) {
+            if (k < 0) return -k;
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error("chat", "unknown option %s", argv[i]);
+        } else if (!a.dir) {
+            a.dir = argv[i];
+        } else {
+            return cli_usage_error("chat", "unexpected argument %s", argv[i]);
+        }
+    }
+    if (!a.dir) return cli_usage_error("chat", "missing MODEL_DIR");
+    if (!a.template_name)
+        return cli_usage_error("chat", "missing --template (the chat template the model was trained with: %s)",
+                               tmpl_builtin_names());
+    ft_backend *b = NULL;
+    ft_model *m = NULL;
+    ft_tokenizer *tok = NULL;
+    tmpl *t = NULL;
+    int rc = tmpl_builtin(a.template_name, &t, &e);
+    if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
+    if (!rc) rc = ft_backend_create(a.device, &b, &e);
+    if (!rc) rc = model_load(a.dir, b, &m, &e);
+    if (!rc && tok_vocab_size(tok) > m->cfg.vocab_size)
+        rc = ft_fail(&e, FT_EINPUT, "the tokenizer has %d tokens but %s/config.json says vocab_size %d: wrong --tokenizer?",
+                     tok_vocab_size(tok), a.dir, m->cfg.vocab_size);
+    if (rc) goto out;
+    int tty = isatty(STDIN_FILENO);
+    if (tty)
+        fprintf(stderr, "finetune chat: %s, template %s. /exit or Ctrl-D to leave, /reset to start over.\n", a.dir,
+                tmpl_name(t));
+    ds_conv c = {0};
+    if (system && system[0]) ds_conv_add(&c, DS_SYSTEM, system);
+    int base = c.n; /* messages kept by /reset */
+    int32_t *out = ft_xmalloc((size_t)(a.max_new > 0 ? a.max_new : 1) * sizeof(int32_t));
+    for (int turn = 0; !rc; turn++) {
+        if (tty) {
+            fputs("> ", stderr);
+            fflush(stderr);
+        }
+        char *line = read_line(stdin);
+        if (!line) break;
+        if (strcmp(line, "/exit") == 0 || strcmp(line, "/quit") == 0) {
+            free(line);
+            break;
+        }
+        if (strcmp(line, "/reset") == 0) {
+            while (c.n > base) free(c.msgs[--c.n].content);
+            free(line);
+            continue;
+        }
+        if (!line[0]) { /* an empty turn is not a message */
+            free(line);
+            continue;
+        }
+        ds_conv_add(&c, DS_USER, line);
+        free(line);
+        int32_t *ids = NULL;
+        size_t n = 0;
+        rc = encode_prompt(t, &c, NULL, tok, &ids, &n, &e);
+        if (!rc && (int64_t)n + a.max_new > m->cfg.max_position_embeddings)
+            fprintf(stderr, "finetune chat: warning: the conversation (%zu tokens) is near the model's context (%d)\n",
+                    n, m->cfg.max_position_embeddings);
+        text_stream s = {.tok = tok, .out = stdout};
+        int n_out = 0;
+        /* a different seed per turn, still reproducible with --seed */
+        ft_sample_opts o = {a.greedy, (float)a.temp, (float)a.top_p, (uint64_t)a.seed + (uint64_t)turn, !a.ignore_eos};
+        if (!rc) rc = model_generate(m, ids, (int)n, (int)a.max_new, &o, out, &n_out, stream_token, &s, &e);
+        free(ids);
+        if (!rc) {
+            char *reply = stream_text(&s);
+            stream_flush(&s);
+            fputc('\n', stdout);
+            fflush(stdout);
+            /* the history keeps the reply as text: the next turn re-renders it with the template */
+            ds_conv_add(&c, DS_ASSISTANT, reply[0] ? reply : " ");
+            free(reply);
+        }
+        free(s.ids);
+    }
+    free(out);
+    ds_conv_free(&c);
+out:
+    model_free(m);
+    tok_free(tok);
+    tmpl_free(t);
+    if (b) b->destroy(b);
+    return rc ? cli_report("chat", &e) : 0;
 }
 
 /* ---------- init ---------- */

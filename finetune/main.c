@@ -15,6 +15,7 @@ static const command COMMANDS[] = {
     {"dpo", cmd_dpo, "preference tuning (DPO family) from a recipe"},
     {"info", cmd_info, "describe a checkpoint: architecture, parameters, training memory"},
     {"generate", cmd_generate, "generate tokens from a prompt"},
+    {"chat", cmd_chat, "talk to a model in the terminal (multi-turn, chat template)"},
     {"score", cmd_score, "log-probability of each token given those before it"},
     {"init", cmd_init, "write a randomly initialised checkpoint for a config"},
     {"tokenize", cmd_tokenize, "encode JSONL text to token ids (or --decode ids to text)"},
