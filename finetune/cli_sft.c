@@ -261,6 +261,8 @@ int cmd_sft(int argc, char **argv) {
                             .batches_per_epoch = n_probe,
                             .eval = eval_batches,
                             .n_eval = n_eval_batches,
+                            .add_params = j.use_lora ? job_add_params : NULL,
+                            .params_ctx = &j,
                             .save_output = job_save_output,
                             .save_ctx = &j};
         if (!rc) rc = trainer_run(&job, &e);

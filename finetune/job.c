@@ -25,6 +25,70 @@ int job_parse_dtype(const char *s, const char *torch_dtype, ft_dtype *out, ft_er
     return FT_OK;
 }
 
+/* The "lora" or "qlora" recipe section. */
+static int job_read_lora(rcp *r, ft_job *j, ft_error *e) {
+    int has_l = rcp_has(r, "lora"), has_q = rcp_has(r, "qlora");
+    if (!has_l && !has_q) return FT_OK;
+    if (has_l && has_q)
+        return ft_fail(e, FT_EINPUT, "%s: give either a 'lora' or a 'qlora' section, not both", rcp_name(r));
+    const char *sec = has_q ? "qlora" : "lora";
+    char k[64];
+    int v;
+    double d;
+    const char *s;
+    j->use_lora = 1;
+#define KEY(name) (snprintf(k, sizeof k, "%s.%s", sec, name), k)
+    GET(rcp_get_int(r, KEY("r"), 16, &j->lora.r, e));
+    GET(rcp_get_float(r, KEY("alpha"), 2.0 * j->lora.r, &d, e));
+    j->lora.alpha = (float)d;
+    GET(rcp_get_float(r, KEY("dropout"), 0.0, &d, e));
+    j->lora.dropout = (float)d;
+    GET(rcp_get_bool(r, KEY("use_rslora"), 0, &v, e));
+    j->lora.use_rslora = v;
+    GET(rcp_get_bool(r, KEY("use_dora"), 0, &v, e));
+    j->lora.use_dora = v;
+    char *json = NULL;
+    GET(rcp_get_json(r, KEY("target_modules"), &json, e));
+    int rc = lora_parse_targets(json ? json : "\"all-linear\"", &j->lora, KEY("target_modules"), e);
+    free(json);
+    if (rc) return rc;
+    json = NULL;
+    GET(rcp_get_json(r, KEY("layers_to_transform"), &json, e));
+    if (json) {
+        char cfgtext[4096];
+        snprintf(cfgtext, sizeof cfgtext, "%s", json);
+        free(json);
+        /* reuse the adapter_config reader's rules: an integer or a list of integers */
+        int n = 0, cap = 8, *L = ft_xmalloc((size_t)cap * sizeof(int));
+        for (char *p = cfgtext; *p;) {
+            if ((*p >= '0' && *p <= '9') || *p == '-') {
+                if (n == cap) L = ft_xrealloc(L, (size_t)(cap *= 2) * sizeof(int));
+                L[n++] = (int)strtol(p, &p, 10);
+            } else if (*p == '[' || *p == ']' || *p == ',' || *p == ' ' || *p == '\n') {
+                p++;
+            } else {
+                free(L);
+                return ft_fail(e, FT_EINPUT, "%s: key '%s': expected an integer or a list of integers", rcp_name(r), k);
+            }
+        }
+        j->lora.layers = L;
+        j->lora.n_layers = n;
+    }
+    GET(rcp_get_path(r, KEY("init_from"), NULL, &j->lora_init_from, e));
+    GET(rcp_get_string(r, KEY("quantize_base"), has_q ? "nf4" : "none", &s, e));
+    if (strcmp(s, "nf4") == 0)
+        j->quantize_nf4 = 1;
+    else if (strcmp(s, "none") != 0)
+        return ft_fail(e, FT_EINPUT, "%s: key '%s': '%s' (expected nf4 or none)", rcp_name(r), k, s);
+#undef KEY
+    rc = lora_check_cfg(&j->lora, sec, e);
+    if (!rc && j->lora.dropout > 0)
+        rc = ft_fail(e, FT_EINPUT,
+                     "%s: %s.dropout = %g: LoRA dropout is not implemented in training yet; set it to 0", rcp_name(r),
+                     sec, j->lora.dropout);
+    return rc;
+}
+
 int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
     const char *s;
     double d;
@@ -104,6 +168,19 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
     GET(rcp_get_int(r, "keep_last", 2, &t->keep_last, e));
     GET(rcp_get_int(r, "log_every", 10, &t->log_every, e));
     GET(rcp_get_int(r, "max_bad_steps", 5, &t->max_bad_steps, e));
+    /* mixed precision (the trainer applies it once the backend is known) */
+    GET(rcp_get_string(r, "precision", "auto", &t->precision, e));
+    if (strcmp(t->precision, "auto") && strcmp(t->precision, "fp32") && strcmp(t->precision, "bf16") &&
+        strcmp(t->precision, "fp16"))
+        return ft_fail(e, FT_EINPUT, "%s: precision '%s': expected auto, fp32, bf16 or fp16", rcp_name(r),
+                       t->precision);
+    GET(rcp_get_bool(r, "offload_activations", 0, &t->offload_activations, e));
+    GET(rcp_get_float(r, "loss_scale_init", 65536.0, &d, e));
+    t->loss_scale_init = (float)d;
+    GET(rcp_get_int(r, "loss_scale_growth_interval", 2000, &t->loss_scale_growth_interval, e));
+    if (t->loss_scale_init <= 0 || t->loss_scale_growth_interval < 1)
+        return ft_fail(e, FT_EINPUT, "%s: loss_scale_init must be > 0 and loss_scale_growth_interval >= 1",
+                       rcp_name(r));
     GET(rcp_get_bool(r, "freeze_embeddings", 0, &j->freeze_embeddings, e));
     char *layers = NULL;
     GET(rcp_get_json(r, "freeze_layers", &layers, e));
@@ -127,7 +204,7 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
         cJSON_Delete(a);
     }
     (void)v;
-    return FT_OK;
+    return job_read_lora(r, j, e);
 }
 
 static int read_template(ft_job *j, rcp *r, ft_error *e) {
@@ -167,8 +244,25 @@ int job_setup_data(ft_job *j, rcp *r, ft_error *e) {
     return tok_load(j->tokenizer_dir, &j->tok, e);
 }
 
+static int job_setup_lora(ft_job *j, ft_error *e) {
+    int rc;
+    if (j->quantize_nf4 && !j->model_dir)
+        return ft_fail(e, FT_EINPUT, "qlora needs 'model' (a checkpoint to quantize), not model_init");
+    if (j->lora_init_from)
+        rc = lora_load(j->lora_init_from, j->model, &j->adapter, e);
+    else
+        rc = lora_create(j->model, &j->lora, j->train.seed, &j->adapter, e);
+    if (!rc && j->quantize_nf4) rc = lora_quantize_base(j->adapter, j->model, j->model_dir, e);
+    if (!rc) lora_attach(j->adapter, j->model);
+    return rc;
+}
+
 int job_setup_model(ft_job *j, ft_error *e) {
     GET(ft_backend_create(j->device, &j->backend, e));
+    if (j->model_dir && j->use_lora) {
+        GET(model_load_ex(j->model_dir, j->backend, j->quantize_nf4, &j->model, e));
+        return job_setup_lora(j, e);
+    }
     if (j->model_dir) return model_load(j->model_dir, j->backend, &j->model, e);
     char *text = NULL;
     size_t len = 0;
@@ -177,11 +271,25 @@ int job_setup_model(ft_job *j, ft_error *e) {
     if (!rc) rc = cfg_parse(text, len, j->model_init, &c, e);
     free(text);
     if (!rc) rc = model_init_random(&c, j->backend, j->train.seed, 0.02f, &j->model, e);
+    if (!rc && j->use_lora) rc = job_setup_lora(j, e);
+    return rc;
+}
+
+int job_add_params(void *ctx, ft_optim *o, ft_error *e) {
+    ft_job *j = ctx;
+    if (!j->adapter) return FT_OK;
+    int rc = lora_grads_create(j->adapter, e), n = 0;
+    ft_param *w = NULL, *g = NULL;
+    if (!rc) lora_params(j->adapter, &w, &g, &n);
+    for (int i = 0; i < n && !rc; i++) rc = optim_add_param(o, w[i].name, w[i].t, g[i].t, e);
+    free(w);
+    free(g);
     return rc;
 }
 
 int job_trainable(const char *name, void *ctx) {
     const ft_job *j = ctx;
+    if (j->use_lora) return 0; /* the base is frozen: no weight gradients, no optimizer state */
     if (j->freeze_embeddings && strcmp(name, "model.embed_tokens.weight") == 0) return 0;
     int layer;
     if (sscanf(name, "model.layers.%d.", &layer) == 1)
@@ -193,6 +301,12 @@ int job_trainable(const char *name, void *ctx) {
 int job_save_output(void *ctx, ft_model *m, ft_error *e) {
     ft_job *j = ctx;
     char *jinja = tmpl_jinja(j->tmpl);
+    if (j->adapter) { /* a PEFT adapter dir, not a full model */
+        int rc = lora_save(j->adapter, j->output_dir, j->model_dir ? j->model_dir : j->model_init, e);
+        if (!rc) rc = export_tokenizer(j->tokenizer_dir, j->output_dir, jinja, e);
+        free(jinja);
+        return rc;
+    }
     int rc = model_save(m, j->output_dir, j->train.save_dtype, e);
     if (!rc) rc = export_generation_config(&m->cfg, j->output_dir, e);
     if (!rc) rc = export_tokenizer(j->tokenizer_dir, j->output_dir, jinja, e);
@@ -201,6 +315,9 @@ int job_save_output(void *ctx, ft_model *m, ft_error *e) {
 }
 
 void job_free(ft_job *j) {
+    lora_free(j->adapter);
+    lora_cfg_free(&j->lora);
+    free(j->lora_init_from);
     model_free(j->model);
     if (j->backend) j->backend->destroy(j->backend);
     tok_free(j->tok);

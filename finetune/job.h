@@ -15,6 +15,7 @@
 #include "recipe.h"
 #include "tokenizer.h"
 #include "trainer.h"
+#include "lora/lora.h"
 
 typedef struct ft_job {
     /* recipe values */
@@ -33,6 +34,12 @@ typedef struct ft_job {
     int *freeze_layers;
     size_t n_freeze_layers;
     ft_train_cfg train;
+    /* LoRA / QLoRA: recipe section "lora" or "qlora" (keys r, alpha, dropout, target_modules,
+     * layers_to_transform, use_rslora, use_dora, init_from, quantize_base "nf4"|"none"; qlora: nf4) */
+    int use_lora, quantize_nf4;
+    lora_cfg lora;
+    char *lora_init_from; /* PEFT adapter dir to continue from */
+    lora_adapter *adapter;
     /* set up by job_setup */
     ft_backend *backend;
     ft_model *model;
@@ -48,7 +55,10 @@ int job_setup_data(ft_job *j, rcp *r, ft_error *e);
 int job_setup_model(ft_job *j, ft_error *e);
 /* Trainable-parameter predicate honouring freeze_embeddings and freeze_layers (ctx = ft_job). */
 int job_trainable(const char *name, void *ctx);
-/* Write the output model directory: weights, config, generation config, tokenizer + chat template. */
+/* With LoRA: create the adapter's gradients and hand its parameters to the optimizer (ft_train_job.add_params). */
+int job_add_params(void *ctx, ft_optim *o, ft_error *e);
+/* Write the output model directory: weights, config, generation config, tokenizer + chat template
+ * (with LoRA: the PEFT adapter files + tokenizer + chat template instead of the weights). */
 int job_save_output(void *ctx, ft_model *m, ft_error *e);
 void job_free(ft_job *j);
 
