@@ -37,6 +37,7 @@ typedef struct ft_backend ft_backend;
 struct ft_backend {
     const char *name;
     ft_device device;
+    int arch;   /* CUDA compute capability as major*10+minor (75 = T4, 80 = A100, 90 = H100); 0 on the CPU */
     void *impl; /* backend private state */
 
     /* ---- memory ---- */

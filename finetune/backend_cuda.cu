@@ -664,10 +664,15 @@ static int64_t cu_lp_chunk(int64_t T_, int64_t V) {
     return c < V ? c : V;
 }
 
+/* h and W: F32, or one 16-bit dtype (mixed precision: the GEMMs read 16 bits, logits and sums are fp32) */
 static int cu_lp_args(ft_backend *b, const char *op, const ft_tensor *h, const ft_tensor *W, const ft_tensor *targets) {
-    if (!cu_arg(b, op, "h", h, CU_F32, 2, 2) || !cu_arg(b, op, "W", W, CU_F32, 2, 2) ||
+    if (!cu_arg(b, op, "h", h, CU_ANYF, 2, 2) || !cu_arg(b, op, "W", W, CU_ANYF, 2, 2) ||
         !cu_arg(b, op, "targets", targets, CU_I32, 1, 1))
         return 0;
+    if (W->dtype != h->dtype) {
+        cu_report(b, "%s: h is %s but W is %s: they must match", op, ft_dtype_name(h->dtype), ft_dtype_name(W->dtype));
+        return 0;
+    }
     if (W->shape[1] != h->shape[1] || targets->shape[0] != h->shape[0]) {
         char s1[64], s2[64], s3[64];
         cu_report(b, "%s: h %s, W %s and targets %s do not agree (want h [T,D], W [V,D], targets [T])", op,
@@ -695,8 +700,8 @@ static int cu_lp_forward(ft_backend *b, const char *op, const ft_tensor *h, cons
     k_lp_init<<<(unsigned)((T_ + 255) / 256), 256, 0, st>>>(m, s, tl, T_);
     for (int64_t c0 = 0; c0 < V; c0 += C) {
         int64_t n = V - c0 < C ? V - c0 : C;
-        if (!cu_gemm_rm(b, op, FT_F32, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D, (const float *)W->data + c0 * D, D,
-                        0.f, logits, n))
+        if (!cu_gemm_rm(b, op, h->dtype, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D,
+                        (const char *)W->data + (size_t)(c0 * D) * ft_dtype_size(W->dtype), D, 0.f, logits, n))
             return 0;
         k_lp_chunk<<<(unsigned)T_, 256, 0, st>>>(logits, n, c0, tg, m, s, tl);
     }
@@ -743,9 +748,15 @@ static void cu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const 
                                        ft_tensor *dh, ft_tensor *dW) {
     const char *op = "token_logprobs_backward";
     if (!cu_lp_args(b, op, h, W, targets) || (lse && !cu_arg(b, op, "lse", lse, CU_F32, 1, 1)) ||
-        !cu_arg(b, op, "dlogp", dlogp, CU_F32, 1, 1) || !cu_arg(b, op, "dh", dh, CU_F32, 2, 2) ||
-        (dW && !cu_arg(b, op, "dW", dW, CU_F32, 2, 2)))
+        !cu_arg(b, op, "dlogp", dlogp, CU_F32, 1, 1) || !cu_arg(b, op, "dh", dh, CU_ANYF, 2, 2) ||
+        (dW && !cu_arg(b, op, "dW", dW, CU_ANYF, 2, 2)))
         return;
+    /* 16-bit h/W: dh and dW may be F32 (mixed precision: the fp32 norm backward and master gradients) */
+    if ((dh->dtype != FT_F32 && dh->dtype != h->dtype) || (dW && dW->dtype != FT_F32 && dW->dtype != h->dtype)) {
+        cu_report(b, "%s: dh %s and dW %s must be F32 or h's dtype %s", op, ft_dtype_name(dh->dtype),
+                  dW ? ft_dtype_name(dW->dtype) : "-", ft_dtype_name(h->dtype));
+        return;
+    }
     int64_t T_ = h->shape[0], D = h->shape[1], V = W->shape[0];
     if ((lse && lse->shape[0] != T_) || dlogp->shape[0] != T_ || dh->shape[0] != T_ || dh->shape[1] != D ||
         (dW && (dW->shape[0] != V || dW->shape[1] != D))) {
@@ -760,8 +771,10 @@ static void cu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const 
     }
     int64_t C = cu_lp_chunk(T_, V);
     size_t tile = cu_align((size_t)T_ * C * 4), vec = cu_align((size_t)T_ * 4);
-    /* one workspace: the tile, 3 running vectors of the forward, and our own lse when none was given */
-    char *ws = (char *)cu_scratch(b, tile + 4 * vec, op);
+    size_t esz = ft_dtype_size(h->dtype), tile16 = esz < 4 ? cu_align((size_t)T_ * C * esz) : 0;
+    /* one workspace: the tile, 3 running vectors of the forward, our own lse when none was given, and with
+     * 16-bit h/W the tile's 16-bit copy that the two gradient GEMMs read */
+    char *ws = (char *)cu_scratch(b, tile + 4 * vec + tile16, op);
     if (!ws) return;
     const float *l = lse ? (const float *)lse->data : NULL;
     if (!l) {
@@ -773,15 +786,22 @@ static void cu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const 
     cudaStream_t st = cu_of(b)->stream;
     for (int64_t c0 = 0; c0 < V; c0 += C) {
         int64_t n = V - c0 < C ? V - c0 : C;
-        const float *Wc = (const float *)W->data + c0 * D;
-        if (!cu_gemm_rm(b, op, FT_F32, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D, Wc, D, 0.f, logits, n)) return;
+        const char *Wc = (const char *)W->data + (size_t)(c0 * D) * esz;
+        if (!cu_gemm_rm(b, op, h->dtype, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D, Wc, D, 0.f, logits, n)) return;
         k_lp_grad<<<(unsigned)T_, 256, 0, st>>>(logits, n, c0, (const int32_t *)targets->data, l,
                                                 (const float *)dlogp->data);
+        const void *G = logits;
+        if (tile16) { /* the GEMMs take one input dtype: round G to h's (relative error 2^-8 bf16, 2^-11 fp16) */
+            ft_tensor gf = ft_t1(logits, FT_F32, FT_DEV_CUDA, T_ * n), g16 = ft_t1(ws + tile + 4 * vec, h->dtype,
+                                                                                   FT_DEV_CUDA, T_ * n);
+            cu_cast(b, &gf, &g16);
+            G = g16.data;
+        }
         /* dh (=/+=) G[T,n] Wc[n,D];  dW[c0:c0+n] += G^T h */
-        if (!cu_gemm_rm(b, op, FT_F32, FT_F32, 0, 0, T_, D, n, 1.f, logits, n, Wc, D, c0 ? 1.f : 0.f, dh->data, D))
+        if (!cu_gemm_rm(b, op, h->dtype, dh->dtype, 0, 0, T_, D, n, 1.f, G, n, Wc, D, c0 ? 1.f : 0.f, dh->data, D))
             return;
-        if (dW && !cu_gemm_rm(b, op, FT_F32, FT_F32, 1, 0, n, D, T_, 1.f, logits, n, h->data, D, 1.f,
-                              (float *)dW->data + c0 * D, D))
+        if (dW && !cu_gemm_rm(b, op, h->dtype, dW->dtype, 1, 0, n, D, T_, 1.f, G, n, h->data, D, 1.f,
+                              (char *)dW->data + (size_t)(c0 * D) * ft_dtype_size(dW->dtype), D))
             return;
     }
     cu_check_launch(b, op);
@@ -874,6 +894,7 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
 
     b->name = "cuda";
     b->device = FT_DEV_CUDA;
+    b->arch = sm;
     b->alloc = cu_alloc_fn;
     b->free = cu_free_fn;
     b->upload = cu_upload;

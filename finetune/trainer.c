@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "lossscale.h"
 #include "metrics.h"
 
 int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch) {
@@ -16,11 +17,41 @@ int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch) {
     return per_epoch * cfg->epochs;
 }
 
+/* ---------- precision ---------- */
+
+/* The recipe's precision for this backend: auto = bf16 on sm_80+, fp16 (with loss scaling) on sm_75, fp32 on
+ * the CPU. A 16-bit dtype on the CPU, or bf16 on a GPU without it, is a clear error. */
+static int resolve_precision(const char *precision, const ft_backend *b, ft_dtype *out, ft_error *e) {
+    const char *p = precision ? precision : "auto";
+    if (strcmp(p, "auto") == 0) {
+        *out = b->device == FT_DEV_CPU ? FT_F32 : b->arch >= 80 ? FT_BF16 : FT_F16;
+        return FT_OK;
+    }
+    if (strcmp(p, "fp32") == 0)
+        *out = FT_F32;
+    else if (strcmp(p, "bf16") == 0)
+        *out = FT_BF16;
+    else if (strcmp(p, "fp16") == 0)
+        *out = FT_F16;
+    else
+        return ft_fail(e, FT_EINPUT, "precision '%s': expected auto, fp32, bf16 or fp16", p);
+    if (*out != FT_F32 && b->device == FT_DEV_CPU)
+        return ft_fail(e, FT_EINPUT,
+                       "precision=%s needs device=cuda: the CPU backend computes in fp32 (use precision=fp32 or auto)",
+                       p);
+    if (*out == FT_BF16 && b->arch < 80)
+        return ft_fail(e, FT_EINPUT,
+                       "precision=bf16: this GPU (sm_%d) has no bf16 tensor cores; use precision=fp16 (with loss "
+                       "scaling) or auto",
+                       b->arch);
+    return FT_OK;
+}
+
 /* ---------- checkpoints ---------- */
 
 /* Names in the checkpoint: the parameter name for weights, "optim.m/<name>" and "optim.v/<name>". */
 static int save_checkpoint(ft_train_job *job, ft_optim *o, int64_t step, int bad_streak, double tokens_seen,
-                           ft_error *e) {
+                           const ft_lossscale *ls, ft_error *e) {
     const ft_train_cfg *cfg = job->cfg;
     ft_backend *b = job->model->b;
     ckpt_writer *w = NULL;
@@ -52,8 +83,8 @@ static int save_checkpoint(ft_train_job *job, ft_optim *o, int64_t step, int bad
         char state[512];
         snprintf(state, sizeof state,
                  "{\"step\": %" PRId64 ", \"optim_step\": %d, \"seed\": \"%" PRIu64
-                 "\", \"bad_streak\": %d, \"tokens_seen\": %.17g}",
-                 step, o->step, cfg->seed, bad_streak, tokens_seen);
+                 "\", \"bad_streak\": %d, \"tokens_seen\": %.17g, \"loss_scale\": %.9g, \"loss_scale_good_steps\": %d}",
+                 step, o->step, cfg->seed, bad_streak, tokens_seen, (double)ls->scale, ls->good_steps);
         rc = ckpt_writer_set_state(w, state, e);
     }
     if (rc) {
@@ -64,7 +95,7 @@ static int save_checkpoint(ft_train_job *job, ft_optim *o, int64_t step, int bad
 }
 
 static int load_checkpoint(ft_train_job *job, ft_optim *o, const char *dir, int64_t *step, int *bad_streak,
-                           double *tokens_seen, ft_error *e) {
+                           double *tokens_seen, ft_lossscale *ls, ft_error *e) {
     ckpt *c = NULL;
     int rc = ckpt_load(dir, &c, e);
     if (rc) return rc;
@@ -102,6 +133,12 @@ static int load_checkpoint(ft_train_job *job, ft_optim *o, const char *dir, int6
             o->step = jo->valueint;
             *bad_streak = jb->valueint;
             *tokens_seen = jt->valuedouble;
+            /* fp16 loss scale (absent in older checkpoints: the scaler starts fresh) */
+            const cJSON *jl = cJSON_GetObjectItem(st, "loss_scale"), *jg = cJSON_GetObjectItem(st, "loss_scale_good_steps");
+            if (ls->enabled && cJSON_IsNumber(jl) && jl->valuedouble > 0 && cJSON_IsNumber(jg)) {
+                ls->scale = (float)jl->valuedouble;
+                ls->good_steps = jg->valueint;
+            }
         }
     }
     cJSON_Delete(st);
@@ -161,7 +198,14 @@ int trainer_run(ft_train_job *job, ft_error *e) {
     int n_batches = 0, planned_epoch = -1, bad_streak = 0;
     int64_t start = 0;
     double tokens_seen = 0;
-    int rc = grads_create(m, job->trainable, job->trainable_ctx, &g, e);
+    ft_lossscale ls; /* fp16 compute: dynamic loss scaling; otherwise scale 1, never changes */
+    ft_dtype compute = FT_F32;
+    int rc = resolve_precision(cfg->precision, b, &compute, e);
+    if (!rc) m->offload_activations = cfg->offload_activations;
+    /* before grads_create, with its predicate: frozen weights keep only their 16-bit compute copies */
+    if (!rc) rc = model_set_precision(m, compute, job->trainable, job->trainable_ctx, e);
+    lossscale_init(&ls, !rc && m->compute == FT_F16, cfg->loss_scale_init, cfg->loss_scale_growth_interval);
+    if (!rc) rc = grads_create(m, job->trainable, job->trainable_ctx, &g, e);
     if (!rc) rc = optim_create_ex(m, &g, &ocfg, job->add_params != NULL, &o, e);
     if (!rc && job->add_params) {
         rc = job->add_params(job->params_ctx, o, e);
@@ -173,7 +217,8 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         rc = ckpt_latest(cfg->output_dir, &dir, NULL, e);
         if (!rc && !dir)
             rc = ft_fail(e, FT_EINPUT, "--resume: %s has no complete checkpoint to resume from", cfg->output_dir);
-        if (!rc) rc = load_checkpoint(job, o, dir, &start, &bad_streak, &tokens_seen, e);
+        if (!rc) rc = load_checkpoint(job, o, dir, &start, &bad_streak, &tokens_seen, &ls, e);
+        if (!rc) model_sync_compute(m); /* the 16-bit compute copies of the loaded masters */
         if (!rc) fprintf(stderr, "resuming from %s (step %" PRId64 " of %d)\n", dir, start, total);
         free(dir);
     }
@@ -206,13 +251,15 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             dlogp = ft_xrealloc(dlogp, (size_t)bt->n_tokens * sizeof(float));
             rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
             if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, extra, e);
+            if (!rc && ls.enabled)
+                for (int t = 0; t < bt->n_tokens; t++) dlogp[t] *= ls.scale;
             if (!rc) rc = model_backward(m, dlogp, &g, e);
             step_tokens += bt->n_tokens;
         }
         if (rc) break;
         ft_step_info info = {0};
         if (isfinite(loss)) {
-            optim_step(o, 1.0f, &info);
+            optim_step(o, 1.0f / ls.scale, &info); /* unscales the gradients */
         } else {
             info.skipped = 1;
             info.grad_norm = NAN;
@@ -220,8 +267,16 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         }
         tokens_seen += step_tokens;
         tokens_run += step_tokens;
-        bad_streak = info.skipped ? bad_streak + 1 : 0;
-        if (info.skipped)
+        /* fp16 overflow (finite loss, inf/NaN gradients): GradScaler halves the scale and skips the step;
+         * that is routine and not a bad step unless the scale has collapsed below 1 */
+        int overflow = ls.enabled && info.skipped && isfinite(loss);
+        lossscale_update(&ls, ls.enabled && info.skipped);
+        if (!info.skipped) model_sync_compute(m);
+        bad_streak = !info.skipped ? 0 : overflow && ls.scale >= 1.0f ? bad_streak : bad_streak + 1;
+        if (overflow)
+            mx_print(&term, "step %" PRId64 ": fp16 gradient overflow: step skipped, loss scale now %g", step + 1,
+                     (double)ls.scale);
+        else if (info.skipped)
             mx_print(&term, "step %" PRId64 ": non-finite loss or gradients (loss %g, grad norm %g): step skipped",
                      step + 1, loss, info.grad_norm);
 
@@ -236,8 +291,10 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         mx_add(mx, "tokens_per_s", elapsed > 0 ? tokens_run / elapsed : 0);
         mx_add(mx, "mem_gib", (double)peak / (1u << 30));
         if (info.skipped) mx_add(mx, "skipped", 1);
-        mx_field fields[FT_MAX_EXTRA_METRICS];
+        if (ls.enabled) mx_add(mx, "loss_scale", ls.scale);
+        mx_field fields[FT_MAX_EXTRA_METRICS + 1];
         int n_fields = 0;
+        if (ls.enabled) fields[n_fields++] = (mx_field){"scale", ls.scale, "%.0f"};
         for (int k = 0; k < job->loss.n_extra && k < FT_MAX_EXTRA_METRICS; k++) {
             mx_add(mx, job->loss.extra_names[k], extra[k]);
             if (job->loss.extra_labels && job->loss.extra_labels[k])
@@ -295,7 +352,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         }
         /* never checkpoint during a bad streak: the weights may be blown up, and keep_last would prune the good ones */
         if (!rc && bad_streak == 0 && ((cfg->save_every > 0 && (step + 1) % cfg->save_every == 0) || final))
-            rc = save_checkpoint(job, o, step + 1, bad_streak, tokens_seen, e);
+            rc = save_checkpoint(job, o, step + 1, bad_streak, tokens_seen, &ls, e);
     }
     mx_term_finish(&term);
     if (!rc && job->save_output) rc = job->save_output(job->save_ctx, m, e);

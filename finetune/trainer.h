@@ -26,6 +26,10 @@ typedef struct ft_train_cfg {
     uint64_t seed;
     int eval_every, save_every, keep_last, log_every;
     int max_bad_steps; /* consecutive non-finite steps that stop the run */
+    float loss_scale_init;          /* fp16 dynamic loss scaling (GradScaler): initial scale, 0 = 2^16 */
+    int loss_scale_growth_interval; /* clean steps before the scale doubles, 0 = 2000 */
+    const char *precision;          /* "auto" | "fp32" | "bf16" | "fp16" (job_setup_model applies it) */
+    int offload_activations;        /* keep saved layer inputs in pinned host memory */
     const char *save_dtype_name; /* "auto", "f32", "bf16", "f16" */
     int resume;
     ft_dtype save_dtype;
