@@ -83,6 +83,17 @@ if [ -x ./test_cuda_ops ]; then
     step "test_cuda_ops (direct)" "$OUT/test_cuda_ops.log" env FT_SOURCE_DIR="$ROOT" ./test_cuda_ops
     grep -q "skipping" "$OUT/test_cuda_ops.log" && say "WARN  test_cuda_ops skipped itself: the backend saw no usable GPU"
 fi
+# The precision tests directly too: they print the measured errors, loss curves and memory ratio that
+# docs/gpu-log.md records (and their tolerances can be overridden: FT_TOL_BF16, FT_TOL_F16, FT_TOL_TRAIN_*).
+for t in test_cuda_model test_cuda_train; do
+    if [ -x ./$t ]; then
+        step "$t (direct)" "$OUT/$t.log" env FT_SOURCE_DIR="$ROOT" ./$t
+        grep -E "err|loss|memory|overflow|skipping" "$OUT/$t.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+    else
+        say "FAIL  $t was not built"
+        failures=$((failures + 1))
+    fi
+done
 step "ctest -L gpu" "$OUT/ctest-gpu.log" ctest -L gpu --output-on-failure --timeout "$CTEST_TIMEOUT"
 grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT/ctest-gpu.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
 if [ "$FULL_CTEST" = 1 ]; then
