@@ -1,5 +1,6 @@
 #include "datasets/reader.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -72,7 +73,9 @@ static int ends_with(const char *s, const char *suf) {
 int ds_reader_open(const char *path, ds_reader **out, ft_error *e) {
     *out = NULL;
     gzFile gz = gzopen(path, "rb");
-    if (!gz) return ft_fail(e, FT_EIO, "%s: cannot open dataset file", path);
+    if (!gz)
+        return ft_fail(e, errno == ENOENT || errno == EACCES || errno == EISDIR ? FT_EINPUT : FT_EIO,
+                       "%s: cannot open dataset file: %s", path, errno ? strerror(errno) : "gzopen failed");
     gzbuffer(gz, 1 << 17);
     ds_reader *r = ft_xcalloc(1, sizeof *r);
     r->path = ft_xstrdup(path);

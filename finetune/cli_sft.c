@@ -230,13 +230,7 @@ int cmd_sft(int argc, char **argv) {
         fprintf(stderr, "plan: %d micro-batches of %d %s per epoch, grad_accum %d, %d optimizer steps\n", n_probe,
                 j.batch_size, j.packing ? "packed rows" : "padded rows", j.train.grad_accum, total);
         if (dry_run) {
-            ft_config c;
-            int have_cfg = j.model_dir ? cfg_load(j.model_dir, &c, &e) == 0 : 0;
-            if (have_cfg) {
-                ft_memplan mp;
-                memplan_estimate(&c, FT_TRAIN_FULL, j.ex.max_length, j.batch_size, 0, &mp);
-                fprintf(stderr, "memory estimate (full fine-tune, 16-bit compute): %.2f GiB\n", mp.total / (1u << 30));
-            }
+            job_print_memory_estimate(&j);
             fprintf(stderr, "dry run: nothing trained\n");
         }
     }

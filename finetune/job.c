@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "export.h"
+#include "memplan.h"
 
 #define GET(call)                 \
     do {                          \
@@ -285,6 +286,34 @@ int job_add_params(void *ctx, ft_optim *o, ft_error *e) {
     free(w);
     free(g);
     return rc;
+}
+
+int job_model_config(const ft_job *j, ft_config *c, ft_error *e) {
+    if (j->model_dir) return cfg_load(j->model_dir, c, e);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = ft_read_file(j->model_init, &text, &len, e);
+    if (!rc) rc = cfg_parse(text, len, j->model_init, c, e);
+    free(text);
+    return rc;
+}
+
+void job_print_memory_estimate(const ft_job *j) {
+    ft_config c;
+    ft_error e = {0};
+    if (job_model_config(j, &c, &e)) {
+        fprintf(stderr, "memory estimate: unavailable (%s)\n", e.msg);
+        return;
+    }
+    ft_train_mode mode = !j->use_lora ? FT_TRAIN_FULL : j->quantize_nf4 ? FT_TRAIN_QLORA : FT_TRAIN_LORA;
+    static const char *NAMES[] = {"full fine-tune", "LoRA", "QLoRA"};
+    ft_memplan mp;
+    memplan_estimate(&c, mode, j->ex.max_length, j->batch_size, j->use_lora ? j->lora.r : 0, &mp);
+    fprintf(stderr,
+            "memory estimate (%s, 16-bit compute, recomputed activations, %d x %d tokens): %.2f GiB "
+            "(weights %.2f, trainable state %.2f, activations %.2f, overhead %.2f)\n",
+            NAMES[mode], j->batch_size, j->ex.max_length, mp.total / (1u << 30), mp.weights / (1u << 30),
+            mp.trainable / (1u << 30), mp.activations / (1u << 30), mp.overhead / (1u << 30));
 }
 
 int job_trainable(const char *name, void *ctx) {
