@@ -50,11 +50,11 @@ rc=$?
 check "missing recipe: non-zero (got $rc)" '[ $rc != 0 ]'
 check "missing recipe: names it ($(cat out))" 'grep -q "nope-recipe.json" out'
 
-# Missing data file: non-zero, names the file (exit 2 is checked in sft_bugs.sh).
+# Missing data file: bad input, exit 2, names the file and why.
 run r.json data=missing.jsonl
 rc=$?
-check "missing data file: non-zero (got $rc)" '[ $rc != 0 ]'
-check "missing data file: names it ($(cat out))" 'grep -q "missing.jsonl" out'
+check "missing data file: exit 2 (got $rc)" '[ $rc = 2 ]'
+check "missing data file: names it and says why ($(cat out))" 'grep -q "missing.jsonl.*No such file" out'
 check "missing data file: nothing written" '[ ! -e run ]'
 
 # A bad record: line 4 has a number where a string belongs, line 5 is not JSON.
@@ -88,6 +88,7 @@ check "dry run: memory estimate" 'grep -Eq "memory estimate.*[0-9.]+ GiB" out'
 check "dry run: says nothing was trained" 'grep -q "dry run: nothing trained" out'
 check "dry run: no output dir created" '[ ! -e run ]'
 run r.json --dry-run
+check "dry run with model_init: memory estimate ($(cat out))" 'grep -Eq "memory estimate.*[0-9.]+ GiB" out'
 check "dry run with model_init: no output dir created" '[ ! -e run ]'
 
 # Divergence. Phase 1 trains 4 good steps (checkpoints 2 and 4). Phase 2 resumes with lr=1e30:
