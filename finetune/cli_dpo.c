@@ -4,9 +4,10 @@
  * packed back to back in the flat token layout (no padding: doc_start keeps sequences apart). A
  * token's sample id is 2 * pair + (0 chosen, 1 rejected), which is how the loss finds the pairs.
  * Only completion tokens carry targets, so prompt tokens never count in the log-probs.
- * Reference log-probs come from one pass over all pairs before training (the model as loaded; with
- * LoRA that is the base with the adapter not yet trained), from a separate reference model, or are
- * not needed (SimPO, ORPO). */
+ * Reference log-probs come from one pass over all pairs before training (the model as loaded, with any
+ * LoRA adapter switched off: the base, as TRL's PEFT reference), on the fly per micro-batch with the
+ * adapters switched off (no cache, no second model), from a separate reference model, or are not
+ * needed (SimPO, ORPO). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,8 @@ static const char DPO_HELP[] =
     "UltraFeedback binarized, orca_dpo_pairs, OASST pairs or prompt/chosen/rejected.\n"
     "Recipe keys as for sft (docs/recipes.md) plus the dpo section (docs/dpo.md):\n"
     "dpo.loss, dpo.beta, dpo.label_smoothing, dpo.simpo_gamma, dpo.sft_weight,\n"
-    "dpo.defaults (trl|h2o), dpo.reference (precompute|model), dpo.reference_model.\n"
+    "dpo.defaults (trl|h2o), dpo.reference (precompute|adapters_disabled|model),\n"
+    "dpo.reference_model. With a lora/qlora section the output is a PEFT adapter.\n"
     "\n"
     "  --dry-run   print the plan and stop\n"
     "  --resume    continue from the newest complete checkpoint in output_dir\n";
@@ -272,11 +274,44 @@ static int read_dpo_keys(rcp *r, dpo_job *d, ft_error *e) {
     if ((rc = dpo_config_check(&d->loss, e))) return rc;
     if ((rc = rcp_get_string(r, "dpo.reference", "precompute", &d->ref_mode, e))) return rc;
     if ((rc = rcp_get_path(r, "dpo.reference_model", NULL, &d->ref_model_dir, e))) return rc;
-    if (strcmp(d->ref_mode, "precompute") != 0 && strcmp(d->ref_mode, "model") != 0)
-        return ft_fail(e, FT_EINPUT, "dpo.reference '%s': expected precompute or model", d->ref_mode);
+    if (strcmp(d->ref_mode, "precompute") != 0 && strcmp(d->ref_mode, "model") != 0 &&
+        strcmp(d->ref_mode, "adapters_disabled") != 0)
+        return ft_fail(e, FT_EINPUT, "dpo.reference '%s': expected precompute, adapters_disabled or model",
+                       d->ref_mode);
     if (strcmp(d->ref_mode, "model") == 0 && !d->ref_model_dir)
         return ft_fail(e, FT_EINPUT, "dpo.reference 'model' needs dpo.reference_model (an HF model dir)");
     return FT_OK;
+}
+
+/* The policy with its adapters switched off (the base model, as TRL's PEFT reference); the quantized base
+ * weight hook stays. Returns the hooks to restore. */
+static ft_linear_hooks adapters_off(ft_model *m) {
+    ft_linear_hooks saved = m->hooks;
+    m->hooks.forward = NULL;
+    m->hooks.backward = NULL;
+    return saved;
+}
+
+/* dpo.reference = adapters_disabled: before each micro-batch, the base model's log-probs of its pairs. */
+static int reference_on_the_fly(void *ctx, ft_model *m, const ds_batch *b, ft_error *e) {
+    dpo_job *d = ctx;
+    float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
+    ft_linear_hooks saved = adapters_off(m);
+    int rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+    m->hooks = saved;
+    if (!rc) {
+        size_t cap = (size_t)b->n_samples;
+        int *pair = ft_xmalloc(cap * sizeof(int)), *nc = ft_xmalloc(cap * sizeof(int)), *nr = ft_xmalloc(cap * sizeof(int));
+        double *pc = ft_xmalloc(cap * 8), *pr = ft_xmalloc(cap * 8);
+        int n = dpo_gather(b, logp, pair, pc, pr, nc, nr);
+        for (int k = 0; k < n; k++) {
+            d->train.ref_c[pair[k]] = pc[k];
+            d->train.ref_r[pair[k]] = pr[k];
+        }
+        free(pair), free(nc), free(nr), free(pc), free(pr);
+    }
+    free(logp);
+    return rc;
 }
 
 /* What the reference log-probs depend on: the reference model, the data and how it became pairs. */
@@ -311,11 +346,16 @@ static int compute_references(dpo_job *d, ft_error *e) {
         if (rc) return rc;
         ref = own;
     }
+    if (strcmp(d->ref_mode, "adapters_disabled") == 0) { /* train pairs on the fly; eval pairs now */
+        d->train.ref_c = ft_xcalloc((size_t)d->train.n, sizeof(double));
+        d->train.ref_r = ft_xcalloc((size_t)d->train.n, sizeof(double));
+    }
+    ft_linear_hooks saved = adapters_off(ref);
     int rc = ft_mkdir_p(d->j.output_dir, e);
     const char *splits[2] = {"train", "eval"};
     pair_set *sets[2] = {&d->train, &d->eval};
     for (int i = 0; i < 2 && !rc; i++) {
-        if (sets[i]->n == 0) continue;
+        if (sets[i]->n == 0 || sets[i]->ref_c) continue;
         refc_key k;
         refc_key_init(&k);
         char name[64];
@@ -326,6 +366,7 @@ static int compute_references(dpo_job *d, ft_error *e) {
         free(path);
         refc_key_free(&k);
     }
+    ref->hooks = saved;
     model_free(own);
     return rc;
 }
@@ -360,6 +401,9 @@ int cmd_dpo(int argc, char **argv) {
     if (!rc) rc = job_read_common(r, j, resume, &e);
     if (!rc) rc = rcp_get_string(r, "save_dtype", "auto", &j->train.save_dtype_name, &e);
     if (!rc) rc = read_dpo_keys(r, d, &e);
+    if (!rc && strcmp(d->ref_mode, "adapters_disabled") == 0 && !j->use_lora)
+        rc = ft_fail(&e, FT_EINPUT, "dpo.reference 'adapters_disabled' needs a lora or qlora section");
+    int on_the_fly = !rc && strcmp(d->ref_mode, "adapters_disabled") == 0 && dpo_needs_reference(d->loss.type);
     if (!rc) rc = job_setup_data(j, r, &e);
     if (!rc) rc = rcp_check_unused(r, &e);
     if (!rc) rc = read_pairs(j, j->data, j->n_data, &d->train, &e);
@@ -396,7 +440,10 @@ int cmd_dpo(int argc, char **argv) {
         }
         ft_train_job job = {.cfg = &j->train,
                             .model = j->model,
-                            .loss = {d, dpo_step_loss, 6, METRIC_NAMES, METRIC_LABELS},
+                            .loss = {d, dpo_step_loss, 6, METRIC_NAMES, METRIC_LABELS,
+                                     on_the_fly ? reference_on_the_fly : NULL},
+                            .add_params = j->use_lora ? job_add_params : NULL,
+                            .params_ctx = j,
                             .trainable = job_trainable,
                             .trainable_ctx = j,
                             .plan = plan_epoch,

@@ -249,7 +249,8 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             const ds_batch *bt = &batches[i];
             logp = ft_xrealloc(logp, (size_t)bt->n_tokens * sizeof(float));
             dlogp = ft_xrealloc(dlogp, (size_t)bt->n_tokens * sizeof(float));
-            rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
+            if (job->loss.prepare) rc = job->loss.prepare(job->loss.ctx, m, bt, e);
+            if (!rc) rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
             if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, extra, e);
             if (!rc && ls.enabled)
                 for (int t = 0; t < bt->n_tokens; t++) dlogp[t] *= ls.scale;

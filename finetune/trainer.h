@@ -54,6 +54,9 @@ typedef struct ft_loss_fn {
     int n_extra;
     const char *const *extra_names;
     const char *const *extra_labels; /* short labels for the progress line (NULL: not shown) */
+    /* Called before each micro-batch's forward (may be NULL): e.g. DPO's reference log-probs computed on
+     * the fly with the adapters disabled. */
+    int (*prepare)(void *ctx, ft_model *m, const ds_batch *b, ft_error *e);
 } ft_loss_fn;
 
 /* A job's own evaluation (e.g. DPO's eval rewards): fills values[n_values], logged as eval_<name>. */
