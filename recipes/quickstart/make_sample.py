@@ -27,3 +27,24 @@ for i in range(96):
 with open("openorca-sample.jsonl", "w") as f:
     for row in rows:
         f.write(json.dumps(row) + "\n")
+
+# Preference pairs in the orca_dpo_pairs schema (system, question, chosen, rejected): the chosen reply
+# answers, the rejected one is wrong (capitals) or unhelpful (sums), so that DPO's reward accuracy on
+# them rises well above chance within a minute even for a tiny model.
+WRONG = {"Paris": "Rome", "Tokyo": "Lima", "Rome": "Cairo", "Madrid": "Berlin", "Berlin": "Tokyo",
+         "Ottawa": "Madrid", "Cairo": "Paris", "Lima": "Ottawa"}
+pairs = []
+for i in range(64):
+    kind = i % 2
+    if kind == 0:
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        q = f"What is {a} plus {b}?"
+        chosen, rejected = f"{a} plus {b} is {a + b}.", "I do not know."
+    else:
+        c, cap = CAPITALS[rng.randrange(len(CAPITALS))]
+        q = f"What is the capital of {c}?"
+        chosen, rejected = f"The capital of {c} is {cap}.", f"The capital of {c} is {WRONG[cap]}."
+    pairs.append({"system": SYSTEMS[i % len(SYSTEMS)], "question": q, "chosen": chosen, "rejected": rejected})
+with open("pairs-sample.jsonl", "w") as f:
+    for row in pairs:
+        f.write(json.dumps(row) + "\n")
