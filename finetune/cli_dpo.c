@@ -425,7 +425,10 @@ int cmd_dpo(int argc, char **argv) {
                 dpo_needs_reference(d->loss.type) ? d->ref_mode : "none (reference-free loss)");
         fprintf(stderr, "plan: %d micro-batches of %d pairs per epoch, grad_accum %d, %d optimizer steps\n", n_probe,
                 j->batch_size, j->train.grad_accum, trainer_total_steps(&j->train, n_probe));
-        if (dry_run) fprintf(stderr, "dry run: nothing trained\n");
+        if (dry_run) {
+            job_print_memory_estimate(j, 2 * j->batch_size); /* chosen and rejected sequences */
+            fprintf(stderr, "dry run: nothing trained\n");
+        }
     }
     if (!rc && !dry_run) {
         rc = job_setup_model(j, &e);

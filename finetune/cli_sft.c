@@ -230,7 +230,7 @@ int cmd_sft(int argc, char **argv) {
         fprintf(stderr, "plan: %d micro-batches of %d %s per epoch, grad_accum %d, %d optimizer steps\n", n_probe,
                 j.batch_size, j.packing ? "packed rows" : "padded rows", j.train.grad_accum, total);
         if (dry_run) {
-            job_print_memory_estimate(&j);
+            job_print_memory_estimate(&j, j.batch_size);
             fprintf(stderr, "dry run: nothing trained\n");
         }
     }

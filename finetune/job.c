@@ -298,7 +298,7 @@ int job_model_config(const ft_job *j, ft_config *c, ft_error *e) {
     return rc;
 }
 
-void job_print_memory_estimate(const ft_job *j) {
+void job_print_memory_estimate(const ft_job *j, int rows) {
     ft_config c;
     ft_error e = {0};
     if (job_model_config(j, &c, &e)) {
@@ -308,11 +308,11 @@ void job_print_memory_estimate(const ft_job *j) {
     ft_train_mode mode = !j->use_lora ? FT_TRAIN_FULL : j->quantize_nf4 ? FT_TRAIN_QLORA : FT_TRAIN_LORA;
     static const char *NAMES[] = {"full fine-tune", "LoRA", "QLoRA"};
     ft_memplan mp;
-    memplan_estimate(&c, mode, j->ex.max_length, j->batch_size, j->use_lora ? j->lora.r : 0, &mp);
+    memplan_estimate(&c, mode, j->ex.max_length, rows, j->use_lora ? j->lora.r : 0, &mp);
     fprintf(stderr,
             "memory estimate (%s, 16-bit compute, recomputed activations, %d x %d tokens): %.2f GiB "
             "(weights %.2f, trainable state %.2f, activations %.2f, overhead %.2f)\n",
-            NAMES[mode], j->batch_size, j->ex.max_length, mp.total / (1u << 30), mp.weights / (1u << 30),
+            NAMES[mode], rows, j->ex.max_length, mp.total / (1u << 30), mp.weights / (1u << 30),
             mp.trainable / (1u << 30), mp.activations / (1u << 30), mp.overhead / (1u << 30));
 }
 

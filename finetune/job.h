@@ -55,8 +55,9 @@ int job_setup_data(ft_job *j, rcp *r, ft_error *e);
 int job_setup_model(ft_job *j, ft_error *e);
 /* The model's config without loading weights (model dir or model_init file), for plans and estimates. */
 int job_model_config(const ft_job *j, ft_config *c, ft_error *e);
-/* Print the --dry-run memory estimate for this job's mode (full, LoRA or QLoRA). */
-void job_print_memory_estimate(const ft_job *j);
+/* Print the --dry-run memory estimate for this job's mode (full, LoRA or QLoRA), for micro-batches of
+ * `rows` sequences of max_length tokens. */
+void job_print_memory_estimate(const ft_job *j, int rows);
 /* Trainable-parameter predicate honouring freeze_embeddings and freeze_layers (ctx = ft_job). */
 int job_trainable(const char *name, void *ctx);
 /* With LoRA: create the adapter's gradients and hand its parameters to the optimizer (ft_train_job.add_params). */
