@@ -117,7 +117,7 @@ static int *dup_ints(const int *v, int n) {
     return r;
 }
 
-static void linear_shape(const ft_config *c, ft_linear w, int64_t *out, int64_t *in) {
+void lora_linear_shape(const ft_config *c, ft_linear w, int64_t *out, int64_t *in) {
     int64_t D = c->hidden_size, F = c->intermediate_size, QD = (int64_t)c->num_heads * c->head_dim,
             KD = (int64_t)c->num_kv_heads * c->head_dim;
     switch (w) {
@@ -153,7 +153,7 @@ static int adapter_alloc(lora_adapter *a, ft_model *m, ft_error *e) {
         for (int w = 0; w < FT_LIN_COUNT; w++) {
             if (!is_adapted(&a->cfg, l, w)) continue;
             int64_t out, in;
-            linear_shape(&m->cfg, (ft_linear)w, &out, &in);
+            lora_linear_shape(&m->cfg, (ft_linear)w, &out, &in);
             int64_t sa[2] = {a->cfg.r, in}, sb[2] = {out, a->cfg.r};
             size_t k = (size_t)l * FT_LIN_COUNT + w;
             int rc = ft_backend_tensor(a->b, FT_F32, 2, sa, &a->A[k], e);
@@ -718,7 +718,7 @@ int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_e
         int l = (int)(k / FT_LIN_COUNT);
         ft_linear which = (ft_linear)(k % FT_LIN_COUNT);
         int64_t rows, cols;
-        linear_shape(&m->cfg, which, &rows, &cols);
+        lora_linear_shape(&m->cfg, which, &rows, &cols);
         if (rows * cols > biggest) biggest = rows * cols;
         snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, FT_LINEAR_NAMES[which]);
         const st_tensor_info *t = st_model_find(st, name);
@@ -760,4 +760,26 @@ int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_e
     st_model_close(st);
     if (!rc) rc = ft_backend_tensor(a->b, FT_F32, 1, &biggest, &a->wscratch, e);
     return rc;
+}
+
+int lora_bnb4_dequant(const st_model *st, const char *wname, int64_t rows, int64_t cols, float *out,
+                      const char *where, ft_error *e) {
+    uint8_t *packed = NULL;
+    float *absmax = NULL;
+    int rc = read_bnb4(st, wname, rows, cols, &packed, &absmax, where, e);
+    if (!rc) nf4_dequantize(packed, absmax, rows * cols, NF4_BLOCK, out);
+    free(packed);
+    free(absmax);
+    return rc;
+}
+
+int lora_is_bnb4_aux(const char *name) {
+    static const char *const SUFFIX[] = {".weight.absmax", ".weight.quant_map", ".weight.nested_absmax",
+                                         ".weight.nested_quant_map", ".weight.quant_state.bitsandbytes__nf4"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof SUFFIX / sizeof SUFFIX[0]; i++) {
+        size_t k = strlen(SUFFIX[i]);
+        if (n > k && strcmp(name + n - k, SUFFIX[i]) == 0) return 1;
+    }
+    return 0;
 }

@@ -68,6 +68,19 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
  * checkpoint in model_dir to NF4 on the backend; m must have been loaded with skip_linears. */
 int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_error *e);
 
+/* The [out, in] shape of one linear of a layer for config c. */
+void lora_linear_shape(const ft_config *c, ft_linear which, int64_t *out, int64_t *in);
+
+/* One bitsandbytes 4-bit weight `wname` ([rows, cols], U8 + its quant-state tensors in st) dequantized to
+ * fp32 into out (rows * cols), as bitsandbytes' dequantize_4bit does before casting; the quant state is
+ * checked (names the tensor; `where` names the checkpoint). */
+struct st_model;
+int lora_bnb4_dequant(const struct st_model *st, const char *wname, int64_t rows, int64_t cols, float *out,
+                      const char *where, ft_error *e);
+/* 1 if `name` is one of the quant-state tensors bitsandbytes stores next to a 4-bit weight
+ * (.absmax, .quant_map, .nested_absmax, .nested_quant_map, .quant_state.bitsandbytes__nf4). */
+int lora_is_bnb4_aux(const char *name);
+
 /* PEFT key of one adapter matrix ("A" or "B"). */
 void lora_key(char *buf, size_t n, int layer, ft_linear which, const char *ab);
 
