@@ -20,6 +20,8 @@ static const command COMMANDS[] = {
     {"init", cmd_init, "write a randomly initialised checkpoint for a config"},
     {"tokenize", cmd_tokenize, "encode JSONL text to token ids (or --decode ids to text)"},
     {"render", cmd_render, "show dataset examples as the model sees them (template, mask), with statistics"},
+    {"merge", cmd_merge, "fold a LoRA adapter into its base model (HF model dir out)"},
+    {"quantize", cmd_quantize, "write a bitsandbytes 4-bit (NF4) checkpoint of a model"},
     {"plot", cmd_plot, "draw a run's metrics.jsonl (loss, eval loss, lr, DPO rewards) as an SVG"},
 };
 
