@@ -372,33 +372,17 @@ static int compute_references(dpo_job *d, ft_error *e) {
 }
 
 int cmd_dpo(int argc, char **argv) {
-    const char *recipe = NULL;
-    int dry_run = 0, resume = 0;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            fputs(DPO_HELP, stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--dry-run") == 0) {
-            dry_run = 1;
-        } else if (strcmp(argv[i], "--resume") == 0) {
-            resume = 1;
-        } else if (argv[i][0] == '-') {
-            return cli_usage_error("dpo", "unknown option %s", argv[i]);
-        } else if (!recipe && !strchr(argv[i], '=')) {
-            recipe = argv[i];
-        }
-    }
-    if (!recipe) return cli_usage_error("dpo", "missing RECIPE.json");
+    job_args args;
+    int exit_now = job_parse_args("dpo", DPO_HELP, argc, argv, &args);
+    if (exit_now >= 0) return exit_now;
     ft_error e = {0};
     rcp *r = NULL;
     dpo_job *d = ft_xcalloc(1, sizeof *d);
     ft_job *j = &d->j;
     ds_batch *probe = NULL;
     int n_probe = 0;
-    int rc = rcp_load(recipe, &r, &e);
-    for (int i = 1; i < argc && !rc; i++)
-        if (argv[i][0] != '-' && strchr(argv[i], '=')) rc = rcp_override(r, argv[i], &e);
-    if (!rc) rc = job_read_common(r, j, resume, &e);
+    int rc = job_load_recipe(&args, &r, &e);
+    if (!rc) rc = job_read_common(r, j, args.resume, &e);
     if (!rc) rc = rcp_get_string(r, "save_dtype", "auto", &j->train.save_dtype_name, &e);
     if (!rc) rc = read_dpo_keys(r, d, &e);
     if (!rc && strcmp(d->ref_mode, "adapters_disabled") == 0 && !j->use_lora)
@@ -409,7 +393,7 @@ int cmd_dpo(int argc, char **argv) {
     if (!rc) rc = read_pairs(j, j->data, j->n_data, &d->train, &e);
     if (!rc && j->n_eval_data) rc = read_pairs(j, j->eval_data, j->n_eval_data, &d->eval, &e);
     if (!rc && !j->n_eval_data) split_eval(&d->train, &d->eval, j->eval_fraction, j->train.seed);
-    if (!rc && d->train.n == 0) rc = ft_fail(&e, FT_EINPUT, "%s: no preference pairs left after reading the data", recipe);
+    if (!rc && d->train.n == 0) rc = ft_fail(&e, FT_EINPUT, "%s: no preference pairs left after reading the data", args.recipe);
     if (!rc) rc = plan_epoch(d, 0, &probe, &n_probe, &e);
     if (!rc) {
         const ds_example_stats *st = &d->train.st;
@@ -425,22 +409,16 @@ int cmd_dpo(int argc, char **argv) {
                 dpo_needs_reference(d->loss.type) ? d->ref_mode : "none (reference-free loss)");
         fprintf(stderr, "plan: %d micro-batches of %d pairs per epoch, grad_accum %d, %d optimizer steps\n", n_probe,
                 j->batch_size, j->train.grad_accum, trainer_total_steps(&j->train, n_probe));
-        if (dry_run) {
+        if (args.dry_run) {
             job_print_memory_estimate(j, 2 * j->batch_size); /* chosen and rejected sequences */
             fprintf(stderr, "dry run: nothing trained\n");
         }
     }
-    if (!rc && !dry_run) {
+    if (!rc && !args.dry_run) {
         rc = job_setup_model(j, &e);
         if (!rc) rc = job_parse_dtype(j->train.save_dtype_name, j->model->cfg.torch_dtype, &j->train.save_dtype, &e);
         if (!rc) rc = compute_references(d, &e);
-        if (!rc) rc = ft_mkdir_p(j->output_dir, &e);
-        if (!rc) {
-            char *resolved = rcp_dump_resolved(r), *path = ft_path_join(j->output_dir, "recipe.resolved.json");
-            rc = ft_write_file_atomic(path, resolved, strlen(resolved), &e);
-            free(resolved);
-            free(path);
-        }
+        if (!rc) rc = job_write_resolved(j, r, &e);
         ft_train_job job = {.cfg = &j->train,
                             .model = j->model,
                             .loss = {d, dpo_step_loss, 6, METRIC_NAMES, METRIC_LABELS,

@@ -167,23 +167,9 @@ static void print_read_stats(const char *what, const sft_data *d) {
 }
 
 int cmd_sft(int argc, char **argv) {
-    const char *recipe = NULL;
-    int dry_run = 0, resume = 0;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            fputs(SFT_HELP, stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--dry-run") == 0) {
-            dry_run = 1;
-        } else if (strcmp(argv[i], "--resume") == 0) {
-            resume = 1;
-        } else if (argv[i][0] == '-') {
-            return cli_usage_error("sft", "unknown option %s", argv[i]);
-        } else if (!recipe && !strchr(argv[i], '=')) {
-            recipe = argv[i];
-        }
-    }
-    if (!recipe) return cli_usage_error("sft", "missing RECIPE.json");
+    job_args args;
+    int exit_now = job_parse_args("sft", SFT_HELP, argc, argv, &args);
+    if (exit_now >= 0) return exit_now;
     ft_error e = {0};
     rcp *r = NULL;
     ft_job j;
@@ -192,10 +178,8 @@ int cmd_sft(int argc, char **argv) {
     ds_batch *eval_batches = NULL, *probe = NULL;
     int n_eval_batches = 0, n_probe = 0, per_sample = 0;
     const char *s;
-    int rc = rcp_load(recipe, &r, &e);
-    for (int i = 1; i < argc && !rc; i++)
-        if (argv[i][0] != '-' && strchr(argv[i], '=')) rc = rcp_override(r, argv[i], &e);
-    if (!rc) rc = job_read_common(r, &j, resume, &e);
+    int rc = job_load_recipe(&args, &r, &e);
+    if (!rc) rc = job_read_common(r, &j, args.resume, &e);
     if (!rc) rc = rcp_get_string(r, "save_dtype", "auto", &j.train.save_dtype_name, &e);
     if (!rc) rc = rcp_get_string(r, "loss_normalization", "tokens", &s, &e);
     if (!rc) {
@@ -208,7 +192,7 @@ int cmd_sft(int argc, char **argv) {
     if (!rc) rc = read_examples(&j, j.data, j.n_data, &train, &e);
     if (!rc && j.n_eval_data) rc = read_examples(&j, j.eval_data, j.n_eval_data, &eval, &e);
     if (!rc && !j.n_eval_data) split_eval(&train, &eval, j.eval_fraction, j.train.seed);
-    if (!rc && train.n == 0) rc = ft_fail(&e, FT_EINPUT, "%s: no training examples left after reading the data", recipe);
+    if (!rc && train.n == 0) rc = ft_fail(&e, FT_EINPUT, "%s: no training examples left after reading the data", args.recipe);
     int32_t pad = 0;
     sft_plan plan = {&j, &train, pad};
     if (!rc) {
@@ -229,21 +213,15 @@ int cmd_sft(int argc, char **argv) {
         int total = trainer_total_steps(&j.train, n_probe);
         fprintf(stderr, "plan: %d micro-batches of %d %s per epoch, grad_accum %d, %d optimizer steps\n", n_probe,
                 j.batch_size, j.packing ? "packed rows" : "padded rows", j.train.grad_accum, total);
-        if (dry_run) {
+        if (args.dry_run) {
             job_print_memory_estimate(&j, j.batch_size);
             fprintf(stderr, "dry run: nothing trained\n");
         }
     }
-    if (!rc && !dry_run) {
+    if (!rc && !args.dry_run) {
         rc = job_setup_model(&j, &e);
         if (!rc) rc = job_parse_dtype(j.train.save_dtype_name, j.model->cfg.torch_dtype, &j.train.save_dtype, &e);
-        if (!rc) rc = ft_mkdir_p(j.output_dir, &e);
-        if (!rc) {
-            char *resolved = rcp_dump_resolved(r), *path = ft_path_join(j.output_dir, "recipe.resolved.json");
-            rc = ft_write_file_atomic(path, resolved, strlen(resolved), &e);
-            free(resolved);
-            free(path);
-        }
+        if (!rc) rc = job_write_resolved(&j, r, &e);
         sft_loss_ctx lc = {&j, per_sample};
         ft_train_job job = {.cfg = &j.train,
                             .model = j.model,

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "export.h"
 #include "memplan.h"
 
@@ -87,6 +88,46 @@ static int job_read_lora(rcp *r, ft_job *j, ft_error *e) {
         rc = ft_fail(e, FT_EINPUT,
                      "%s: %s.dropout = %g: LoRA dropout is not implemented in training yet; set it to 0", rcp_name(r),
                      sec, j->lora.dropout);
+    return rc;
+}
+
+int job_parse_args(const char *cmd, const char *help, int argc, char **argv, job_args *a) {
+    memset(a, 0, sizeof *a);
+    a->argc = argc;
+    a->argv = argv;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            fputs(help, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            a->dry_run = 1;
+        } else if (strcmp(argv[i], "--resume") == 0) {
+            a->resume = 1;
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error(cmd, "unknown option %s", argv[i]);
+        } else if (!strchr(argv[i], '=')) {
+            if (a->recipe) return cli_usage_error(cmd, "unexpected argument %s (overrides are key=value)", argv[i]);
+            a->recipe = argv[i];
+        }
+    }
+    if (!a->recipe) return cli_usage_error(cmd, "missing RECIPE.json");
+    return -1;
+}
+
+int job_load_recipe(const job_args *a, rcp **r, ft_error *e) {
+    int rc = rcp_load(a->recipe, r, e);
+    for (int i = 1; i < a->argc && !rc; i++)
+        if (a->argv[i][0] != '-' && strchr(a->argv[i], '=')) rc = rcp_override(*r, a->argv[i], e);
+    return rc;
+}
+
+int job_write_resolved(const ft_job *j, const rcp *r, ft_error *e) {
+    int rc = ft_mkdir_p(j->output_dir, e);
+    if (rc) return rc;
+    char *resolved = rcp_dump_resolved(r), *path = ft_path_join(j->output_dir, "recipe.resolved.json");
+    rc = ft_write_file_atomic(path, resolved, strlen(resolved), e);
+    free(resolved);
+    free(path);
     return rc;
 }
 

@@ -47,6 +47,21 @@ typedef struct ft_job {
     tmpl *tmpl;
 } ft_job;
 
+/* The command line of a training job: RECIPE.json [key=value ...] [--dry-run] [--resume]. */
+typedef struct job_args {
+    const char *recipe;
+    int dry_run, resume;
+    int argc;
+    char **argv;
+} job_args;
+/* Parse argv (argv[0] is the command); prints help or a usage error itself. Returns -1 to go on, else
+ * the exit code (0 after --help). */
+int job_parse_args(const char *cmd, const char *help, int argc, char **argv, job_args *a);
+/* Load the recipe and apply the key=value overrides in order. */
+int job_load_recipe(const job_args *a, rcp **r, ft_error *e);
+/* Write output_dir/recipe.resolved.json: the effective configuration of the run. */
+int job_write_resolved(const ft_job *j, const rcp *r, ft_error *e);
+
 /* Read the shared keys; `dry_run` and `resume` come from the command line. */
 int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e);
 /* Tokenizer and template only (enough for planning a dry run). */
