@@ -421,8 +421,12 @@ int cmd_dpo(int argc, char **argv) {
         if (!rc) rc = job_write_resolved(j, r, &e);
         ft_train_job job = {.cfg = &j->train,
                             .model = j->model,
-                            .loss = {d, dpo_step_loss, 6, METRIC_NAMES, METRIC_LABELS,
-                                     on_the_fly ? reference_on_the_fly : NULL},
+                            .loss = {.ctx = d,
+                                     .loss = dpo_step_loss,
+                                     .n_extra = 6,
+                                     .extra_names = METRIC_NAMES,
+                                     .extra_labels = METRIC_LABELS,
+                                     .prepare = on_the_fly ? reference_on_the_fly : NULL},
                             .add_params = j->use_lora ? job_add_params : NULL,
                             .params_ctx = j,
                             .trainable = job_trainable,
@@ -430,7 +434,7 @@ int cmd_dpo(int argc, char **argv) {
                             .plan = plan_epoch,
                             .plan_ctx = d,
                             .batches_per_epoch = n_probe,
-                            .eval_fn = {d, d->eval.n ? dpo_eval : NULL, 7, EVAL_NAMES},
+                            .eval_fn = {.ctx = d, .run = d->eval.n ? dpo_eval : NULL, .n_values = 7, .names = EVAL_NAMES},
                             .save_output = job_save_output,
                             .save_ctx = j};
         if (!rc) rc = trainer_run(&job, &e);

@@ -225,7 +225,7 @@ int cmd_sft(int argc, char **argv) {
         sft_loss_ctx lc = {&j, per_sample};
         ft_train_job job = {.cfg = &j.train,
                             .model = j.model,
-                            .loss = {&lc, sft_loss, 0, NULL, NULL},
+                            .loss = {.ctx = &lc, .loss = sft_loss},
                             .trainable = job_trainable,
                             .trainable_ctx = &j,
                             .plan = plan_epoch,
