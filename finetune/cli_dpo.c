@@ -438,6 +438,7 @@ int cmd_dpo(int argc, char **argv) {
                             .save_output = job_save_output,
                             .save_ctx = j};
         if (!rc) rc = trainer_run(&job, &e);
+        if (rc == FT_ENOMEM) job_explain_oom(j, 2 * j->batch_size, &e);
     }
     ds_batches_free(probe, n_probe);
     free_pairs(&d->train);

@@ -238,6 +238,7 @@ int cmd_sft(int argc, char **argv) {
                             .save_output = job_save_output,
                             .save_ctx = &j};
         if (!rc) rc = trainer_run(&job, &e);
+        if (rc == FT_ENOMEM) job_explain_oom(&j, j.batch_size, &e);
     }
     ds_batches_free(probe, n_probe);
     ds_batches_free(eval_batches, n_eval_batches);

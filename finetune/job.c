@@ -357,6 +357,27 @@ void job_print_memory_estimate(const ft_job *j, int rows) {
             mp.trainable / (1u << 30), mp.activations / (1u << 30), mp.overhead / (1u << 30));
 }
 
+void job_explain_oom(const ft_job *j, int rows, ft_error *e) {
+    ft_config c;
+    ft_error ce = {0};
+    char hint[768];
+    size_t n = strlen(e->msg);
+    if (job_model_config(j, &c, &ce) == 0) {
+        ft_train_mode mode = !j->use_lora ? FT_TRAIN_FULL : j->quantize_nf4 ? FT_TRAIN_QLORA : FT_TRAIN_LORA;
+        ft_memplan mp;
+        memplan_estimate(&c, mode, j->ex.max_length, rows, j->use_lora ? j->lora.r : 0, &mp);
+        snprintf(hint, sizeof hint,
+                 ". This recipe needs about %.2f GiB (weights %.2f, trainable state %.2f, activations %.2f); "
+                 "lower batch_size (%d) or max_length (%d), train a lora or qlora section instead of all weights, "
+                 "or set offload_activations=true",
+                 mp.total / (1u << 30), mp.weights / (1u << 30), mp.trainable / (1u << 30),
+                 mp.activations / (1u << 30), j->batch_size, j->ex.max_length);
+    } else {
+        snprintf(hint, sizeof hint, "; lower batch_size or max_length, or use a lora or qlora section");
+    }
+    snprintf(e->msg + n, sizeof e->msg - n, "%s", hint);
+}
+
 int job_trainable(const char *name, void *ctx) {
     const ft_job *j = ctx;
     if (j->use_lora) return 0; /* the base is frozen: no weight gradients, no optimizer state */

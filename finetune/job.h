@@ -73,6 +73,8 @@ int job_model_config(const ft_job *j, ft_config *c, ft_error *e);
 /* Print the --dry-run memory estimate for this job's mode (full, LoRA or QLoRA), for micro-batches of
  * `rows` sequences of max_length tokens. */
 void job_print_memory_estimate(const ft_job *j, int rows);
+/* After an out-of-memory failure: append the estimate for this recipe and what to lower to e's message. */
+void job_explain_oom(const ft_job *j, int rows, ft_error *e);
 /* Trainable-parameter predicate honouring freeze_embeddings and freeze_layers (ctx = ft_job). */
 int job_trainable(const char *name, void *ctx);
 /* With LoRA: create the adapter's gradients and hand its parameters to the optimizer (ft_train_job.add_params). */
