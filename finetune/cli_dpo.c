@@ -27,7 +27,8 @@ static const char DPO_HELP[] =
     "Recipe keys as for sft (docs/recipes.md) plus the dpo section (docs/dpo.md):\n"
     "dpo.loss, dpo.beta, dpo.label_smoothing, dpo.simpo_gamma, dpo.sft_weight,\n"
     "dpo.defaults (trl|h2o), dpo.reference (precompute|adapters_disabled|model),\n"
-    "dpo.reference_model. With a lora/qlora section the output is a PEFT adapter.\n"
+    "dpo.reference_model, dpo.reference_quantize (none|nf4). With a lora/qlora section\n"
+    "the output is a PEFT adapter.\n"
     "\n"
     "  --dry-run   print the plan and stop\n"
     "  --resume    continue from the newest complete checkpoint in output_dir\n";
@@ -45,6 +46,7 @@ typedef struct dpo_job {
     dpo_config loss;
     const char *ref_mode;
     char *ref_model_dir;
+    int ref_nf4; /* hold the separate reference model's linears in NF4 */
     pair_set train, eval;
 } dpo_job;
 
@@ -278,6 +280,13 @@ static int read_dpo_keys(rcp *r, dpo_job *d, ft_error *e) {
         strcmp(d->ref_mode, "adapters_disabled") != 0)
         return ft_fail(e, FT_EINPUT, "dpo.reference '%s': expected precompute, adapters_disabled or model",
                        d->ref_mode);
+    const char *q;
+    if ((rc = rcp_get_string(r, "dpo.reference_quantize", "none", &q, e))) return rc;
+    if (strcmp(q, "nf4") != 0 && strcmp(q, "none") != 0)
+        return ft_fail(e, FT_EINPUT, "dpo.reference_quantize '%s': expected none or nf4", q);
+    d->ref_nf4 = strcmp(q, "nf4") == 0;
+    if (d->ref_nf4 && strcmp(d->ref_mode, "model") != 0)
+        return ft_fail(e, FT_EINPUT, "dpo.reference_quantize applies to dpo.reference 'model' only");
     if (strcmp(d->ref_mode, "model") == 0 && !d->ref_model_dir)
         return ft_fail(e, FT_EINPUT, "dpo.reference 'model' needs dpo.reference_model (an HF model dir)");
     return FT_OK;
@@ -321,6 +330,7 @@ static int reference_key(dpo_job *d, const char *split, refc_key *k, ft_error *e
     int rc = ref_dir ? refc_key_add_model_dir(k, "model", ref_dir, e)
                      : refc_key_add_files(k, "model_init", (const char *const *)&j->model_init, 1, e);
     if (!rc && !ref_dir) rc = refc_key_add_int(k, "init_seed", (int64_t)j->train.seed, e);
+    if (!rc) rc = refc_key_add(k, "reference_quantize", d->ref_nf4 ? "nf4" : "none", e);
     if (!rc) rc = refc_key_add_files(k, "data", (const char *const *)j->data, (int)j->n_data, e);
     if (!rc && j->n_eval_data) rc = refc_key_add_files(k, "eval_data", (const char *const *)j->eval_data, (int)j->n_eval_data, e);
     if (!rc) rc = refc_key_add(k, "split", split, e);
@@ -337,13 +347,38 @@ static int reference_key(dpo_job *d, const char *split, refc_key *k, ft_error *e
     return rc;
 }
 
+/* The separate reference model; with dpo.reference_quantize = nf4 its layer linears are held in NF4
+ * (bitsandbytes' layout) through the QLoRA base machinery: a rank-1 adapter whose only role is to own
+ * the quantized weights (its forward hook is switched off, so it adds nothing). */
+static int load_reference_model(dpo_job *d, ft_model **out, lora_adapter **holder, ft_error *e) {
+    *holder = NULL;
+    if (!d->ref_nf4) return model_load(d->ref_model_dir, d->j.backend, out, e);
+    *out = NULL;
+    int rc = model_load_ex(d->ref_model_dir, d->j.backend, 1, out, e);
+    lora_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    if (!rc) rc = lora_parse_targets("\"all-linear\"", &cfg, "dpo.reference_quantize", e);
+    cfg.r = 1;
+    cfg.alpha = 1;
+    if (!rc) rc = lora_create(*out, &cfg, 0, holder, e);
+    if (!rc) rc = lora_quantize_base(*holder, *out, d->ref_model_dir, e);
+    if (!rc) lora_attach(*holder, *out);
+    lora_cfg_free(&cfg);
+    return rc;
+}
+
 /* Reference log-probs for train and eval pairs, from the policy as loaded or a separate model. */
 static int compute_references(dpo_job *d, ft_error *e) {
     if (!dpo_needs_reference(d->loss.type)) return FT_OK;
     ft_model *ref = d->j.model, *own = NULL;
+    lora_adapter *holder = NULL;
     if (strcmp(d->ref_mode, "model") == 0) {
-        int rc = model_load(d->ref_model_dir, d->j.backend, &own, e);
-        if (rc) return rc;
+        int rc = load_reference_model(d, &own, &holder, e);
+        if (rc) {
+            model_free(own);
+            lora_free(holder);
+            return rc;
+        }
         ref = own;
     }
     if (strcmp(d->ref_mode, "adapters_disabled") == 0) { /* train pairs on the fly; eval pairs now */
@@ -368,6 +403,7 @@ static int compute_references(dpo_job *d, ft_error *e) {
     }
     ref->hooks = saved;
     model_free(own);
+    lora_free(holder);
     return rc;
 }
 
