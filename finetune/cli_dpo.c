@@ -256,7 +256,7 @@ static int read_dpo_keys(rcp *r, dpo_job *d, ft_error *e) {
     double v;
     dpo_loss_type type;
     int rc = rcp_get_string(r, "dpo.loss", "sigmoid", &s, e);
-    if (!rc) rc = dpo_loss_type_parse(s, &type, e);
+    if (!rc && (rc = dpo_loss_type_parse(s, &type, e))) ft_error_prefix(e, "%s: key 'dpo.loss'", rcp_name(r));
     if (!rc) rc = rcp_get_string(r, "dpo.defaults", "trl", &defaults, e);
     if (rc) return rc;
     if (strcmp(defaults, "trl") == 0)
