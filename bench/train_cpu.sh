@@ -111,45 +111,7 @@ DATE=$(date -u +%Y-%m-%d)
 COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 REPORT=$RESULTS/cpu-$DATE.md
-"$PY" - "$WORK" "$STEPS" "$REPS" "$MODES" >"$WORK/table.md" <<'EOF' || die "summary failed"
-import json, sys
-work, steps, reps, modes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
-
-def rows(path):
-    return [json.loads(l) for l in open(path) if l.strip()]
-
-bt = []  # tokens of each step (rows x row_len, padding included, as ours counts them)
-for l, _ in zip(open(f"{work}/batches.jsonl"), range(steps)):
-    b = json.loads(l)
-    bt.append(b["rows"] * b["row_len"])
-out = []
-for mode in modes:
-    res = {"ours": [], "torch": []}
-    for rep in range(1, reps + 1):
-        d = f"{work}/ours-{mode}-{rep}"
-        m = {r["step"]: r for r in rows(f"{d}/metrics.jsonl") if "tokens_per_s" in r}
-        el = lambda k: sum(bt[:k]) / m[k]["tokens_per_s"]
-        tps = sum(bt[2:steps]) / (el(steps) - el(2))
-        res["ours"].append({"tps": tps, "rss": int(open(f"{d}/rss_kib").read()) / 1024,
-                            "loss": [m[k]["loss"] for k in range(1, steps + 1)]})
-        t = f"{work}/torch-{mode}-{rep}"
-        tm = rows(f"{t}/metrics.jsonl")
-        tps = sum(r["tokens"] for r in tm[2:]) / sum(r["time_s"] for r in tm[2:])
-        res["torch"].append({"tps": tps, "rss": int(open(f"{t}/rss_kib").read()) / 1024,
-                             "loss": [r["loss"] for r in tm]})
-    o, t = res["ours"], res["torch"]
-    bo, bt_ = max(x["tps"] for x in o), max(x["tps"] for x in t)
-    so = (bo - min(x["tps"] for x in o)) / bo * 100
-    st = (bt_ - min(x["tps"] for x in t)) / bt_ * 100
-    ro, rt = min(x["rss"] for x in o), min(x["rss"] for x in t)
-    dl = max(abs(a - b) for a, b in zip(o[0]["loss"], t[0]["loss"]))
-    out.append(f"| {mode} | {bo:,.0f} (±{so:.0f}%) | {bt_:,.0f} (±{st:.0f}%) | {bo / bt_:.2f} | {ro:,.0f} | {rt:,.0f} | "
-               f"{ro / rt:.2f} | {o[0]['loss'][0]:.4f} → {o[0]['loss'][-1]:.4f} | {t[0]['loss'][-1]:.4f} | {dl:.1e} |")
-print("| mode | ours tok/s | torch tok/s | speed ratio (ours/torch) | ours peak RSS MiB | torch peak RSS MiB | "
-      "RSS ratio | our loss (first → last) | torch last loss | max abs loss diff |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-print("\n".join(out))
-EOF
+"$PY" "$ROOT/bench/summarize_cpu.py" "$WORK" "$STEPS" "$REPS" "$MODES" >"$WORK/table.md" || die "summary failed"
 {
     echo "# CPU training benchmark, $DATE"
     echo
@@ -157,7 +119,7 @@ EOF
     echo "- commit: $COMMIT; $PYVER"
     echo "- model: Llama, hidden $HIDDEN, $LAYERS layers, vocab 32000, $PARAMS parameters (one \`finetune init\` checkpoint loaded by both), fp32"
     echo "- data: recipes/quickstart/openorca-sample.jsonl, danube template, packed rows of $MAXLEN tokens, batch 1, $STEPS steps (the same micro-batches for both)"
-    echo "- tokens/s over steps 3..$STEPS, best of $REPS runs (± spread = (best − worst)/best); peak RSS of the whole process, lowest of $REPS"
+    echo "- tokens/s over steps 3..$STEPS, best of $REPS runs (spread = (best − worst)/best); best step = the fastest single step of all runs (least disturbed by other load); peak RSS of the whole process (/usr/bin/time -v), lowest of $REPS; max abs loss diff over every step of every run pair"
     echo "- LoRA: r 16, alpha 32, q/k/v/o/gate/up/down, both starting from the adapter PEFT initialised"
     echo
     cat "$WORK/table.md"

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# train_gpu.sh: training speed and memory on a lent GPU: `finetune sft` on a Danube3-500M-shaped Llama
+# (random init by `finetune init`, the quick-start data packed into rows of 2048 tokens), full SFT, LoRA
+# and QLoRA; and, when python3 there can import torch (CUDA) + transformers (+ peft), the same job in a
+# PyTorch loop (bench/train_torch.py: same checkpoint, same packed batches, bf16 autocast over fp32
+# weights) for the ratios. Written without a GPU: it has never run yet.
+#
+#   OUT=/some/dir bash bench/train_gpu.sh BUILD_DIR     (BUILD_DIR: a CUDA build with finetune and bench_sft_batches)
+#
+# Writes $OUT/bench-gpu/summary.md (the table) and one log per run. Per run: tokens/s over steps 3..N
+# (ours: metrics.jsonl's cumulative tokens_per_s; torch: its own per-step timing with cuda synchronize),
+# peak GPU memory (ours: metrics.jsonl mem_gib, the backend's peak; torch: max_memory_allocated), MFU =
+# 6 * parameters * tokens/s / PEAK_TFLOPS (default 790e12, H100 dense bf16 as measured; the 6N rule is
+# the full fine-tune's count, so LoRA/QLoRA MFU overstates their useful work), max |loss difference|.
+# Knobs (env): STEPS (10), RUN_TIMEOUT (s per run, 70), PEAK_TFLOPS (790), MAXLEN (2048), PYTHON (python3),
+# MODES ("full lora qlora"). Total runtime stays under ~6 minutes: 5 runs of at most RUN_TIMEOUT each.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+OUT=${OUT:-$ROOT/gpu-out}
+B=$OUT/bench-gpu
+mkdir -p "$B" || { echo "train_gpu.sh: cannot create $B" >&2; exit 2; }
+STEPS=${STEPS:-10}
+RUN_TIMEOUT=${RUN_TIMEOUT:-70}
+PEAK_TFLOPS=${PEAK_TFLOPS:-790}
+MAXLEN=${MAXLEN:-2048}
+MODES=${MODES:-full lora qlora}
+PY=${PYTHON:-python3}
+FT=$BUILD/finetune
+DUMP=$BUILD/bench_sft_batches
+SUM=$B/summary.md
+T_START=$SECONDS
+
+say() { echo "$*" | tee -a "$SUM"; }
+: >"$SUM"
+say "# GPU training benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+say ""
+[ -x "$FT" ] || { say "FAIL: $FT not found (build the CUDA backend first)"; exit 2; }
+[ -x "$DUMP" ] || { say "FAIL: $DUMP not found (it is built with the benchmarks)"; exit 2; }
+command -v nvidia-smi >/dev/null || { say "FAIL: nvidia-smi not found: no NVIDIA GPU here"; exit 2; }
+GPU=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)
+CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+say "- gpu: ${GPU:-unknown} (sm_${CAP:-?}); commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+HAVE_PY=0
+command -v "$PY" >/dev/null && HAVE_PY=1
+[ $HAVE_PY = 1 ] || say "- no $PY on this machine: our runs are kept in their logs but no table can be computed"
+
+# The Python stack, if any (the machine has no network: nothing is installed).
+TORCH=0
+if [ $HAVE_PY = 1 ]; then
+    TV=$(timeout 60 "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch.cuda.is_available() is False'; print('torch', torch.__version__)" 2>&1 | tail -1)
+    if [[ "$TV" == torch* ]]; then
+        if TT=$(timeout 60 "$PY" -c "import transformers, peft; print('transformers', transformers.__version__, 'peft', peft.__version__)" 2>&1 | tail -1) &&
+            [[ "$TT" == transformers* ]]; then
+            TORCH=1
+            say "- python stack: $TV, $TT"
+        else
+            say "- python stack: $TV but no transformers/peft ($TT): our numbers only"
+        fi
+    else
+        say "- python stack: torch with CUDA not importable ($TV): our numbers only"
+    fi
+fi
+if [ "${CAP:-0}" -lt 80 ] 2>/dev/null && [ $TORCH = 1 ]; then
+    say "- sm_$CAP has no bf16: the torch comparison (bf16 autocast) is skipped; ours runs with precision=auto (fp16)"
+    TORCH=0
+fi
+
+# Danube3-500M's shape (docs: /work/shared/FACTS.md), random weights.
+W=$(mktemp -d "${TMPDIR:-/tmp}/ft-bench-gpu.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+cat >"$W/config.json" <<'EOF'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 1536,
+ "intermediate_size": 4096, "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8,
+ "head_dim": 96, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
+ "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32"}
+EOF
+PARAMS=513590784 # 2*32000*1536 + 16*(2*1536^2 + 2*1536*768 + 3*1536*4096 + 2*1536) + 1536
+if ! timeout 120 "$FT" init --config "$W/config.json" --out "$W/model" --seed 7 >"$B/init.log" 2>&1; then
+    say "FAIL: finetune init (see bench-gpu/init.log)"
+    exit 1
+fi
+cat >"$W/recipe.json" <<EOF
+{"model": "$W/model", "tokenizer": "$ROOT/recipes/quickstart/tokenizer",
+ "data": "$ROOT/recipes/quickstart/openorca-sample.jsonl", "format": "openorca", "template": "danube",
+ "output_dir": "$W/unused", "max_length": $MAXLEN, "packing": true, "batch_size": 1, "grad_accum": 1,
+ "max_steps": $STEPS, "lr": 1e-4, "schedule": "cosine", "warmup_steps": 2, "weight_decay": 0.0,
+ "grad_clip": 1.0, "save_every": 0, "keep_last": 1, "log_every": 1, "device": "cuda", "seed": 42,
+ "save_dtype": "bf16", "precision": "auto"}
+EOF
+if ! timeout 60 "$DUMP" "$W/recipe.json" --epochs $((STEPS + 1)) >"$W/batches.jsonl" 2>"$B/dump.log"; then
+    say "FAIL: bench_sft_batches (see bench-gpu/dump.log)"
+    exit 1
+fi
+if [ $TORCH = 1 ] && ! timeout 120 "$PY" "$ROOT/bench/train_torch.py" init-lora --model "$W/model" --out "$W/peft-init" \
+    --r 16 --alpha 32 >"$B/peft-init.log" 2>&1; then
+    say "- PEFT adapter init failed (see bench-gpu/peft-init.log): LoRA runs start from our own init, no torch LoRA"
+fi
+say "- model: Danube3-500M shape (hidden 1536, 16 layers, 16/8 heads, vocab 32000), $PARAMS parameters, random init;"
+say "  data: quick-start OpenOrca rows packed into rows of $MAXLEN tokens, batch 1, $STEPS steps; timing over steps 3..$STEPS"
+say ""
+
+run() { # run NAME CMD...: with a timeout; a timed-out run still leaves its per-step metrics
+    local name=$1 t0=$SECONDS rc
+    shift
+    timeout "$RUN_TIMEOUT" "$@" >"$B/$name.log" 2>&1
+    rc=$?
+    echo "$name: exit $rc after $((SECONDS - t0)) s" >>"$B/runs.txt"
+    [ $rc -eq 124 ] && echo "$name: timed out after $RUN_TIMEOUT s (metrics so far are used)" | tee -a "$SUM"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && { echo "$name: failed (exit $rc), see bench-gpu/$name.log" | tee -a "$SUM"; tail -5 "$B/$name.log"; }
+    return 0
+}
+for mode in $MODES; do
+    case $mode in
+    full) over=(); tover=() ;;
+    lora) over=("lora.r=16" "lora.alpha=32"); tover=(--lora-init "$W/peft-init") ;;
+    qlora) over=("qlora.r=16" "qlora.alpha=32"); tover=() ;;
+    *) say "unknown mode '$mode' (full, lora, qlora): skipped"; continue ;;
+    esac
+    [ "$mode" != full ] && [ -d "$W/peft-init" ] && over+=("$mode.init_from=$W/peft-init")
+    run "ours-$mode" "$FT" sft "$W/recipe.json" output_dir="$W/ours-$mode" "${over[@]}"
+    cp "$W/ours-$mode/metrics.jsonl" "$B/ours-$mode.metrics.jsonl" 2>/dev/null
+    rm -rf "$W/ours-$mode" # 0.5B checkpoints: free the disk
+    if [ $TORCH = 1 ] && [ "$mode" != qlora ] && { [ "$mode" = full ] || [ -d "$W/peft-init" ]; }; then
+        run "torch-$mode" "$PY" "$ROOT/bench/train_torch.py" train --model "$W/model" --batches "$W/batches.jsonl" \
+            --steps "$STEPS" --lr 1e-4 --warmup 2 --schedule cosine --wd 0 --clip 1.0 --device cuda --dtype bf16 \
+            --out "$B/torch-$mode.metrics.jsonl" "${tover[@]}"
+    fi
+done
+
+[ $HAVE_PY = 1 ] || { echo "no python3: raw metrics are in $B"; exit 0; }
+"$PY" - "$B" "$W/batches.jsonl" "$STEPS" "$PARAMS" "$PEAK_TFLOPS" "$MODES" >>"$SUM" 2>"$B/summary.err" <<'EOF' || say "summary failed: see bench-gpu/summary.err"
+import json, os, sys
+b, batches, steps, params, peak, modes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]) * 1e12, sys.argv[6].split()
+bt = []
+for l, _ in zip(open(batches), range(steps)):
+    x = json.loads(l)
+    bt.append(x["rows"] * x["row_len"])
+
+def rows(p):
+    return [json.loads(l) for l in open(p) if l.strip()] if os.path.exists(p) else []
+
+def ours(mode):
+    m = {r["step"]: r for r in rows(f"{b}/ours-{mode}.metrics.jsonl") if r.get("tokens_per_s")}
+    n = max(m) if m else 0
+    if n < 3:
+        return None
+    el = lambda k: sum(bt[:k]) / m[k]["tokens_per_s"]
+    return {"tps": sum(bt[2:n]) / (el(n) - el(2)), "mem": max(r.get("mem_gib") or 0 for r in m.values()),
+            "loss": [m[k]["loss"] for k in sorted(m)], "n": n}
+
+def torch(mode):
+    m = rows(f"{b}/torch-{mode}.metrics.jsonl")
+    if len(m) < 3:
+        return None
+    return {"tps": sum(r["tokens"] for r in m[2:]) / sum(r["time_s"] for r in m[2:]), "mem": max(r["mem_gib"] for r in m),
+            "loss": [r["loss"] for r in m], "n": len(m)}
+
+print("| mode | ours tok/s | ours peak GiB | ours MFU | torch tok/s | torch peak GiB | speed ratio | memory ratio | max abs loss diff | steps |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for mode in modes:
+    o, t = ours(mode), torch(mode)
+    if not o:
+        print(f"| {mode} | no result (fewer than 3 steps logged) | | | | | | | | |")
+        continue
+    mfu = 6 * params * o["tps"] / peak * 100
+    cells = [f"{o['tps']:,.0f}", f"{o['mem']:.2f}", f"{mfu:.1f}%"]
+    if t:
+        k = min(len(o["loss"]), len(t["loss"]))
+        dl = max(abs(x - y) for x, y in zip(o["loss"][:k], t["loss"][:k]) if x is not None)
+        cells += [f"{t['tps']:,.0f}", f"{t['mem']:.2f}", f"{o['tps'] / t['tps']:.2f}", f"{o['mem'] / t['mem']:.2f}", f"{dl:.2e}"]
+    else:
+        cells += ["-"] * 5
+    print(f"| {mode} | " + " | ".join(cells) + f" | {o['n']}{'/' + str(t['n']) if t else ''} |")
+print()
+print(f"MFU = 6 x {params:,} x tokens/s / {peak / 1e12:.0f} TFLOP/s (full fine-tune count; LoRA/QLoRA do less).")
+EOF
+say ""
+say "total $((SECONDS - T_START)) s"
+cat "$SUM"
