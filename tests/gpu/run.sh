@@ -9,7 +9,7 @@
 # goes under $OUT, with summary.txt (date, GPU, commit, what passed/failed).
 # The machine has no network: nothing is installed; a missing dependency is
 # reported in the summary. Knobs: JOBS, CTEST_TIMEOUT (s per test, 300),
-# BENCH_TIMEOUT (s per bench, 120), SANITIZE (1), FULL_CTEST (1).
+# BENCH_TIMEOUT (s per bench, 120), SANITIZE (1), FULL_CTEST (1), BENCH_TRAIN (1).
 set -u
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/gpu-out}
@@ -115,6 +115,13 @@ if [ "$SANITIZE" = 1 ] && [ -x ./test_cuda_ops ]; then
     else
         say "SKIP  compute-sanitizer not found"
     fi
+fi
+
+# Training speed and memory, ours vs PyTorch when it is importable here (bench/train_gpu.sh): its table
+# and logs go to $OUT/bench-gpu/. BENCH_TRAIN=0 skips it.
+if [ "${BENCH_TRAIN:-1}" = 1 ] && [ -f "$ROOT/bench/train_gpu.sh" ]; then
+    step "bench/train_gpu.sh" "$OUT/train_gpu.log" timeout 450 env OUT="$OUT" bash "$ROOT/bench/train_gpu.sh" "$BUILD"
+    sed 's/^/      /' "$OUT/bench-gpu/summary.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
 fi
 
 say "result: $failures step(s) failed"
