@@ -16,6 +16,7 @@ static const command COMMANDS[] = {
     {"info", cmd_info, "describe a checkpoint: architecture, parameters, training memory"},
     {"generate", cmd_generate, "generate tokens from a prompt"},
     {"chat", cmd_chat, "talk to a model in the terminal (multi-turn, chat template)"},
+    {"eval", cmd_eval, "score a model on a dataset: loss/perplexity, or preference accuracy"},
     {"score", cmd_score, "log-probability of each token given those before it"},
     {"init", cmd_init, "write a randomly initialised checkpoint for a config"},
     {"tokenize", cmd_tokenize, "encode JSONL text to token ids (or --decode ids to text)"},

@@ -37,5 +37,20 @@ run "$BIN" score "$T/chat" --ids 1,523,349,272,5565,302,7117,28804
 [ "$s_base" != "$(cat "$T/out")" ] && ok || bad "merged model scores exactly like the SFT model"
 run "$BIN" generate "$T/chat" --prompt "What is the capital of Peru?" --template danube --max-new 16 --greedy
 
+# finetune eval on the pairs: the merged model scores exactly like base + adapter, and DPO raised the
+# chosen-over-rejected margin over the SFT model's
+P="$SRC/recipes/quickstart/pairs-sample.jsonl"
+run "$BIN" eval "$T/sft" --data "$P" --template danube
+m_sft=$(sed -E 's/.*"margin": *([-0-9.e]+).*/\1/' "$T/out")
+run "$BIN" eval "$T/sft" --data "$P" --template danube --adapter "$T/dpo"
+m_adapter=$(sed -E 's/.*"margin": *([-0-9.e]+).*/\1/' "$T/out")
+run "$BIN" eval "$T/chat" --data "$P" --template danube
+m_merged=$(sed -E 's/.*"margin": *([-0-9.e]+).*/\1/' "$T/out")
+awk -v a="$m_adapter" -v m="$m_merged" 'BEGIN { d = a - m; if (d < 0) d = -d; exit !(d <= 1e-3 * (a < 0 ? -a : a) + 1e-3) }' && ok ||
+  bad "merged model margin $m_merged differs from base + adapter $m_adapter"
+awk -v s="$m_sft" -v a="$m_adapter" 'BEGIN { exit !(a > s) }' && ok || bad "DPO did not raise the margin: sft $m_sft, dpo $m_adapter"
+run "$BIN" eval "$T/chat" --data "$SRC/recipes/quickstart/openorca-sample.jsonl" --template danube
+grep -q '"perplexity"' "$T/out" && ok || bad "eval on conversations printed no perplexity"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
