@@ -34,5 +34,7 @@ int cli_parse_ids(const char *s, int32_t **ids, size_t *n, ft_error *e);
 int cli_parse_int(const char *name, const char *s, long lo, long hi, long *out, ft_error *e);
 int cli_parse_float(const char *name, const char *s, double *out, ft_error *e);
 int cli_is_help(const char *arg);
+/* 1 when arg is one of the NULL-terminated names. */
+int cli_is_one_of(const char *arg, const char *const *names);
 
 #endif

@@ -150,7 +150,10 @@ int cmd_eval(int argc, char **argv) {
             o.model = a;
             continue;
         }
-        if (i + 1 >= argc) return cli_usage_error("eval", "option %s needs a value (or is unknown)", a);
+        static const char *const VALUED[] = {"--data", "--format", "--template", "--tokenizer", "--adapter",
+                                             "--device", "--on-bad-record", "--max-length", "--batch-size", NULL};
+        if (!cli_is_one_of(a, VALUED)) return cli_usage_error("eval", "unknown option %s", a);
+        if (i + 1 >= argc) return cli_usage_error("eval", "option %s needs a value", a);
         const char *val = argv[++i];
         if (strcmp(a, "--data") == 0) o.data = val;
         else if (strcmp(a, "--format") == 0) o.format = val;
@@ -166,8 +169,6 @@ int cmd_eval(int argc, char **argv) {
         } else if (strcmp(a, "--batch-size") == 0) {
             if (cli_parse_int("--batch-size", val, 1, 1 << 16, &v, &e)) return cli_report("eval", &e);
             o.batch = (int)v;
-        } else {
-            return cli_usage_error("eval", "unknown option %s", a);
         }
     }
     if (!o.model) return cli_usage_error("eval", "missing MODEL_DIR");

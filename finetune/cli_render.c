@@ -72,7 +72,10 @@ int cmd_render(int argc, char **argv) {
             jinja = 1;
             continue;
         }
+        static const char *const VALUED[] = {"--data", "--format", "--template", "--tokenizer", "-n", "--max-length",
+                                             "--truncation", "--overlong", "--on-bad-record", "--loss", NULL};
         if (a[0] != '-') return cli_usage_error("render", "unexpected argument '%s'", a);
+        if (!cli_is_one_of(a, VALUED)) return cli_usage_error("render", "unknown option '%s'", a);
         if (i + 1 >= argc) return cli_usage_error("render", "option %s needs a value", a);
         const char *v = argv[++i];
         int rc = 0;

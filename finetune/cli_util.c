@@ -73,3 +73,9 @@ int cli_parse_float(const char *name, const char *s, double *out, ft_error *e) {
     *out = x;
     return FT_OK;
 }
+
+int cli_is_one_of(const char *arg, const char *const *names) {
+    for (; *names; names++)
+        if (strcmp(arg, *names) == 0) return 1;
+    return 0;
+}

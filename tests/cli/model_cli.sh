@@ -49,7 +49,7 @@ expect 0 "" -- "$BIN" generate "$T/m" --prompt-ids 1,5,9 --max-new 6 --seed 7 --
 [ "$s1" = "$(cat "$T/out")" ] && ok || bad "seeded sampling not reproducible"
 
 # --help on every command, unknown options are errors
-for c in info score generate init sft dpo; do
+for c in info score generate init sft dpo eval merge quantize render tokenize plot chat; do
   expect 0 "" -- "$BIN" "$c" --help
   expect 2 "unknown option" -- "$BIN" "$c" --no-such-option
 done
