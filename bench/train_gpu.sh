@@ -12,7 +12,7 @@
 # peak GPU memory (ours: metrics.jsonl mem_gib, the backend's peak; torch: max_memory_allocated), MFU =
 # 6 * parameters * tokens/s / PEAK_TFLOPS (default 790e12, H100 dense bf16 as measured; the 6N rule is
 # the full fine-tune's count, so LoRA/QLoRA MFU overstates their useful work), max |loss difference|.
-# Knobs (env): STEPS (10), RUN_TIMEOUT (s per run, 70), PEAK_TFLOPS (790), MAXLEN (2048), PYTHON (python3),
+# Knobs (env): STEPS (10), RUN_TIMEOUT (s per run, 60), PEAK_TFLOPS (790), MAXLEN (2048), PYTHON (python3),
 # MODES ("full lora qlora"). Total runtime stays under ~6 minutes: 5 runs of at most RUN_TIMEOUT each.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +21,7 @@ OUT=${OUT:-$ROOT/gpu-out}
 B=$OUT/bench-gpu
 mkdir -p "$B" || { echo "train_gpu.sh: cannot create $B" >&2; exit 2; }
 STEPS=${STEPS:-10}
-RUN_TIMEOUT=${RUN_TIMEOUT:-70}
+RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 PEAK_TFLOPS=${PEAK_TFLOPS:-790}
 MAXLEN=${MAXLEN:-2048}
 MODES=${MODES:-full lora qlora}
@@ -177,4 +177,3 @@ print(f"MFU = 6 x {params:,} x tokens/s / {peak / 1e12:.0f} TFLOP/s (full fine-t
 EOF
 say ""
 say "total $((SECONDS - T_START)) s"
-cat "$SUM"
