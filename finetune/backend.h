@@ -121,6 +121,14 @@ struct ft_backend {
     /* x *= alpha (fp32) */
     void (*scale)(ft_backend *b, ft_tensor *x, float alpha);
 
+    /* ---- regularization ---- */
+    /* Inverted dropout: out[i] = keep(i) ? x[i] * (1 / (1 - p)) : 0, the factor rounded to fp32 once and the
+     * product in fp32 (rounded to out's dtype). The mask is a counter-based hash of (seed, i), so every backend
+     * and every call with the same seed drops the same elements: h = splitmix64 finalizer of
+     * (ft_dropout_key(seed) + i * 0x9E3779B97F4A7C15); keep(i) = (h >> 40) >= (uint64_t)(p * 2^24) (p in [0, 1)).
+     * x and out have the same dtype and element count (F32 on the CPU, F32/BF16/F16 on CUDA); out may alias x. */
+    void (*dropout)(ft_backend *b, const ft_tensor *x, ft_tensor *out, float p, uint64_t seed);
+
     /* ---- quantized weights (QLoRA) ---- */
     /* NF4 dequantization as bitsandbytes: out[i] = NF4[q_i] * absmax[i / blocksize] where q_{2j} is the HIGH
      * nibble of packed[j] and q_{2j+1} the low one. packed U8 [(n+1)/2], absmax F32 [ceil(n/blocksize)],
@@ -135,6 +143,14 @@ ft_backend *ft_backend_cpu_create(void);
 /* Defined in backend_cuda.cu when built with CUDA, else a stub that reports FT_EDEVICE. */
 int ft_backend_cuda_create(ft_backend **out, ft_error *e);
 int ft_backend_cuda_available(void);
+
+/* The per-seed key of the dropout hash (splitmix64 of seed), computed on the host by both backends. */
+static inline uint64_t ft_dropout_key(uint64_t seed) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
 
 /* Host-side convenience: allocate a tensor on the backend (FT_ENOMEM on failure). */
 int ft_backend_tensor(ft_backend *b, ft_dtype dt, int ndim, const int64_t *shape, ft_tensor *out, ft_error *e);

@@ -743,5 +743,6 @@ ft_backend *ft_backend_cpu_create(void) {
     b->sumsq = cpu_sumsq;
     b->scale = cpu_scale;
     b->nf4_dequant = cpu_nf4_dequant;
+    b->dropout = cpu_dropout;
     return b;
 }

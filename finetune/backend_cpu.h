@@ -76,5 +76,7 @@ void cpu_to_host_async(ft_backend *b, void *dst_host, const void *src_dev, size_
 void cpu_from_host_async(ft_backend *b, void *dst_dev, const void *src_host, size_t bytes);
 /* quantized weights (backend_cpu_nf4.c) */
 void cpu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize, ft_tensor *out);
+/* LoRA dropout (backend_cpu_dropout.c) */
+void cpu_dropout(ft_backend *b, const ft_tensor *x, ft_tensor *out, float p, uint64_t seed);
 
 #endif

@@ -927,6 +927,7 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     b->sumsq = cu_sumsq;
     b->nf4_dequant = cu_nf4_dequant;
     b->scale = cu_scale;
+    b->dropout = cu_dropout;
     *out = b;
     return FT_OK;
 }

@@ -77,6 +77,9 @@ extern "C" void cu_from_host_async(ft_backend *b, void *dst_dev, const void *src
 extern "C" void cu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize,
                                ft_tensor *out);
 
+/* LoRA dropout (cuda_dropout.cu) */
+extern "C" void cu_dropout(ft_backend *b, const ft_tensor *x, ft_tensor *out, float p, uint64_t seed);
+
 /* ---- device helpers ---- */
 static __device__ __forceinline__ float cu_ld(const float *p, size_t i) { return p[i]; }
 static __device__ __forceinline__ float cu_ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }

@@ -83,12 +83,7 @@ static int job_read_lora(rcp *r, ft_job *j, ft_error *e) {
     else if (strcmp(s, "none") != 0)
         return ft_fail(e, FT_EINPUT, "%s: key '%s': '%s' (expected nf4 or none)", rcp_name(r), k, s);
 #undef KEY
-    rc = lora_check_cfg(&j->lora, sec, e);
-    if (!rc && j->lora.dropout > 0)
-        rc = ft_fail(e, FT_EINPUT,
-                     "%s: %s.dropout = %g: LoRA dropout is not implemented in training yet; set it to 0", rcp_name(r),
-                     sec, j->lora.dropout);
-    return rc;
+    return lora_check_cfg(&j->lora, sec, e);
 }
 
 int job_parse_args(const char *cmd, const char *help, int argc, char **argv, job_args *a) {

@@ -65,6 +65,10 @@ typedef struct ft_model {
     ft_dtype compute;        /* F32 (default), BF16 or F16: see "Precision" above */
     ft_weights wc;           /* compute copies when compute != F32 (data NULL for norms and absent tensors) */
     int offload_activations; /* training keeps each layer's saved input in host memory (alloc_host) */
+    /* Randomness of one training micro-batch (LoRA dropout masks): the trainer sets it before each
+     * model_forward_train from (seed, global micro-batch index), so model_backward's recomputation draws the
+     * same masks as the forward and a resumed run draws the same masks as an uninterrupted one. */
+    uint64_t step_seed;
 } ft_model;
 
 /* The weight tensor of one linear of a layer (data NULL when a hook provides it). */

@@ -249,6 +249,9 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             const ds_batch *bt = &batches[i];
             logp = ft_xrealloc(logp, (size_t)bt->n_tokens * sizeof(float));
             dlogp = ft_xrealloc(dlogp, (size_t)bt->n_tokens * sizeof(float));
+            /* the micro-batch's global index: a resumed run draws the same dropout masks */
+            m->step_seed = ft_dropout_key(cfg->seed ^ ft_dropout_key((uint64_t)step * (uint64_t)cfg->grad_accum +
+                                                                     (uint64_t)(i - first)));
             if (job->loss.prepare) rc = job->loss.prepare(job->loss.ctx, m, bt, e);
             if (!rc) rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
             if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, extra, e);

@@ -205,8 +205,9 @@ void lora_free(lora_adapter *a) {
             if (lists[j][k].data) a->b->free(a->b, lists[j][k].data);
         free(lists[j]);
     }
-    if (a->xa.data) a->b->free(a->b, a->xa.data);
-    if (a->dyb.data) a->b->free(a->b, a->dyb.data);
+    ft_tensor *scratch[4] = {&a->xa, &a->dyb, &a->xd, &a->wc};
+    for (int j = 0; j < 4; j++)
+        if (scratch[j]->data) a->b->free(a->b, scratch[j]->data);
     if (a->wscratch.data) a->b->free(a->b, a->wscratch.data);
     lora_cfg_free(&a->cfg);
     free(a);
@@ -214,32 +215,85 @@ void lora_free(lora_adapter *a) {
 
 /* ---------- hooks ---------- */
 
-/* [T, r] scratch views, grown when a longer batch comes (rare: batches are bounded by max_length). */
-static int ensure_scratch(lora_adapter *a, int64_t T) {
-    if (T <= a->cap_T) return 1;
+/* Scratch in the dtype of the activations (the model's compute dtype): xa, dyb [T, r]; with dropout in
+ * training xd [T, max_in] (dropout(x), then the masked input gradient); in 16-bit compute wc holds 16-bit
+ * copies of one A and one B. Grown when a longer batch comes (rare: batches are bounded by max_length). */
+static int ensure_scratch(lora_adapter *a, int64_t T, ft_dtype dt, int need_xd) {
+    if (T <= a->cap_T && dt == a->cap_dt && (!need_xd || a->xd.data)) return 1;
     ft_error e;
-    if (a->xa.data) a->b->free(a->b, a->xa.data);
-    if (a->dyb.data) a->b->free(a->b, a->dyb.data);
-    a->xa.data = a->dyb.data = NULL;
-    int64_t s[2] = {T, a->cfg.r};
-    if (ft_backend_tensor(a->b, FT_F32, 2, s, &a->xa, &e) || ft_backend_tensor(a->b, FT_F32, 2, s, &a->dyb, &e)) {
+    ft_tensor *bufs[4] = {&a->xa, &a->dyb, &a->xd, &a->wc};
+    for (int i = 0; i < 4; i++) {
+        if (bufs[i]->data) a->b->free(a->b, bufs[i]->data);
+        bufs[i]->data = NULL;
+    }
+    if (T < a->cap_T) T = a->cap_T;
+    int64_t max_in = 0, max_ab = 0;
+    for (size_t k = 0; k < (size_t)a->num_layers * FT_LIN_COUNT; k++) {
+        if (!a->A[k].data) continue;
+        if (a->A[k].shape[1] > max_in) max_in = a->A[k].shape[1];
+        if (ft_numel(&a->A[k]) + ft_numel(&a->B[k]) > max_ab) max_ab = ft_numel(&a->A[k]) + ft_numel(&a->B[k]);
+    }
+    int64_t s[2] = {T, a->cfg.r}, sx[2] = {T, max_in};
+    int rc = ft_backend_tensor(a->b, dt, 2, s, &a->xa, &e);
+    if (!rc) rc = ft_backend_tensor(a->b, dt, 2, s, &a->dyb, &e);
+    if (!rc && need_xd) rc = ft_backend_tensor(a->b, dt, 2, sx, &a->xd, &e);
+    if (!rc && dt != FT_F32) rc = ft_backend_tensor(a->b, dt, 1, &max_ab, &a->wc, &e);
+    if (rc) {
         fprintf(stderr, "lora: %s\n", e.msg);
+        for (int i = 0; i < 4; i++) {
+            if (bufs[i]->data) a->b->free(a->b, bufs[i]->data);
+            bufs[i]->data = NULL;
+        }
         a->cap_T = 0;
         return 0;
     }
     a->cap_T = T;
+    a->cap_dt = dt;
     return 1;
 }
 
+/* A and B as the activations' dtype: the fp32 masters themselves, or (16-bit compute) fresh 16-bit casts.
+ * Casting per call rather than keeping copies refreshed after each optimizer step costs r * (in + out)
+ * elements, nothing next to the GEMMs, and can never go stale (resume, init_from, DPO reference). */
+static void adapter_ab(lora_adapter *a, size_t k, ft_dtype dt, ft_tensor *Ac, ft_tensor *Bc) {
+    if (dt == FT_F32) {
+        *Ac = a->A[k];
+        *Bc = a->B[k];
+        return;
+    }
+    *Ac = ft_tensor_make(a->wc.data, dt, a->b->device, 2, a->A[k].shape);
+    *Bc = ft_tensor_make((char *)a->wc.data + (size_t)ft_numel(&a->A[k]) * ft_dtype_size(dt), dt, a->b->device, 2,
+                         a->B[k].shape);
+    a->b->cast(a->b, &a->A[k], Ac);
+    a->b->cast(a->b, &a->B[k], Bc);
+}
+
+/* The dropout mask's seed for one linear of one layer in this micro-batch: every adapted linear draws its
+ * own mask (PEFT has one dropout module per adapter), the same in forward and backward's recomputation. */
+static uint64_t mask_seed(const ft_model *m, int layer, ft_linear which) {
+    return ft_dropout_key(m->step_seed + (uint64_t)(layer * FT_LIN_COUNT + (int)which + 1) * 0xD1B54A32D192ED03ULL);
+}
+
+/* PEFT: y += s * B(A(dropout(x))), dropout only in training. */
 static void hook_forward(void *ctx, ft_model *m, int layer, ft_linear which, const ft_tensor *x, ft_tensor *y) {
     lora_adapter *a = ctx;
     size_t k = (size_t)layer * FT_LIN_COUNT + which;
     if (!a->A[k].data) return;
     int64_t T = x->shape[0];
-    if (!ensure_scratch(a, T)) return;
-    ft_tensor xa = ft_t2(a->xa.data, FT_F32, a->b->device, T, a->cfg.r);
-    m->b->gemm(m->b, x, 0, &a->A[k], 1, &xa, 1.0f, 0.0f);
-    m->b->gemm(m->b, &xa, 0, &a->B[k], 1, y, a->scaling, 1.0f);
+    int drop = a->cfg.dropout > 0 && m->training;
+    if (!ensure_scratch(a, T, x->dtype, drop)) return;
+    ft_backend *b = m->b;
+    ft_tensor Ac, Bc, xd;
+    adapter_ab(a, k, x->dtype, &Ac, &Bc);
+    const ft_tensor *xin = x;
+    if (drop) {
+        xd = ft_t2(a->xd.data, x->dtype, b->device, T, a->A[k].shape[1]);
+        b->dropout(b, x, &xd, a->cfg.dropout, mask_seed(m, layer, which));
+        xin = &xd;
+    }
+    ft_tensor xa = ft_t2(a->xa.data, x->dtype, b->device, T, a->cfg.r);
+    b->gemm(b, xin, 0, &Ac, 1, &xa, 1.0f, 0.0f);
+    b->gemm(b, &xa, 0, &Bc, 1, y, a->scaling, 1.0f);
 }
 
 static void hook_backward(void *ctx, ft_model *m, int layer, ft_linear which, const ft_tensor *x, const ft_tensor *dy,
@@ -248,24 +302,53 @@ static void hook_backward(void *ctx, ft_model *m, int layer, ft_linear which, co
     size_t k = (size_t)layer * FT_LIN_COUNT + which;
     if (!a->A[k].data) return;
     int64_t T = x->shape[0];
-    if (!ensure_scratch(a, T)) return;
+    int drop = a->cfg.dropout > 0 && m->training;
+    if (!ensure_scratch(a, T, x->dtype, drop)) return;
     ft_backend *b = m->b;
-    ft_tensor xa = ft_t2(a->xa.data, FT_F32, b->device, T, a->cfg.r);
-    ft_tensor dyb = ft_t2(a->dyb.data, FT_F32, b->device, T, a->cfg.r);
-    b->gemm(b, dy, 0, &a->B[k], 0, &dyb, 1.0f, 0.0f); /* dy B  [T, r] */
-    if (a->gB[k].data) {
-        b->gemm(b, x, 0, &a->A[k], 1, &xa, 1.0f, 0.0f);             /* x A^T [T, r] */
-        b->gemm(b, dy, 1, &xa, 0, &a->gB[k], a->scaling, 1.0f);      /* dB += s dy^T (x A^T) */
-        b->gemm(b, &dyb, 1, x, 0, &a->gA[k], a->scaling, 1.0f);      /* dA += s (dy B)^T x */
+    ft_tensor Ac, Bc, xd;
+    adapter_ab(a, k, x->dtype, &Ac, &Bc);
+    const ft_tensor *xin = x;
+    uint64_t seed = mask_seed(m, layer, which);
+    if (drop) { /* the forward's mask again: same seed */
+        xd = ft_t2(a->xd.data, x->dtype, b->device, T, a->A[k].shape[1]);
+        b->dropout(b, x, &xd, a->cfg.dropout, seed);
+        xin = &xd;
     }
-    b->gemm(b, &dyb, 0, &a->A[k], 0, dx, a->scaling, 1.0f); /* dx += s (dy B) A */
+    ft_tensor xa = ft_t2(a->xa.data, x->dtype, b->device, T, a->cfg.r);
+    ft_tensor dyb = ft_t2(a->dyb.data, x->dtype, b->device, T, a->cfg.r);
+    b->gemm(b, dy, 0, &Bc, 0, &dyb, 1.0f, 0.0f); /* dy B  [T, r] */
+    if (a->gB[k].data) {
+        b->gemm(b, xin, 0, &Ac, 1, &xa, 1.0f, 0.0f);            /* x' A^T [T, r], x' = dropout(x) */
+        b->gemm(b, dy, 1, &xa, 0, &a->gB[k], a->scaling, 1.0f); /* dB += s dy^T (x' A^T) */
+        b->gemm(b, &dyb, 1, xin, 0, &a->gA[k], a->scaling, 1.0f); /* dA += s (dy B)^T x' */
+    }
+    if (!drop) {
+        b->gemm(b, &dyb, 0, &Ac, 0, dx, a->scaling, 1.0f); /* dx += s (dy B) A */
+    } else {
+        /* dx += mask / (1 - p) * s (dy B) A, through xd (x' is no longer needed) */
+        ft_tensor g = ft_tensor_make(a->xd.data, dx->dtype, b->device, dx->ndim, dx->shape);
+        b->gemm(b, &dyb, 0, &Ac, 0, &g, a->scaling, 0.0f);
+        b->dropout(b, &g, &g, a->cfg.dropout, seed);
+        b->add(b, dx, &g, dx);
+    }
 }
 
+/* The dequantized base weight, in the dtype the model computes in (scratch->dtype). The scratch was sized
+ * in fp32 when quantizing; a 16-bit model gets a buffer half that size on first use (if that allocation
+ * fails the fp32 one, which is large enough, is reused). */
 static const ft_tensor *hook_base_weight(void *ctx, ft_model *m, int layer, ft_linear which, ft_tensor *scratch) {
     lora_adapter *a = ctx;
     size_t k = (size_t)layer * FT_LIN_COUNT + which;
     ft_tensor *w = &a->wscratch;
-    ft_tensor view = ft_tensor_make(w->data, FT_F32, a->b->device, scratch->ndim, scratch->shape);
+    if (scratch->dtype != a->wscratch_dt) {
+        void *p = a->b->alloc(a->b, (size_t)a->wscratch_n * ft_dtype_size(scratch->dtype));
+        if (p) {
+            a->b->free(a->b, w->data);
+            w->data = p;
+        }
+        a->wscratch_dt = scratch->dtype;
+    }
+    ft_tensor view = ft_tensor_make(w->data, scratch->dtype, a->b->device, scratch->ndim, scratch->shape);
     *w = view;
     m->b->nf4_dequant(m->b, &a->qpacked[k], &a->qabsmax[k], NF4_BLOCK, w);
     return w;
@@ -333,11 +416,12 @@ static void json_str(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     }
 }
 
-/* Python's json float repr for simple values (shortest round trip, ".0" for integers). */
-static void py_float(double v, char *out, size_t n) {
-    for (int p = 1; p <= 17; p++) {
-        snprintf(out, n, "%.*g", p, v);
-        if (strtod(out, NULL) == v) break;
+/* Python's json float repr of the number the user wrote, for an fp32 value (0.1f -> "0.1", 8 -> "8.0"):
+ * the shortest digits that read back as the same float. */
+static void py_float32(float v, char *out, size_t n) {
+    for (int p = 1; p <= 9; p++) {
+        snprintf(out, n, "%.*g", p, (double)v);
+        if (strtof(out, NULL) == v) break;
     }
     if (!strpbrk(out, ".eEn")) strncat(out, ".0", n - strlen(out) - 1);
 }
@@ -355,12 +439,12 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
     /* adapter_config.json: PEFT 0.21's keys, sorted, indent 2 */
     size_t len = 0, cap = 4096;
     char *s = ft_xmalloc(cap), drop[40], *base = json_escape(base_model ? base_model : "");
-    py_float(a->cfg.dropout, drop, sizeof drop);
+    py_float32(a->cfg.dropout, drop, sizeof drop);
     char alpha[40];
     if (a->cfg.alpha == floorf(a->cfg.alpha) && fabsf(a->cfg.alpha) < 1e9f)
         snprintf(alpha, sizeof alpha, "%lld", (long long)a->cfg.alpha);
     else
-        py_float(a->cfg.alpha, alpha, sizeof alpha);
+        py_float32(a->cfg.alpha, alpha, sizeof alpha);
     char targets[8192] = "", layers[1024] = "null";
     if (a->cfg.all_linear && !a->cfg.n_pairs) {
         snprintf(targets, sizeof targets, "\"all-linear\"");
@@ -759,6 +843,8 @@ int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_e
     free(h);
     st_model_close(st);
     if (!rc) rc = ft_backend_tensor(a->b, FT_F32, 1, &biggest, &a->wscratch, e);
+    a->wscratch_n = biggest;
+    a->wscratch_dt = FT_F32;
     return rc;
 }
 

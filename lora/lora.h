@@ -8,8 +8,13 @@
  * adapter_model.safetensors (keys base_model.model.model.layers.{i}.<module>.lora_A.weight, metadata
  * {"format": "pt"}). QLoRA: lora_quantize_base keeps the layers' linears as NF4 on the backend
  * (bitsandbytes' layout, lora/nf4.h) and dequantizes each into one scratch buffer when used.
- * Not supported (refused with a clear error): lora dropout > 0 during training, DoRA, fan_in_fan_out,
- * regex target_modules, bias != "none". */
+ * Dropout (PEFT semantics): in training the adapter path reads dropout(x) (inverted scaling 1/(1-p)); the
+ * mask comes from the backend's counter-based dropout op seeded by (m->step_seed, layer, linear), so
+ * backward's recomputation and a resumed run draw the same masks; the input gradient through the adapter
+ * gets the same mask and scaling. 16-bit compute: A and B stay fp32 masters (and fp32 gradients); each
+ * hook call casts them to the compute dtype (tiny next to the GEMMs, never stale); the QLoRA base is
+ * dequantized straight into the compute dtype.
+ * Not supported (refused with a clear error): DoRA, fan_in_fan_out, regex target_modules, bias != "none". */
 #ifndef FT_LORA_H
 #define FT_LORA_H
 
@@ -33,11 +38,17 @@ typedef struct lora_adapter {
     ft_backend *b;
     int num_layers;
     ft_tensor *A, *B, *gA, *gB; /* [num_layers * FT_LIN_COUNT]; data NULL where not adapted (g: not training) */
-    ft_tensor xa, dyb;          /* scratch [cap_T, r] */
+    /* scratch in the activations' dtype (see ensure_scratch in lora.c) */
+    ft_tensor xa, dyb; /* [cap_T, r] */
+    ft_tensor xd;      /* [cap_T, largest in]: dropout(x) and the masked input gradient (dropout > 0, training) */
+    ft_tensor wc;      /* 16-bit copies of one A and one B (16-bit compute) */
     int64_t cap_T;
+    ft_dtype cap_dt;
     /* QLoRA base */
     ft_tensor *qpacked, *qabsmax; /* [num_layers * FT_LIN_COUNT] on the backend */
-    ft_tensor wscratch;           /* fp32, sized for the largest linear */
+    ft_tensor wscratch;           /* the largest linear dequantized, in the compute dtype */
+    int64_t wscratch_n;
+    ft_dtype wscratch_dt;
 } lora_adapter;
 
 /* Parse target_modules: a JSON array of names or the string "all-linear" (names: q_proj ... down_proj,

@@ -427,6 +427,50 @@ static void t_nf4(int64_t n, int blocksize) {
     drop(&out);
 }
 
+/* LoRA dropout: the GPU's mask must equal the CPU's exactly (same counter-based hash), F32 values exactly;
+ * BF16/F16 storage keeps exactly the CPU's mask and the kept values are x*scale rounded once. */
+static void t_dropout(int64_t n, float p, uint64_t seed) {
+    char w[96];
+    pair x = frand(1, n, 0, 0, 1.0f), out = fout(1, n, 0, 0);
+    G->dropout(G, &x.g, &out.g, p, seed);
+    C->dropout(C, &x.c, &out.c, p, seed);
+    snprintf(w, sizeof w, "dropout p=%g seed=%llu (exact)", (double)p, (unsigned long long)seed);
+    cmp(w, &out, 0);
+    float *hx = malloc((size_t)n * 4 + 4), *hc = malloc((size_t)n * 4 + 4);
+    C->download(C, hx, x.c.data, (size_t)n * 4);
+    C->download(C, hc, out.c.data, (size_t)n * 4);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; i++) kept += hc[i] != 0;
+    CHECK_MSG(n < 10000 || fabs((double)kept / (double)n - (1 - p)) < 0.02, "dropout keep rate %g, want %g",
+              (double)kept / (double)n, 1 - (double)p);
+    const ft_dtype half[2] = {FT_BF16, FT_F16};
+    for (int hi = 0; hi < 2; hi++) {
+        ft_dtype dt = half[hi];
+        pair h = hrand(dt, 1, n, 0, 0, 1.0f, 0), ho = hrand(dt, 1, n, 0, 0, 0, 1);
+        G->dropout(G, &h.g, &ho.g, p, seed);
+        uint16_t *a = malloc((size_t)n * 2 + 4), *in = malloc((size_t)n * 2 + 4);
+        G->download(G, a, ho.g.data, (size_t)n * 2);
+        G->download(G, in, h.g.data, (size_t)n * 2);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float xi = from16(dt, in[i]), want = hc[i] != 0 ? xi * (1.0f / (1.0f - p)) : 0.0f;
+            uint16_t wb = hc[i] != 0 ? to16(dt, want) : to16(dt, 0.0f);
+            if (a[i] != wb && !(hc[i] != 0 && xi == 0)) bad++;
+        }
+        CHECK_MSG(bad == 0, "dropout %s: %lld of %lld elements differ from the CPU mask / rounding",
+                  ft_dtype_name(dt), (long long)bad, (long long)n);
+        if (!bad) fprintf(stderr, "ok dropout %s: the CPU's mask, exactly\n", ft_dtype_name(dt));
+        free(a), free(in);
+        drop(&h), drop(&ho);
+    }
+    /* in place on the GPU: same result */
+    G->dropout(G, &x.g, &x.g, p, seed);
+    pair inplace = {x.g, out.c};
+    cmp("dropout in place", &inplace, 0);
+    free(hx), free(hc);
+    drop(&x), drop(&out);
+}
+
 static void t_memory(void) {
     size_t u0, p0, u1, p1, u2;
     G->memory(G, &u0, &p0);
@@ -511,6 +555,9 @@ int main(void) {
     t_optim();
     t_nf4(64 * 1000 + 37, 64);
     t_nf4(7, 64);
+    t_dropout(1000003, 0.1f, 42);
+    t_dropout(4099, 0.5f, 0xfeedfacecafebeefULL);
+    t_dropout(17, 0.0f, 1);
     t_logprobs(23, 48, 1000, 1);
     t_logprobs(23, 48, 1000, 0);
     t_logprobs(4096, 64, 10000, 1); /* several vocab chunks */

@@ -11,8 +11,20 @@
  * Memory: a Llama of about 120M parameters trains one step (bf16, 2048 tokens) and the backend's measured
  * peak must be within 15% of memplan_estimate for the same config, less its fixed runtime overhead (CUDA
  * context and cuBLAS workspace, which the backend's allocator does not see).
- * LoRA, QLoRA and DPO-LoRA curves: see docs/gpu-log.md (not here yet). Without a usable GPU: exit 77. */
+ * LoRA, QLoRA and DPO-LoRA: 50 steps of adapter training (r 8, alpha 16, all-linear, lora dropout 0.1, AdamW
+ * lr 3e-3, DPO 1e-3) on a frozen random base saved to a temp dir (QLoRA: that checkpoint quantized to NF4 on each
+ * backend), in fp32, bf16 (sm_80+) and fp16 with loss scaling on CUDA against the CPU's fp32 curve; the
+ * dropout masks are the same on both backends (counter-based hash seeded per step), so the curves must agree
+ * like the SFT ones (FT_TOL_LORA_F32 / _BF16 / _F16 override 1e-3 / 5e-2 / 2e-2). DPO-LoRA: two packed
+ * preference pairs, sigmoid DPO (beta 0.1) against reference log-probs precomputed with the adapters off.
+ * Without a usable GPU: exit 77 (FT_CUDA_TRAIN_CPU_ONLY=1 runs and prints the CPU adapter curves first).
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "backend.h"
+#include "dpo/dpo_loss.h"
+#include "lora/lora.h"
 #include "lossscale.h"
 #include "memplan.h"
 #include "model.h"
@@ -101,12 +113,212 @@ static int train(ft_backend *b, const ft_config *cfg, ft_dtype dt, double *losse
     return 0;
 }
 
+/* ---------------- LoRA, QLoRA, DPO-LoRA ---------------- */
+
+enum { K_LORA, K_QLORA, K_DPO, K_COUNT };
+static const char *const KIND[K_COUNT] = {"lora", "qlora", "dpo-lora"};
+static char model_dir[256];
+
+static int frozen(const char *name, void *ctx) {
+    (void)name, (void)ctx;
+    return 0;
+}
+
+/* DPO batch: pair p (p = 0, 1) is samples 2p (chosen) and 2p+1 (rejected), each PROMPT prompt tokens then
+ * RESP reply tokens; the 4 last tokens are padding. Returns the sample of token t's target (-1: none) and
+ * whether it is a reply token. */
+enum { PROMPT = 6, RESP = 9, SAMPLE = PROMPT + RESP };
+static void dpo_batch(int32_t *ids, int32_t *pos, int32_t *doc, int32_t *tg, int *sample_of) {
+    for (int t = 0; t < T; t++) {
+        int smp = t / SAMPLE, j = t % SAMPLE;
+        if (smp >= 4) { /* padding */
+            ids[t] = 0, pos[t] = t - 4 * SAMPLE, doc[t] = 4 * SAMPLE, tg[t] = -1, sample_of[t] = -1;
+            continue;
+        }
+        int pair = smp / 2, rejected = smp % 2;
+        ids[t] = j < PROMPT ? (int32_t)(20 + 11 * pair + 5 * j) % 200 + 10
+                            : (int32_t)((rejected ? 3 : 17) * (j + 1) + 40 * pair) % 200 + 10;
+        pos[t] = j;
+        doc[t] = smp * SAMPLE;
+        sample_of[t] = -1;
+    }
+    for (int t = 0; t < T; t++) {
+        int smp = t / SAMPLE, j = t % SAMPLE;
+        tg[t] = -1;
+        if (smp < 4 && j + 1 < SAMPLE && j + 1 >= PROMPT) { /* predicts a reply token */
+            tg[t] = ids[t + 1];
+            sample_of[t] = smp;
+        }
+    }
+}
+
+/* losses[STEPS] of adapter training of `kind` on backend b in compute dtype dt */
+static int train_adapter(ft_backend *b, int kind, ft_dtype dt, double *losses) {
+    ft_error e = {0};
+    ft_model *m = NULL;
+    lora_adapter *a = NULL;
+    ft_weights g = {0};
+    ft_optim *o = NULL;
+    lora_cfg lc = {0};
+    lc.r = 8;
+    lc.alpha = 16;
+    lc.dropout = 0.1f;
+    ft_optim_cfg oc = optim_defaults();
+    oc.lr = kind == K_DPO ? 1e-3f : 3e-3f; /* slow enough that the curves still move at step 50 */
+    oc.grad_clip = 1.0f;
+    oc.weight_decay = 0.0f;
+    oc.schedule = FT_SCHED_CONSTANT;
+    oc.total_steps = STEPS;
+    ft_param *pw = NULL, *pg = NULL;
+    int np = 0;
+    int rc = lora_parse_targets("\"all-linear\"", &lc, "test_cuda_train", &e);
+    if (!rc) rc = model_load_ex(model_dir, b, kind == K_QLORA, &m, &e);
+    if (!rc) rc = lora_create(m, &lc, 3, &a, &e);
+    if (!rc && kind == K_QLORA) rc = lora_quantize_base(a, m, model_dir, &e);
+    if (!rc) {
+        lora_attach(a, m);
+        rc = model_set_precision(m, dt, frozen, NULL, &e);
+    }
+    if (!rc) rc = grads_create(m, frozen, NULL, &g, &e);
+    if (!rc) rc = optim_create_ex(m, &g, &oc, 1, &o, &e);
+    if (!rc) rc = lora_grads_create(a, &e);
+    if (!rc) lora_params(a, &pw, &pg, &np);
+    for (int i = 0; i < np && !rc; i++) rc = optim_add_param(o, pw[i].name, pw[i].t, pg[i].t, &e);
+    free(pw), free(pg);
+    lora_cfg_free(&lc);
+    int32_t ids[T], pos[T], doc[T], tg[T];
+    int sample_of[T], n = 0;
+    float logp[T], dlogp[T];
+    double ref_lp[4] = {0};
+    if (kind == K_DPO) {
+        dpo_batch(ids, pos, doc, tg, sample_of);
+        /* reference: the base alone (adapters off), precomputed once */
+        ft_linear_hooks saved = m ? m->hooks : (ft_linear_hooks){0};
+        if (!rc) {
+            m->hooks.forward = NULL;
+            m->hooks.backward = NULL;
+            rc = model_forward(m, T, ids, pos, doc, tg, logp, &e);
+            m->hooks = saved;
+        }
+        for (int t = 0; t < T && !rc; t++)
+            if (sample_of[t] >= 0) ref_lp[sample_of[t]] += logp[t];
+    } else {
+        int split = 29;
+        for (int t = 0; t < T; t++) {
+            int s0 = t < split ? 0 : split;
+            ids[t] = (int32_t)(((t - s0) * 7 + (s0 ? 3 : 1)) % 50 + 10);
+            pos[t] = t - s0;
+            doc[t] = s0;
+        }
+        for (int t = 0; t < T; t++) {
+            tg[t] = (t == split - 1 || t == T - 1) ? -1 : ids[t + 1];
+            n += tg[t] >= 0;
+        }
+    }
+    if (rc) {
+        fprintf(stderr, "%s %s %s setup: %s\n", b->name, KIND[kind], ft_dtype_name(dt), e.msg);
+        optim_free(o);
+        if (m) grads_free(m, &g);
+        lora_free(a);
+        model_free(m);
+        return 1;
+    }
+    dpo_config dc;
+    dpo_config_default(&dc, DPO_SIGMOID);
+    ft_lossscale ls;
+    lossscale_init(&ls, dt == FT_F16, 0, 0);
+    int skipped = 0;
+    for (int s = 0; s < STEPS && !rc; s++) {
+        for (int i = 0; i < o->n; i++) b->zero(b, o->g[i].t->data, ft_nbytes(o->g[i].t));
+        m->step_seed = 1000 + (uint64_t)s; /* the same dropout masks on both backends */
+        rc = model_forward_train(m, T, ids, pos, doc, tg, logp, &e);
+        double loss = 0;
+        if (!rc && kind == K_DPO) {
+            double lp[4] = {0}, pc[2], pr[2], rcw[2], rr[2], dpc[2], dpr[2];
+            int nc[2] = {RESP, RESP}, nr[2] = {RESP, RESP};
+            for (int t = 0; t < T; t++)
+                if (sample_of[t] >= 0) lp[sample_of[t]] += logp[t];
+            for (int p = 0; p < 2; p++) pc[p] = lp[2 * p], pr[p] = lp[2 * p + 1], rcw[p] = ref_lp[2 * p],
+                                        rr[p] = ref_lp[2 * p + 1];
+            rc = dpo_loss_forward(&dc, 2, pc, pr, rcw, rr, nc, nr, &loss, dpc, dpr, NULL, &e);
+            for (int t = 0; t < T; t++) {
+                int smp = sample_of[t];
+                dlogp[t] = smp < 0 ? 0.0f : (float)((smp % 2 ? dpr[smp / 2] : dpc[smp / 2]) * ls.scale);
+            }
+        } else if (!rc) {
+            for (int t = 0; t < T; t++) {
+                loss -= tg[t] >= 0 ? logp[t] / n : 0;
+                dlogp[t] = tg[t] >= 0 ? -ls.scale / (float)n : 0.0f;
+            }
+        }
+        losses[s] = loss;
+        if (!rc) rc = model_backward(m, dlogp, &g, &e);
+        if (rc) break;
+        ft_step_info info;
+        optim_step(o, 1.0f / ls.scale, &info);
+        lossscale_update(&ls, ls.enabled && info.skipped);
+        skipped += info.skipped;
+        if (!info.skipped) model_sync_compute(m);
+    }
+    if (rc) fprintf(stderr, "%s %s %s: %s\n", b->name, KIND[kind], ft_dtype_name(dt), e.msg);
+    if (dt == FT_F16)
+        printf("%s fp16: %d overflow step(s) skipped, final loss scale %g\n", KIND[kind], skipped, (double)ls.scale);
+    optim_free(o);
+    grads_free(m, &g);
+    lora_free(a);
+    model_free(m);
+    return rc ? 1 : 0;
+}
+
+/* The base the adapter runs train on: a random tiny Llama (std 0.2, so it has structure to adapt) saved as
+ * an fp32 checkpoint in a temp dir. */
+static int make_base(const ft_config *cfg) {
+    ft_error e;
+    ft_backend *cpu = ft_backend_cpu_create();
+    ft_model *m = NULL;
+    snprintf(model_dir, sizeof model_dir, "/tmp/ft_cuda_train_XXXXXX");
+    int rc = mkdtemp(model_dir) ? 0 : 1;
+    if (!rc) rc = model_init_random(cfg, cpu, 7, 0.2f, &m, &e) || model_save(m, model_dir, FT_F32, &e);
+    if (rc) fprintf(stderr, "base model: %s\n", e.msg);
+    model_free(m);
+    cpu->destroy(cpu);
+    return rc;
+}
+
+static void remove_base(void) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", model_dir);
+    if (model_dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", model_dir);
+}
+
+/* CPU reference curves of the three adapter kinds; each must learn. */
+static void adapter_refs(ft_backend *cpu, double ref[K_COUNT][STEPS]) {
+    for (int k = 0; k < K_COUNT; k++) {
+        CHECK(train_adapter(cpu, k, FT_F32, ref[k]) == 0);
+        printf("cpu %-8s loss %.4f -> %.4f\n", KIND[k], ref[k][0], ref[k][STEPS - 1]);
+        CHECK_MSG(ref[k][STEPS - 1] < 0.7 * ref[k][0], "%s on the CPU does not learn (%.4f -> %.4f)", KIND[k],
+                  ref[k][0], ref[k][STEPS - 1]);
+    }
+}
+
 static double env_tol(const char *name, double def) {
     const char *v = getenv(name);
     return v ? atof(v) : def;
 }
 
 int main(void) {
+    if (getenv("FT_CUDA_TRAIN_CPU_ONLY")) { /* the CPU adapter curves alone (no GPU needed), for tuning */
+        ft_error e;
+        ft_config cfg;
+        static double r[K_COUNT][STEPS];
+        ft_backend *cpu = ft_backend_cpu_create();
+        CHECK(tiny_cfg(&cfg, 128, 2, 256, 256, &e) == 0);
+        CHECK(make_base(&cfg) == 0);
+        adapter_refs(cpu, r);
+        remove_base();
+        cpu->destroy(cpu);
+        if (t_failures) TEST_DONE();
+    }
     if (!ft_backend_cuda_available()) {
         fprintf(stderr, "no usable CUDA GPU: skipping\n");
         return 77;
@@ -142,6 +354,33 @@ int main(void) {
         CHECK_MSG(worst <= tols[k], "%s: loss curve differs from the CPU's by %.3g at step %d", ft_dtype_name(dts[k]),
                   worst, at + 1);
     }
+
+    /* LoRA, QLoRA, DPO-LoRA: CUDA curves vs the CPU's */
+    static double aref[K_COUNT][STEPS];
+    CHECK(make_base(&cfg) == 0);
+    adapter_refs(cpu, aref);
+    double ltols[3] = {env_tol("FT_TOL_LORA_F32", 1e-3), env_tol("FT_TOL_LORA_BF16", 5e-2),
+                       env_tol("FT_TOL_LORA_F16", 2e-2)};
+    for (int kind = 0; kind < K_COUNT; kind++)
+        for (int k = 0; k < 3; k++) {
+            if (gpu->arch < 80 && dts[k] == FT_BF16) continue;
+            if (train_adapter(gpu, kind, dts[k], got)) {
+                CHECK_MSG(0, "%s %s on cuda failed", KIND[kind], ft_dtype_name(dts[k]));
+                continue;
+            }
+            double worst = 0;
+            int at = 0;
+            for (int s = 0; s < STEPS; s++) {
+                double d = fabs(got[s] - aref[kind][s]) / fmax(1.0, fabs(aref[kind][s]));
+                if (!(d <= worst)) worst = d, at = s;
+            }
+            printf("%-8s %-4s loss cpu %.4f -> %.4f, cuda %.4f -> %.4f, worst step diff %.3g at step %d (tol %.3g)\n",
+                   KIND[kind], ft_dtype_name(dts[k]), aref[kind][0], aref[kind][STEPS - 1], got[0], got[STEPS - 1],
+                   worst, at + 1, ltols[k]);
+            CHECK_MSG(worst <= ltols[k], "%s %s: loss curve differs from the CPU's by %.3g at step %d", KIND[kind],
+                      ft_dtype_name(dts[k]), worst, at + 1);
+        }
+    remove_base();
 
     /* memory: measured peak vs the plan */
     ft_config big;
