@@ -324,6 +324,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
         convert_out(buf, conv, (size_t)n, dt);
         rc = st_sharded_write(w, t->name, conv, e);
     }
+    int shards = w && !rc ? st_sharded_num_shards(w) : 0; /* finish frees w */
     if (w) {
         if (rc) st_sharded_abort(w);
         else rc = st_sharded_finish(w, e);
@@ -332,8 +333,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
     else if (tmp) rm_flat_dir(tmp);
     if (!rc)
         printf("merged %d LoRA linears (r=%d, scaling=%g) into %s (%s, %d shard%s)\n", merged, ad->cfg.r,
-               (double)ad->scaling, a->out, torch_name(dt), st_sharded_num_shards(w),
-               st_sharded_num_shards(w) == 1 ? "" : "s");
+               (double)ad->scaling, a->out, torch_name(dt), shards, shards == 1 ? "" : "s");
     free(buf);
     free(conv);
     free(row);
