@@ -129,6 +129,16 @@ struct ft_backend {
      * x and out have the same dtype and element count (F32 on the CPU, F32/BF16/F16 on CUDA); out may alias x. */
     void (*dropout)(ft_backend *b, const ft_tensor *x, ft_tensor *out, float p, uint64_t seed);
 
+    /* ---- DoRA (weight-decomposed LoRA) ---- */
+    /* out[i] = sqrt(sum_j x[i,j]^2) (accumulated in double): x [R,C] F32, out [R] F32. */
+    void (*row_norm)(ft_backend *b, const ft_tensor *x, ft_tensor *out);
+    /* out[t,j] = x[t,j] * (num[j] / den[j]), the factor in fp32: x, out [T,N] of one dtype (out may alias x;
+     * F32 on the CPU, F32/BF16/F16 on CUDA), num, den [N] F32. */
+    void (*col_scale)(ft_backend *b, const ft_tensor *x, const ft_tensor *num, const ft_tensor *den, ft_tensor *out);
+    /* out[j] += (sum_t a[t,j] * x[t,j]) / den[j] (accumulated in double): a, x [T,N] of one dtype, den, out [N]
+     * F32. */
+    void (*col_dot)(ft_backend *b, const ft_tensor *a, const ft_tensor *x, const ft_tensor *den, ft_tensor *out);
+
     /* ---- quantized weights (QLoRA) ---- */
     /* NF4 dequantization as bitsandbytes: out[i] = NF4[q_i] * absmax[i / blocksize] where q_{2j} is the HIGH
      * nibble of packed[j] and q_{2j+1} the low one. packed U8 [(n+1)/2], absmax F32 [ceil(n/blocksize)],

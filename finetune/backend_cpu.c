@@ -744,5 +744,8 @@ ft_backend *ft_backend_cpu_create(void) {
     b->scale = cpu_scale;
     b->nf4_dequant = cpu_nf4_dequant;
     b->dropout = cpu_dropout;
+    b->row_norm = cpu_row_norm;
+    b->col_scale = cpu_col_scale;
+    b->col_dot = cpu_col_dot;
     return b;
 }

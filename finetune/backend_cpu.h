@@ -78,5 +78,9 @@ void cpu_from_host_async(ft_backend *b, void *dst_dev, const void *src_host, siz
 void cpu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_tensor *absmax, int blocksize, ft_tensor *out);
 /* LoRA dropout (backend_cpu_dropout.c) */
 void cpu_dropout(ft_backend *b, const ft_tensor *x, ft_tensor *out, float p, uint64_t seed);
+/* DoRA (backend_cpu_dora.c) */
+void cpu_row_norm(ft_backend *b, const ft_tensor *x, ft_tensor *out);
+void cpu_col_scale(ft_backend *b, const ft_tensor *x, const ft_tensor *num, const ft_tensor *den, ft_tensor *out);
+void cpu_col_dot(ft_backend *b, const ft_tensor *a, const ft_tensor *x, const ft_tensor *den, ft_tensor *out);
 
 #endif

@@ -928,6 +928,9 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     b->nf4_dequant = cu_nf4_dequant;
     b->scale = cu_scale;
     b->dropout = cu_dropout;
+    b->row_norm = cu_row_norm;
+    b->col_scale = cu_col_scale;
+    b->col_dot = cu_col_dot;
     *out = b;
     return FT_OK;
 }

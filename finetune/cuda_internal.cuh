@@ -80,6 +80,13 @@ extern "C" void cu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_
 /* LoRA dropout (cuda_dropout.cu) */
 extern "C" void cu_dropout(ft_backend *b, const ft_tensor *x, ft_tensor *out, float p, uint64_t seed);
 
+/* DoRA (cuda_dora.cu) */
+extern "C" void cu_row_norm(ft_backend *b, const ft_tensor *x, ft_tensor *out);
+extern "C" void cu_col_scale(ft_backend *b, const ft_tensor *x, const ft_tensor *num, const ft_tensor *den,
+                             ft_tensor *out);
+extern "C" void cu_col_dot(ft_backend *b, const ft_tensor *a, const ft_tensor *x, const ft_tensor *den,
+                           ft_tensor *out);
+
 /* ---- device helpers ---- */
 static __device__ __forceinline__ float cu_ld(const float *p, size_t i) { return p[i]; }
 static __device__ __forceinline__ float cu_ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }

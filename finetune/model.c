@@ -522,6 +522,7 @@ static void linear_fwd(ft_model *m, int l, ft_linear which, const ft_tensor *x, 
 /* Backward of linear_fwd: dx (+)= dy W (+ adapter), dW += dy^T x when trainable. */
 static void linear_bwd(ft_model *m, int l, ft_linear which, const ft_tensor *x, const ft_tensor *dy, ft_tensor *dx,
                        int acc, ft_tensor *dW) {
+    if (m->hooks.grad_out) dy = m->hooks.grad_out(m->hooks.ctx, m, l, which, x, dy);
     m->b->gemm(m->b, dy, 0, linear_weight(m, l, which), 0, dx, 1.0f, acc ? 1.0f : 0.0f);
     if (dW && dW->data) m->b->gemm(m->b, dy, 1, x, 0, dW, 1.0f, 1.0f);
     if (m->hooks.backward) m->hooks.backward(m->hooks.ctx, m, l, which, x, dy, dx);

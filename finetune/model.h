@@ -43,15 +43,21 @@ struct ft_model;
  * CPU, BF16/F16 on the GPU); the adapter's own parameters and their gradients may stay fp32.
  * base_weight: the weight to multiply by when the model holds none itself (a quantized base):
  *   dequantize into *scratch (shaped like the weight, dtype m->compute) and return it.
- * forward: after y = x W^T (+ bias), add the adapter's contribution: y += f(x).
+ * forward: after y = x W^T (+ bias), add the adapter's contribution: y += f(x) (DoRA: y = g(x, y)).
  * backward: given dy, add the adapter's input gradient into dx and accumulate its own parameter
- *   gradients; x is the same input forward saw. */
+ *   gradients; x is the same input forward saw.
+ * grad_out (DoRA, whose forward rescales the whole output y per output feature rather than adding to it):
+ *   called first in backward with the output gradient dy; returns the gradient that the base GEMMs
+ *   (dx = dy' W, dW += dy'^T x) and `backward` then use in place of dy: dy itself, or a tensor of the hook's
+ *   own memory (same shape and dtype) holding the rewritten one. It may accumulate parameter gradients. */
 typedef struct ft_linear_hooks {
     void *ctx;
     const ft_tensor *(*base_weight)(void *ctx, struct ft_model *m, int layer, ft_linear which, ft_tensor *scratch);
     void (*forward)(void *ctx, struct ft_model *m, int layer, ft_linear which, const ft_tensor *x, ft_tensor *y);
     void (*backward)(void *ctx, struct ft_model *m, int layer, ft_linear which, const ft_tensor *x,
                      const ft_tensor *dy, ft_tensor *dx);
+    const ft_tensor *(*grad_out)(void *ctx, struct ft_model *m, int layer, ft_linear which, const ft_tensor *x,
+                                 const ft_tensor *dy);
 } ft_linear_hooks;
 
 typedef struct ft_model {

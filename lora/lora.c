@@ -13,7 +13,10 @@ static const char *const SHORT[FT_LIN_COUNT] = {"q_proj", "k_proj", "v_proj", "o
                                                 "gate_proj", "up_proj", "down_proj"};
 
 void lora_key(char *buf, size_t n, int layer, ft_linear which, const char *ab) {
-    snprintf(buf, n, "base_model.model.model.layers.%d.%s.lora_%s.weight", layer, FT_LINEAR_NAMES[which], ab);
+    if (strcmp(ab, "M") == 0)
+        snprintf(buf, n, "base_model.model.model.layers.%d.%s.lora_magnitude_vector", layer, FT_LINEAR_NAMES[which]);
+    else
+        snprintf(buf, n, "base_model.model.model.layers.%d.%s.lora_%s.weight", layer, FT_LINEAR_NAMES[which], ab);
 }
 
 static int target_index(const char *name) {
@@ -84,8 +87,6 @@ int lora_check_cfg(const lora_cfg *c, const char *where, ft_error *e) {
         return ft_fail(e, FT_EINPUT, "%s: lora_alpha = %g: must be a positive number", where, c->alpha);
     if (!(c->dropout >= 0 && c->dropout < 1))
         return ft_fail(e, FT_EINPUT, "%s: lora_dropout = %g: must be in [0, 1)", where, c->dropout);
-    if (c->use_dora)
-        return ft_fail(e, FT_EINPUT, "%s: use_dora = true: DoRA is not implemented here; use plain LoRA", where);
     if (!c->targets && !c->n_pairs) return ft_fail(e, FT_EINPUT, "%s: no target_modules", where);
     return FT_OK;
 }
@@ -144,6 +145,8 @@ static lora_adapter *adapter_new(ft_model *m, const lora_cfg *cfg) {
     a->B = ft_xcalloc(n, sizeof *a->B);
     a->gA = ft_xcalloc(n, sizeof *a->gA);
     a->gB = ft_xcalloc(n, sizeof *a->gB);
+    a->mag = ft_xcalloc(n, sizeof *a->mag);
+    a->gmag = ft_xcalloc(n, sizeof *a->gmag);
     return a;
 }
 
@@ -161,8 +164,95 @@ static int adapter_alloc(lora_adapter *a, ft_model *m, ft_error *e) {
             if (rc) return rc;
             a->b->zero(a->b, a->A[k].data, ft_nbytes(&a->A[k]));
             a->b->zero(a->b, a->B[k].data, ft_nbytes(&a->B[k]));
+            if (a->cfg.use_dora) {
+                if ((rc = ft_backend_tensor(a->b, FT_F32, 1, &out, &a->mag[k], e))) return rc;
+                a->b->zero(a->b, a->mag[k].data, ft_nbytes(&a->mag[k]));
+            }
         }
     }
+    return FT_OK;
+}
+
+/* ---------- DoRA ---------- */
+
+/* DoRA scratch: dw (W + sBA, fp32, the largest adapted linear) and dn (its row norms) once; dys, dz [T, max
+ * out] in the activations' dtype, grown with T. 0 (after printing why) when out of memory. */
+static int ensure_dora(lora_adapter *a, int64_t T, ft_dtype dt) {
+    ft_error e;
+    int64_t max_w = 0, max_out = 0;
+    for (size_t k = 0; k < (size_t)a->num_layers * FT_LIN_COUNT; k++) {
+        if (!a->mag[k].data) continue;
+        int64_t o = a->B[k].shape[0], w = o * a->A[k].shape[1];
+        if (w > max_w) max_w = w;
+        if (o > max_out) max_out = o;
+    }
+    int rc = FT_OK;
+    if (!a->dw.data) {
+        rc = ft_backend_tensor(a->b, FT_F32, 1, &max_w, &a->dw, &e);
+        if (!rc) rc = ft_backend_tensor(a->b, FT_F32, 1, &max_out, &a->dn, &e);
+    }
+    if (!rc && T > 0 && (T > a->dora_T || dt != a->dora_dt)) {
+        if (a->dys.data) a->b->free(a->b, a->dys.data);
+        if (a->dz.data) a->b->free(a->b, a->dz.data);
+        a->dys.data = a->dz.data = NULL;
+        if (T < a->dora_T) T = a->dora_T;
+        int64_t s[2] = {T, max_out};
+        rc = ft_backend_tensor(a->b, dt, 2, s, &a->dys, &e);
+        if (!rc) rc = ft_backend_tensor(a->b, dt, 2, s, &a->dz, &e);
+        a->dora_T = rc ? 0 : T;
+        a->dora_dt = dt;
+    }
+    if (rc) fprintf(stderr, "lora: DoRA scratch: %s\n", e.msg);
+    return !rc;
+}
+
+/* The fp32 base weight of one linear into dst ([out, in] on a->dw): the model's fp32 weight, its 16-bit
+ * compute copy cast up, or QLoRA's NF4 weight dequantized. 0 when there is none (yet). */
+static int base_f32(lora_adapter *a, ft_model *m, int l, ft_linear which, ft_tensor *dst) {
+    size_t k = (size_t)l * FT_LIN_COUNT + which;
+    ft_backend *b = a->b;
+    if (a->qpacked && a->qpacked[k].data) {
+        b->nf4_dequant(b, &a->qpacked[k], &a->qabsmax[k], NF4_BLOCK, dst);
+        return 1;
+    }
+    const ft_tensor *w = model_linear_weight(&m->w.layers[l], which);
+    if (w->data && w->dtype == FT_F32) {
+        b->copy(b, dst->data, w->data, ft_nbytes(dst));
+        return 1;
+    }
+    if (m->wc.layers && (w = model_linear_weight(&m->wc.layers[l], which))->data) {
+        b->cast(b, w, dst);
+        return 1;
+    }
+    return 0;
+}
+
+/* n = ||W + s B A|| per output row (fp32 masters of A and B) into a->dn; *n views it. */
+static int dora_norm(lora_adapter *a, ft_model *m, int l, ft_linear which, ft_tensor *n) {
+    size_t k = (size_t)l * FT_LIN_COUNT + which;
+    int64_t out = a->B[k].shape[0], in = a->A[k].shape[1];
+    ft_tensor W = ft_t2(a->dw.data, FT_F32, a->b->device, out, in);
+    if (!base_f32(a, m, l, which, &W)) return 0;
+    a->b->gemm(a->b, &a->B[k], 0, &a->A[k], 0, &W, a->scaling, 1.0f);
+    *n = ft_tensor_make(a->dn.data, FT_F32, a->b->device, 1, &out);
+    a->b->row_norm(a->b, &W, n);
+    return 1;
+}
+
+/* PEFT's init of the magnitudes: ||W + s B A|| per row (B = 0 for a new adapter: ||W||). */
+static int dora_init_magnitudes(lora_adapter *a, ft_model *m, ft_error *e) {
+    if (!ensure_dora(a, 0, m->compute)) return ft_fail(e, FT_ENOMEM, "lora: out of memory for the DoRA scratch");
+    for (size_t k = 0; k < (size_t)a->num_layers * FT_LIN_COUNT; k++) {
+        if (!a->mag[k].data) continue;
+        ft_tensor n;
+        int l = (int)(k / FT_LIN_COUNT);
+        ft_linear w = (ft_linear)(k % FT_LIN_COUNT);
+        if (!dora_norm(a, m, l, w, &n))
+            return ft_fail(e, FT_EINTERNAL, "lora: DoRA needs the base weight of layer %d %s to initialise its magnitude",
+                           l, SHORT[w]);
+        a->b->copy(a->b, a->mag[k].data, n.data, ft_nbytes(&n));
+    }
+    a->mag_pending = 0;
     return FT_OK;
 }
 
@@ -187,6 +277,12 @@ int lora_create(ft_model *m, const lora_cfg *cfg, uint64_t seed, lora_adapter **
         a->b->upload(a->b, a->A[k].data, h, (size_t)n * sizeof(float));
     }
     free(h);
+    /* DoRA magnitudes = ||W|| per row; a quantized base (not there yet) does it in lora_quantize_base */
+    if (!rc && cfg->use_dora) a->mag_pending = 1;
+    if (!rc && cfg->use_dora &&
+        (model_linear_weight(&m->w.layers[0], FT_LIN_Q)->data ||
+         (m->wc.layers && model_linear_weight(&m->wc.layers[0], FT_LIN_Q)->data)))
+        rc = dora_init_magnitudes(a, m, e);
     if (rc) {
         lora_free(a);
         return rc;
@@ -198,15 +294,15 @@ int lora_create(ft_model *m, const lora_cfg *cfg, uint64_t seed, lora_adapter **
 void lora_free(lora_adapter *a) {
     if (!a) return;
     size_t n = (size_t)a->num_layers * FT_LIN_COUNT;
-    ft_tensor *lists[6] = {a->A, a->B, a->gA, a->gB, a->qpacked, a->qabsmax};
-    for (int j = 0; j < 6; j++) {
+    ft_tensor *lists[8] = {a->A, a->B, a->gA, a->gB, a->qpacked, a->qabsmax, a->mag, a->gmag};
+    for (int j = 0; j < 8; j++) {
         if (!lists[j]) continue;
         for (size_t k = 0; k < n; k++)
             if (lists[j][k].data) a->b->free(a->b, lists[j][k].data);
         free(lists[j]);
     }
-    ft_tensor *scratch[4] = {&a->xa, &a->dyb, &a->xd, &a->wc};
-    for (int j = 0; j < 4; j++)
+    ft_tensor *scratch[8] = {&a->xa, &a->dyb, &a->xd, &a->wc, &a->dw, &a->dn, &a->dys, &a->dz};
+    for (int j = 0; j < 8; j++)
         if (scratch[j]->data) a->b->free(a->b, scratch[j]->data);
     if (a->wscratch.data) a->b->free(a->b, a->wscratch.data);
     lora_cfg_free(&a->cfg);
@@ -280,7 +376,7 @@ static void hook_forward(void *ctx, ft_model *m, int layer, ft_linear which, con
     size_t k = (size_t)layer * FT_LIN_COUNT + which;
     if (!a->A[k].data) return;
     int64_t T = x->shape[0];
-    int drop = a->cfg.dropout > 0 && m->training;
+    int drop = a->cfg.dropout > 0 && m->training && !a->mag[k].data; /* DoRA: training refuses dropout */
     if (!ensure_scratch(a, T, x->dtype, drop)) return;
     ft_backend *b = m->b;
     ft_tensor Ac, Bc, xd;
@@ -294,6 +390,9 @@ static void hook_forward(void *ctx, ft_model *m, int layer, ft_linear which, con
     ft_tensor xa = ft_t2(a->xa.data, x->dtype, b->device, T, a->cfg.r);
     b->gemm(b, xin, 0, &Ac, 1, &xa, 1.0f, 0.0f);
     b->gemm(b, &xa, 0, &Bc, 1, y, a->scaling, 1.0f);
+    ft_tensor n;
+    if (a->mag[k].data && ensure_dora(a, T, x->dtype) && dora_norm(a, m, layer, which, &n))
+        b->col_scale(b, y, &a->mag[k], &n, y); /* y = (m / n) (x W^T + s B A x) */
 }
 
 static void hook_backward(void *ctx, ft_model *m, int layer, ft_linear which, const ft_tensor *x, const ft_tensor *dy,
@@ -302,7 +401,7 @@ static void hook_backward(void *ctx, ft_model *m, int layer, ft_linear which, co
     size_t k = (size_t)layer * FT_LIN_COUNT + which;
     if (!a->A[k].data) return;
     int64_t T = x->shape[0];
-    int drop = a->cfg.dropout > 0 && m->training;
+    int drop = a->cfg.dropout > 0 && m->training && !a->mag[k].data;
     if (!ensure_scratch(a, T, x->dtype, drop)) return;
     ft_backend *b = m->b;
     ft_tensor Ac, Bc, xd;
@@ -354,18 +453,62 @@ static const ft_tensor *hook_base_weight(void *ctx, ft_model *m, int layer, ft_l
     return w;
 }
 
+/* The base weight in the compute dtype, as the model's linear_fwd multiplies by it. */
+static const ft_tensor *base_compute(lora_adapter *a, ft_model *m, int l, ft_linear which) {
+    ft_tensor *w = model_linear_weight(m->compute == FT_F32 ? &m->w.layers[l] : &m->wc.layers[l], which);
+    if (w->data || !a->qpacked) return w;
+    ft_tensor scratch = *w;
+    return hook_base_weight(a, m, l, which, &scratch);
+}
+
+/* DoRA backward, before the base GEMMs: y = c * z with c = m / n (n a constant), z = x W^T + s B A x, so
+ * dm += sum_t dy * z / n (z recomputed) and every other gradient flows through dz = c * dy. */
+static const ft_tensor *hook_grad_out(void *ctx, ft_model *m, int layer, ft_linear which, const ft_tensor *x,
+                                      const ft_tensor *dy) {
+    lora_adapter *a = ctx;
+    size_t k = (size_t)layer * FT_LIN_COUNT + which;
+    if (!a->mag[k].data) return dy;
+    int64_t T = x->shape[0], out = a->B[k].shape[0];
+    ft_tensor n;
+    if (!ensure_scratch(a, T, x->dtype, 0) || !ensure_dora(a, T, x->dtype) || !dora_norm(a, m, layer, which, &n))
+        return dy;
+    ft_backend *b = m->b;
+    if (a->gmag[k].data) {
+        ft_tensor Ac, Bc, z = ft_t2(a->dz.data, x->dtype, b->device, T, out);
+        b->gemm(b, x, 0, base_compute(a, m, layer, which), 1, &z, 1.0f, 0.0f);
+        adapter_ab(a, k, x->dtype, &Ac, &Bc);
+        ft_tensor xa = ft_t2(a->xa.data, x->dtype, b->device, T, a->cfg.r);
+        b->gemm(b, x, 0, &Ac, 1, &xa, 1.0f, 0.0f);
+        b->gemm(b, &xa, 0, &Bc, 1, &z, a->scaling, 1.0f);
+        b->col_dot(b, dy, &z, &n, &a->gmag[k]);
+    }
+    a->dys = ft_t2(a->dys.data, x->dtype, b->device, T, out);
+    b->col_scale(b, dy, &a->mag[k], &n, &a->dys);
+    return &a->dys;
+}
+
 void lora_attach(lora_adapter *a, ft_model *m) {
     m->hooks.ctx = a;
     m->hooks.forward = hook_forward;
     m->hooks.backward = hook_backward;
     m->hooks.base_weight = a->qpacked ? hook_base_weight : NULL;
+    m->hooks.grad_out = a->cfg.use_dora ? hook_grad_out : NULL;
 }
 
 int lora_grads_create(lora_adapter *a, ft_error *e) {
+    if (a->cfg.use_dora && a->cfg.dropout > 0)
+        return ft_fail(e, FT_EINPUT,
+                       "lora: use_dora with lora_dropout = %g: training DoRA with dropout is not implemented; set "
+                       "lora_dropout to 0",
+                       (double)a->cfg.dropout);
     for (size_t k = 0; k < (size_t)a->num_layers * FT_LIN_COUNT; k++) {
         if (!a->A[k].data) continue;
         int rc = ft_backend_tensor(a->b, FT_F32, 2, a->A[k].shape, &a->gA[k], e);
         if (!rc) rc = ft_backend_tensor(a->b, FT_F32, 2, a->B[k].shape, &a->gB[k], e);
+        if (!rc && a->mag[k].data) {
+            rc = ft_backend_tensor(a->b, FT_F32, 1, a->mag[k].shape, &a->gmag[k], e);
+            if (!rc) a->b->zero(a->b, a->gmag[k].data, ft_nbytes(&a->gmag[k]));
+        }
         if (rc) return rc;
         a->b->zero(a->b, a->gA[k].data, ft_nbytes(&a->gA[k]));
         a->b->zero(a->b, a->gB[k].data, ft_nbytes(&a->gB[k]));
@@ -374,7 +517,7 @@ int lora_grads_create(lora_adapter *a, ft_error *e) {
 }
 
 int lora_params(lora_adapter *a, ft_param **w, ft_param **g, int *n) {
-    size_t cap = (size_t)a->num_layers * FT_LIN_COUNT * 2;
+    size_t cap = (size_t)a->num_layers * FT_LIN_COUNT * 3;
     *w = ft_xcalloc(cap, sizeof **w);
     *g = ft_xcalloc(cap, sizeof **g);
     int k = 0;
@@ -391,6 +534,12 @@ int lora_params(lora_adapter *a, ft_param **w, ft_param **g, int *n) {
             (*w)[k].t = &a->B[i];
             (*g)[k] = (*w)[k];
             (*g)[k].t = &a->gB[i];
+            k++;
+            if (!a->mag[i].data) continue;
+            lora_key((*w)[k].name, sizeof (*w)[k].name, l, (ft_linear)j, "M");
+            (*w)[k].t = &a->mag[i];
+            (*g)[k] = (*w)[k];
+            (*g)[k].t = &a->gmag[i];
             k++;
         }
     *n = k;
@@ -512,12 +661,13 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
              "  \"task_type\": \"CAUSAL_LM\",\n"
              "  \"trainable_token_indices\": null,\n"
              "  \"use_bdlora\": null,\n"
-             "  \"use_dora\": false,\n"
+             "  \"use_dora\": %s,\n"
              "  \"use_qalora\": false,\n"
              "  \"use_rslora\": %s,\n"
              "  \"velora_config\": null\n"
              "}",
-             base, layers, alpha, drop, a->cfg.r, targets, a->cfg.use_rslora ? "true" : "false");
+             base, layers, alpha, drop, a->cfg.r, targets, a->cfg.use_dora ? "true" : "false",
+             a->cfg.use_rslora ? "true" : "false");
     free(base);
     char *path = ft_path_join(dir, "adapter_config.json");
     rc = ft_write_file_atomic(path, s, len, e);
@@ -539,15 +689,18 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
         rc = st_writer_declare(w, key, FT_F32, 2, a->A[k].shape, e);
         lora_key(key, sizeof key, (int)(k / FT_LIN_COUNT), (ft_linear)(k % FT_LIN_COUNT), "B");
         if (!rc) rc = st_writer_declare(w, key, FT_F32, 2, a->B[k].shape, e);
+        lora_key(key, sizeof key, (int)(k / FT_LIN_COUNT), (ft_linear)(k % FT_LIN_COUNT), "M");
+        if (!rc && a->mag[k].data) rc = st_writer_declare(w, key, FT_F32, 1, a->mag[k].shape, e);
     }
     float *h = NULL;
     for (size_t k = 0; k < n && !rc; k++) {
         if (!a->A[k].data) continue;
-        const ft_tensor *t[2] = {&a->A[k], &a->B[k]};
-        for (int j = 0; j < 2 && !rc; j++) {
+        const ft_tensor *t[3] = {&a->A[k], &a->B[k], &a->mag[k]};
+        for (int j = 0; j < 3 && !rc; j++) {
+            if (!t[j]->data) continue;
             h = ft_xrealloc(h, ft_nbytes(t[j]));
             a->b->download(a->b, h, t[j]->data, ft_nbytes(t[j]));
-            lora_key(key, sizeof key, (int)(k / FT_LIN_COUNT), (ft_linear)(k % FT_LIN_COUNT), j ? "B" : "A");
+            lora_key(key, sizeof key, (int)(k / FT_LIN_COUNT), (ft_linear)(k % FT_LIN_COUNT), j == 0 ? "A" : j == 1 ? "B" : "M");
             rc = st_writer_write(w, key, h, e);
         }
     }
@@ -659,18 +812,29 @@ int lora_load(const char *dir, ft_model *m, lora_adapter **out, ft_error *e) {
                 ab = endp[L - 8];
                 memcpy(mod, endp + 1, L - 15);
                 mod[L - 15] = 0;
+            } else if (*endp == '.' && L > 23 && L - 23 < sizeof mod &&
+                       strcmp(endp + L - 22, ".lora_magnitude_vector") == 0) { /* DoRA */
+                layer = lv > 100000 ? 100000 : (int)lv;
+                ab = 'M';
+                memcpy(mod, endp + 1, L - 23);
+                mod[L - 23] = 0;
             }
         }
         int w = ab ? target_index(mod) : -1;
-        if (w >= 0 && layer >= 0 && layer < a->num_layers && (ab == 'A' || ab == 'B')) {
+        if (w >= 0 && layer >= 0 && layer < a->num_layers && (ab == 'A' || ab == 'B' || ab == 'M')) {
             size_t k = (size_t)layer * FT_LIN_COUNT + w;
-            ft_tensor *dst = ab == 'A' ? &a->A[k] : &a->B[k];
-            if (!dst->data)
+            ft_tensor *dst = ab == 'A' ? &a->A[k] : ab == 'B' ? &a->B[k] : &a->mag[k];
+            if (ab == 'M' && !a->cfg.use_dora)
+                rc = ft_fail(e, FT_EINPUT,
+                             "%s: tensor %s is a DoRA magnitude but adapter_config.json does not say use_dora: true",
+                             path, t->name);
+            else if (!dst->data)
                 rc = ft_fail(e, FT_EINPUT,
                              "%s: tensor %s adapts layer %d %s, which adapter_config.json's target_modules / "
                              "layers_to_transform do not select",
                              path, t->name, layer, SHORT[w]);
-            else if (t->ndim != 2 || t->shape[0] != dst->shape[0] || t->shape[1] != dst->shape[1]) {
+            else if (t->ndim != dst->ndim || t->shape[0] != dst->shape[0] ||
+                     (dst->ndim == 2 && t->shape[1] != dst->shape[1])) {
                 char s1[64], s2[64];
                 ft_tensor tt = ft_tensor_make(NULL, t->dtype, FT_DEV_CPU, t->ndim, t->shape);
                 rc = ft_fail(e, FT_EINPUT, "%s: tensor %s has shape %s but the base model needs %s", path, t->name,
@@ -689,8 +853,8 @@ int lora_load(const char *dir, ft_model *m, lora_adapter **out, ft_error *e) {
                          t->name, layer, a->num_layers);
         } else {
             rc = ft_fail(e, FT_EINPUT,
-                         "%s: tensor %s is not a LoRA A/B matrix of a Llama/Mistral linear layer (DoRA magnitudes, "
-                         "biases and modules_to_save are not supported)",
+                         "%s: tensor %s is not a LoRA A/B matrix or DoRA magnitude of a Llama/Mistral linear layer "
+                         "(biases and modules_to_save are not supported)",
                          path, t->name);
         }
         (void)found;
@@ -699,10 +863,12 @@ int lora_load(const char *dir, ft_model *m, lora_adapter **out, ft_error *e) {
     char key[160];
     for (size_t k = 0; !rc && k < (size_t)a->num_layers * FT_LIN_COUNT; k++) {
         if (!a->A[k].data) continue;
-        for (int j = 0; j < 2 && !rc; j++) {
-            lora_key(key, sizeof key, (int)(k / FT_LIN_COUNT), (ft_linear)(k % FT_LIN_COUNT), j ? "B" : "A");
+        for (int j = 0; j < (a->cfg.use_dora ? 3 : 2) && !rc; j++) {
+            lora_key(key, sizeof key, (int)(k / FT_LIN_COUNT), (ft_linear)(k % FT_LIN_COUNT),
+                     j == 0 ? "A" : j == 1 ? "B" : "M");
             if (!st_find(f, key))
-                rc = ft_fail(e, FT_EINPUT, "%s: missing tensor %s (adapter_config.json targets it)", path, key);
+                rc = ft_fail(e, FT_EINPUT, "%s: missing tensor %s (adapter_config.json targets it%s)", path, key,
+                             j == 2 ? " with use_dora: true, so DoRA needs its magnitude vector" : "");
         }
     }
     if (f) st_close(f);
@@ -845,6 +1011,7 @@ int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_e
     if (!rc) rc = ft_backend_tensor(a->b, FT_F32, 1, &biggest, &a->wscratch, e);
     a->wscratch_n = biggest;
     a->wscratch_dt = FT_F32;
+    if (!rc && a->mag_pending) rc = dora_init_magnitudes(a, m, e);
     return rc;
 }
 

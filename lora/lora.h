@@ -14,7 +14,14 @@
  * gets the same mask and scaling. 16-bit compute: A and B stay fp32 masters (and fp32 gradients); each
  * hook call casts them to the compute dtype (tiny next to the GEMMs, never stale); the QLoRA base is
  * dequantized straight into the compute dtype.
- * Not supported (refused with a clear error): DoRA, fan_in_fan_out, regex target_modules, bias != "none". */
+ * DoRA (use_dora, PEFT's DoraLinearLayer): each adapted linear also has a trainable fp32 magnitude m [out]
+ * (file key ...<module>.lora_magnitude_vector, initialised to ||W|| per output row) and computes
+ * y = (m / n) * (x W^T + s B A x) per output feature, n = ||W + s B A|| per row, recomputed from the current
+ * A, B at each call and treated as a constant in backward (DoRA paper 4.3, PEFT's detach). The base weight is
+ * the model's (fp32 or its 16-bit copy) or QLoRA's NF4 one dequantized to fp32. Backward goes through the
+ * grad_out hook: dy' = (m / n) * dy feeds the base and adapter GEMMs, and dm += sum_t dy * (x W^T + s B A x) / n.
+ * Training DoRA with lora_dropout > 0 is refused (lora_grads_create); inference ignores dropout anyway.
+ * Not supported (refused with a clear error): fan_in_fan_out, regex target_modules, bias != "none". */
 #ifndef FT_LORA_H
 #define FT_LORA_H
 
@@ -38,6 +45,12 @@ typedef struct lora_adapter {
     ft_backend *b;
     int num_layers;
     ft_tensor *A, *B, *gA, *gB; /* [num_layers * FT_LIN_COUNT]; data NULL where not adapted (g: not training) */
+    ft_tensor *mag, *gmag;      /* DoRA magnitudes [out] fp32 (data NULL without DoRA) */
+    int mag_pending;            /* DoRA magnitudes still to initialise from the base (QLoRA: after quantizing) */
+    ft_tensor dw, dn, dys, dz;  /* DoRA scratch: W + sBA fp32 [max out*in], its row norms fp32 [max out],
+                                   rescaled dy and recomputed pre-scale output [cap_T, max out] (compute dtype) */
+    int64_t dora_T;
+    ft_dtype dora_dt;
     /* scratch in the activations' dtype (see ensure_scratch in lora.c) */
     ft_tensor xa, dyb; /* [cap_T, r] */
     ft_tensor xd;      /* [cap_T, largest in]: dropout(x) and the masked input gradient (dropout > 0, training) */
@@ -67,7 +80,7 @@ void lora_free(lora_adapter *a);
 
 /* Install the hooks on m (forward/backward, and base_weight when the base is quantized). */
 void lora_attach(lora_adapter *a, ft_model *m);
-/* Gradient memory for A and B (zeroed). */
+/* Gradient memory for A and B (and DoRA magnitudes), zeroed. FT_EINPUT for DoRA with lora_dropout > 0. */
 int lora_grads_create(lora_adapter *a, ft_error *e);
 /* Trainable parameters and their gradients, PEFT names; arrays malloc'd, *n entries. */
 int lora_params(lora_adapter *a, ft_param **w, ft_param **g, int *n);
@@ -92,7 +105,7 @@ int lora_bnb4_dequant(const struct st_model *st, const char *wname, int64_t rows
  * (.absmax, .quant_map, .nested_absmax, .nested_quant_map, .quant_state.bitsandbytes__nf4). */
 int lora_is_bnb4_aux(const char *name);
 
-/* PEFT key of one adapter matrix ("A" or "B"). */
+/* PEFT key of one adapter matrix ("A" or "B"; "M" gives the DoRA magnitude's key). */
 void lora_key(char *buf, size_t n, int layer, ft_linear which, const char *ab);
 
 #endif
