@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,6 +320,17 @@ static int merge_run(const merge_args *a, ft_error *e) {
             cpu->download(cpu, hA, ad->A[k].data, na * sizeof(float));
             cpu->download(cpu, hB, ad->B[k].data, nb * sizeof(float));
             add_delta(buf, hA, hB, ro, co, ad->cfg.r, ad->scaling, row);
+            if (ad->mag[k].data) { /* DoRA (PEFT's merge): W' = (m / ||W + sBA||) (W + sBA) per output row */
+                hA = ft_xrealloc(hA, (size_t)ro * sizeof(float));
+                cpu->download(cpu, hA, ad->mag[k].data, (size_t)ro * sizeof(float));
+                for (int64_t r = 0; r < ro; r++) {
+                    float *wr = buf + r * co;
+                    double ss = 0;
+                    for (int64_t j = 0; j < co; j++) ss += (double)wr[j] * wr[j];
+                    float f = hA[r] / (float)sqrt(ss);
+                    for (int64_t j = 0; j < co; j++) wr[j] *= f;
+                }
+            }
             merged++;
         }
         convert_out(buf, conv, (size_t)n, dt);

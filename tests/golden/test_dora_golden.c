@@ -2,11 +2,13 @@
  * CPU): a DoRA adapter written by PEFT loads here and gives PEFT's log-probs; the gradients of A, B and the
  * magnitudes of the mean cross-entropy equal PEFT's loss.backward(); a new DoRA adapter's magnitudes are
  * PEFT's init (||W|| per row); an adapter we write reads back identically with use_dora true and the
- * magnitude keys PEFT writes. FT_DORA_KEEP=dir keeps our written adapter and its log-probs (dir/logp.json)
+ * magnitude keys PEFT writes; `finetune merge` of the DoRA adapter equals PEFT's merge_and_unload
+ * ((m / ||W + sBA||) (W + sBA) per row) within 1e-5. FT_DORA_KEEP=dir keeps our written adapter and its log-probs (dir/logp.json)
  * for the by-hand PEFT check (make_dora_fixtures.py check_ours dir dir/logp.json). */
 #include <cjson/cJSON.h>
 #include <unistd.h>
 
+#include "finetune/cli.h"
 #include "finetune/safetensors.h"
 #include "lora/lora.h"
 #include "test.h"
@@ -177,6 +179,33 @@ int main(void) {
     lora_free(a);
     lora_cfg_free(&cfg);
     model_free(m);
+
+    /* 4. merge: every adapted linear as PEFT's merge_and_unload, within 1e-5 of its largest entry */
+    char out[] = "/tmp/ft_dora_merge_XXXXXX";
+    CHECK(mkdtemp(out) != NULL);
+    rmdir(out); /* merge wants a new (or empty) directory */
+    snprintf(p, sizeof p, "%s/dora_a", fix);
+    char *argv[] = {"merge", "--base", base_dir, "--adapter", p, "--out", out, NULL};
+    CHECK(cmd_merge(7, argv) == 0);
+    st_model *mm = NULL;
+    CHECK(st_model_open(out, &mm, &e) == 0);
+    int merged = 0;
+    for (size_t i = 0; mm && i < st_count(ref); i++) {
+        const st_tensor_info *r = st_at(ref, i);
+        if (strncmp(r->name, "merged/", 7) != 0) continue;
+        const st_tensor_info *t = st_model_find(mm, r->name + 7);
+        CHECK_MSG(t && t->dtype == FT_F32 && t->nbytes == r->nbytes, "%s missing or wrong in the merge", r->name + 7);
+        if (!t || t->nbytes != r->nbytes) continue;
+        const float *x = r->data, *y = t->data;
+        double worst = 0, scale = 0;
+        for (size_t j = 0; j < r->nbytes / 4; j++) scale = fmax(scale, fabs(x[j])), worst = fmax(worst, fabs(x[j] - y[j]));
+        CHECK_MSG(worst <= 1e-5 * scale, "%s: merge differs from PEFT's by %g (max %g)", r->name + 7, worst, scale);
+        merged++;
+    }
+    CHECK(merged == 14); /* 7 linears x 2 layers: adapted and not */
+    if (mm) st_model_close(mm);
+    snprintf(p, sizeof p, "rm -rf '%s'", out);
+    CHECK(system(p) == 0);
 
     st_close(ref);
     cJSON_Delete(expected);
