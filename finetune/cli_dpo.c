@@ -298,6 +298,7 @@ static ft_linear_hooks adapters_off(ft_model *m) {
     ft_linear_hooks saved = m->hooks;
     m->hooks.forward = NULL;
     m->hooks.backward = NULL;
+    m->hooks.grad_out = NULL;
     return saved;
 }
 

@@ -57,6 +57,21 @@ check "qlora adapter" '[ -f "$T/run_q/adapter_model.safetensors" ] && ! grep -aq
 read -r q0 q1 <<< "$(first_last "$T/run_q/metrics.jsonl")"
 check "qlora loss falls ($q0 -> $q1)" 'awk -v a="$q0" -v b="$q1" "BEGIN{exit !(b < a)}"'
 
+# DoRA (use_dora): the adapter holds the magnitude vectors, the config says so, the loss falls, and a
+# resumed run ends with the same adapter bytes
+recipe dora.json '"output_dir": "run_dora", "save_every": 4, "keep_last": 10, "lora": {"r": 4, "alpha": 8, "use_dora": true, "target_modules": ["q_proj", "v_proj", "down_proj"]}'
+"$FT" sft "$T/dora.json" > "$T/dora.log" 2>&1
+check "dora sft runs" '[ $? -eq 0 ] || { cat "$T/dora.log"; false; }'
+check "dora config" 'grep -q "\"use_dora\": true" "$T/run_dora/adapter_config.json"'
+check "dora magnitudes" 'grep -aq "layers.1.mlp.down_proj.lora_magnitude_vector" "$T/run_dora/adapter_model.safetensors"'
+read -r d0 d1 <<< "$(first_last "$T/run_dora/metrics.jsonl")"
+check "dora loss falls ($d0 -> $d1)" 'awk -v a="$d0" -v b="$d1" "BEGIN{exit !(b < a)}"'
+cp "$T/run_dora/adapter_model.safetensors" "$T/dora_full.safetensors"
+rm -rf "$T/run_dora/checkpoints/step-000012" "$T/run_dora/checkpoints/step-000008"
+"$FT" sft "$T/dora.json" --resume > "$T/dora_resume.log" 2>&1
+check "dora resume runs" '[ $? -eq 0 ] || { cat "$T/dora_resume.log"; false; }'
+check "dora resume: same adapter bytes" 'cmp -s "$T/dora_full.safetensors" "$T/run_dora/adapter_model.safetensors"'
+
 bad() { # $1 = name, $2 = lora section, $3 = expected message
   recipe bad.json "\"output_dir\": \"run_bad\", \"lora\": $2"
   "$FT" sft "$T/bad.json" > "$T/bad.log" 2>&1
@@ -65,7 +80,7 @@ bad() { # $1 = name, $2 = lora section, $3 = expected message
   check "$1: message" 'grep -qF "$want" "$T/bad.log" || { cat "$T/bad.log"; false; }'
 }
 bad "r = 0" '{"r": 0}' 'r = 0'
-bad "dora" '{"use_dora": true}' 'DoRA'
+bad "dora with dropout" '{"use_dora": true, "dropout": 0.1}' 'use_dora'
 bad "target" '{"target_modules": ["qkv"]}' 'target_modules entry "qkv"'
 bad "layers" '{"layers_to_transform": [5]}' 'layer 5'
 bad "init_from peft_type" '{"init_from": "nowhere"}' 'nowhere/adapter_config.json'
