@@ -93,8 +93,8 @@ static void check_qlora(ft_backend *b) {
     ft_error e = {0};
     char p[1100];
     snprintf(p, sizeof p, "%s/dora_a", fix);
-    ft_model *mq, *md;
-    lora_adapter *aq, *ad;
+    ft_model *mq = NULL, *md = NULL;
+    lora_adapter *aq = NULL, *ad = NULL;
     if (model_load_ex(base_dir, b, 1, &mq, &e) || lora_load(p, mq, &aq, &e) ||
         lora_quantize_base(aq, mq, base_dir, &e))
         die(&e);
