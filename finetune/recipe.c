@@ -563,7 +563,7 @@ static void walk_unused(const rcp *r, const cJSON *o, const char *prefix, strbuf
     for (const cJSON *it = o->child; it; it = it->next) {
         char path[512];
         snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", it->string);
-        if (was_read(r, path)) continue;
+        if (was_read(r, path) || cJSON_IsNull(it)) continue; /* null is absent: it sets nothing */
         if (cJSON_IsObject(it)) {
             walk_unused(r, it, path, sb);
             continue;

@@ -162,6 +162,13 @@ static void test_overrides(void) {
     CHECK(rcp_check_unused(r, &e) == FT_EINPUT);
     CHECK_MSG(strstr(e.msg, "unknown key 'lr_typo'") != NULL, "%s", e.msg);
     rcp_free(r);
+
+    /* a null value is absent: `lora=null` switches a section off instead of being an unknown key */
+    r = rcp_new();
+    CHECK(rcp_override(r, "lora=null", &e) == FT_OK);
+    CHECK(!rcp_has(r, "lora"));
+    CHECK(rcp_check_unused(r, &e) == FT_OK);
+    rcp_free(r);
 }
 
 static void test_errors(void) {
