@@ -398,6 +398,35 @@ void ds_close(ds_dataset *d) {
     free(d);
 }
 
+/* Convert one streamed record into *out (a ds_conv or a ds_pref). */
+typedef int (*record_fn)(ds_format f, const cJSON *rec, const char *where, void *out, int *reason, ft_error *e);
+
+static int conv_of(ds_format f, const cJSON *rec, const char *where, void *out, int *reason, ft_error *e) {
+    return ds_record_to_conv(f, rec, where, out, reason, e);
+}
+
+static int pref_of(ds_format f, const cJSON *rec, const char *where, void *out, int *reason, ft_error *e) {
+    return ds_record_to_pref(f, rec, where, out, reason, e);
+}
+
+/* The next good record of a streamed format, bad ones handled per on_bad_record. */
+static int next_record(ds_dataset *d, record_fn convert, void *out, int *done, ft_error *e) {
+    for (;;) {
+        char where[300];
+        cJSON *rec;
+        int rc = next_raw(d, &rec, where, sizeof where, e), reason = DS_SKIP_FIELD;
+        if (rc) return rc;
+        if (!rec) return *done = 1, FT_OK;
+        rc = convert(d->fmt, rec, where, out, &reason, e);
+        cJSON_Delete(rec);
+        if (!rc) {
+            d->st.yielded++;
+            return FT_OK;
+        }
+        if ((rc = on_bad(d, reason, rc, e))) return rc;
+    }
+}
+
 int ds_next_conv(ds_dataset *d, ds_conv *out, int *done, ft_error *e) {
     *done = 0;
     if (ds_format_is_preference(d->fmt))
@@ -408,20 +437,7 @@ int ds_next_conv(ds_dataset *d, ds_conv *out, int *done, ft_error *e) {
         d->st.yielded++;
         return FT_OK;
     }
-    for (;;) {
-        char where[300];
-        cJSON *rec;
-        int rc = next_raw(d, &rec, where, sizeof where, e), reason = DS_SKIP_FIELD;
-        if (rc) return rc;
-        if (!rec) return *done = 1, FT_OK;
-        rc = ds_record_to_conv(d->fmt, rec, where, out, &reason, e);
-        cJSON_Delete(rec);
-        if (!rc) {
-            d->st.yielded++;
-            return FT_OK;
-        }
-        if ((rc = on_bad(d, reason, rc, e))) return rc;
-    }
+    return next_record(d, conv_of, out, done, e);
 }
 
 int ds_next_pref(ds_dataset *d, ds_pref *out, int *done, ft_error *e) {
@@ -434,18 +450,5 @@ int ds_next_pref(ds_dataset *d, ds_pref *out, int *done, ft_error *e) {
         d->st.yielded++;
         return FT_OK;
     }
-    for (;;) {
-        char where[300];
-        cJSON *rec;
-        int rc = next_raw(d, &rec, where, sizeof where, e), reason = DS_SKIP_FIELD;
-        if (rc) return rc;
-        if (!rec) return *done = 1, FT_OK;
-        rc = ds_record_to_pref(d->fmt, rec, where, out, &reason, e);
-        cJSON_Delete(rec);
-        if (!rc) {
-            d->st.yielded++;
-            return FT_OK;
-        }
-        if ((rc = on_bad(d, reason, rc, e))) return rc;
-    }
+    return next_record(d, pref_of, out, done, e);
 }
