@@ -7,7 +7,7 @@
 #include "dpo/dpo_batch.h"
 #include "finetune/model.h"
 #include "finetune/safetensors.h"
-#include "test.h"
+#include "grad_check.h"
 
 static int32_t *ints(const cJSON *a, int *n) {
     *n = cJSON_GetArraySize(a);
@@ -72,24 +72,9 @@ static void run(const cJSON *fx, int per, ft_backend *b) {
     CHECK_MSG(st_open(path, &ref, &e) == 0, "%s", e.msg);
     int np = 0;
     ft_param *p = m ? weights_params(&m->cfg, &g, &np) : NULL;
-    for (int i = 0; ref && i < np; i++) {
-        const st_tensor_info *info = st_find(ref, p[i].name);
-        CHECK_MSG(info != NULL, "no reference gradient for %s", p[i].name);
-        if (!info) continue;
-        size_t cnt = (size_t)ft_numel(p[i].t);
-        float *want = ft_xmalloc(cnt * 4), *got = ft_xmalloc(cnt * 4);
-        CHECK(st_read_f32(info, want, cnt, &e) == 0);
-        b->download(b, got, p[i].t->data, cnt * 4);
-        double maxref = 0, maxerr = 0;
-        for (size_t j = 0; j < cnt; j++) {
-            maxref = fmax(maxref, fabs(want[j]));
-            maxerr = fmax(maxerr, fabs(got[j] - want[j]));
-        }
-        CHECK_MSG(maxerr <= 1e-4 * maxref, "per=%d: %s: max error %.3g vs max |grad| %.3g", per, p[i].name, maxerr,
-                  maxref);
-        free(want);
-        free(got);
-    }
+    char label[32];
+    snprintf(label, sizeof label, "per=%d", per);
+    t_check_grads(b, ref, p, np, 1e-4, label);
     free(p);
     st_close(ref);
     ds_batches_free(batches, nb);

@@ -5,7 +5,7 @@
 
 #include "finetune/model.h"
 #include "finetune/safetensors.h"
-#include "test.h"
+#include "grad_check.h"
 
 static const char *MODELS[] = {"llama-gqa",         "mistral-swa",        "llama-tied",        "llama-hd12",
                                "llama-rope-linear", "llama-rope-dynamic", "llama-rope-llama3", "qwen2-bias",
@@ -58,24 +58,7 @@ static void run_model(const char *name, ft_backend *b) {
     ft_param *p = m ? weights_params(&m->cfg, &g, &n) : NULL;
     CHECK_MSG(ref && (size_t)n == st_count(ref), "%s: %d gradients, reference has %zu", name, n,
               ref ? st_count(ref) : 0);
-    for (int i = 0; ref && i < n; i++) {
-        const st_tensor_info *info = st_find(ref, p[i].name);
-        CHECK_MSG(info != NULL, "%s: no reference gradient for %s", name, p[i].name);
-        if (!info) continue;
-        size_t cnt = (size_t)ft_numel(p[i].t);
-        float *want = ft_xmalloc(cnt * 4), *got = ft_xmalloc(cnt * 4);
-        CHECK(st_read_f32(info, want, cnt, &e) == 0);
-        b->download(b, got, p[i].t->data, cnt * 4);
-        double maxref = 0, maxerr = 0;
-        for (size_t j = 0; j < cnt; j++) {
-            maxref = fmax(maxref, fabs(want[j]));
-            maxerr = fmax(maxerr, fabs(got[j] - want[j]));
-        }
-        CHECK_MSG(maxerr <= 1e-4 * maxref, "%s: %s: max error %.3g vs max |grad| %.3g", name, p[i].name, maxerr,
-                  maxref);
-        free(want);
-        free(got);
-    }
+    t_check_grads(b, ref, p, n, 1e-4, name);
     free(p);
     st_close(ref);
     if (m) grads_free(m, &g);
