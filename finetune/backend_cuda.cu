@@ -289,7 +289,7 @@ static void cu_embedding(ft_backend *b, const ft_tensor *ids, const ft_tensor *t
     }
     if (!T_ || !D) return;
     CU_DISPATCH(b, op, table->dtype,
-                k_embedding<T><<<cu_blocks(T_ * D, 256), 256, 0, cu_of(b)->stream>>>(
+                CU_LAUNCH(cu_blocks(T_ * D, 256), 256, cu_of(b)->stream, k_embedding<T>)(
                     (const int32_t *)ids->data, (const T *)table->data, (T *)out->data, T_, D, V));
     cu_check_launch(b, op);
 }
@@ -319,7 +319,7 @@ static void cu_embedding_backward(ft_backend *b, const ft_tensor *ids, const ft_
     }
     if (!acc) cu_zero(b, dtable->data, ft_nbytes(dtable));
     if (!T_ || !D) return;
-    k_embedding_backward<<<cu_blocks(T_ * D, 256), 256, 0, cu_of(b)->stream>>>(
+    CU_LAUNCH(cu_blocks(T_ * D, 256), 256, cu_of(b)->stream, k_embedding_backward)(
         (const int32_t *)ids->data, (const float *)dout->data, (float *)dtable->data, T_, D, V);
     cu_check_launch(b, op);
 }
@@ -382,7 +382,7 @@ static void cu_rmsnorm(ft_backend *b, const ft_tensor *x, const ft_tensor *w, fl
         return;
     }
     CU_DISPATCH(b, op, x->dtype,
-                k_rmsnorm<T><<<(unsigned)T_, 256, 0, cu_of(b)->stream>>>(
+                CU_LAUNCH((unsigned)T_, 256, cu_of(b)->stream, k_rmsnorm<T>)(
                     (const T *)x->data, (const T *)w->data, eps, (T *)out->data,
                     rstd ? (float *)rstd->data : (float *)NULL, D));
     cu_check_launch(b, op);
@@ -470,13 +470,13 @@ static void cu_rmsnorm_backward(ft_backend *b, const ft_tensor *dout, const ft_t
     cudaStream_t s = cu_of(b)->stream;
     const float *rs = rstd ? (const float *)rstd->data : NULL;
     CU_DISPATCH(b, op, x->dtype, {
-        k_rmsnorm_bwd_dx<T><<<(unsigned)T_, 256, 0, s>>>((const T *)dout->data, (const T *)x->data,
+        CU_LAUNCH((unsigned)T_, 256, s, k_rmsnorm_bwd_dx<T>)((const T *)dout->data, (const T *)x->data,
                                                          (const T *)w->data, rs, 1e-5f, rbuf,
                                                          dx ? (T *)dx->data : (T *)NULL, acc, D);
         if (dw && nparts <= 65535) {
             dim3 grid((unsigned)((D + 255) / 256), (unsigned)nparts);
-            k_rmsnorm_bwd_dw_part<T><<<grid, 256, 0, s>>>((const T *)dout->data, (const T *)x->data, rbuf, part, T_, D);
-            k_rmsnorm_bwd_dw_sum<T><<<(unsigned)((D + 255) / 256), 256, 0, s>>>(part, nparts, (T *)dw->data, D);
+            CU_LAUNCH(grid, 256, s, k_rmsnorm_bwd_dw_part<T>)((const T *)dout->data, (const T *)x->data, rbuf, part, T_, D);
+            CU_LAUNCH((unsigned)((D + 255) / 256), 256, s, k_rmsnorm_bwd_dw_sum<T>)(part, nparts, (T *)dw->data, D);
         } else if (dw) {
             cu_report(b, "rmsnorm_backward: %lld rows is too many for the dw reduction", (long long)T_);
         }
@@ -518,7 +518,7 @@ static void cu_rope(ft_backend *b, ft_tensor *x, const ft_tensor *pos, const ft_
     }
     if (!T_ || !H || !Dh) return;
     CU_DISPATCH(b, op, x->dtype,
-                k_rope<T><<<cu_blocks(T_ * H * (Dh / 2), 256), 256, 0, cu_of(b)->stream>>>(
+                CU_LAUNCH(cu_blocks(T_ * H * (Dh / 2), 256), 256, cu_of(b)->stream, k_rope<T>)(
                     (T *)x->data, (const int32_t *)pos->data, (const float *)inv_freq->data, mscale, inverse, T_, H,
                     Dh));
     cu_check_launch(b, op);
@@ -561,7 +561,7 @@ static void cu_swiglu(ft_backend *b, const ft_tensor *gate, const ft_tensor *up,
     int64_t n = ft_numel(gate);
     if (!n) return;
     CU_DISPATCH(b, op, gate->dtype,
-                k_swiglu<T><<<cu_blocks(n, 256), 256, 0, cu_of(b)->stream>>>(
+                CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_swiglu<T>)(
                     (const T *)gate->data, (const T *)up->data, (T *)out->data, n));
     cu_check_launch(b, op);
 }
@@ -578,7 +578,7 @@ static void cu_swiglu_backward(ft_backend *b, const ft_tensor *gate, const ft_te
     int64_t n = ft_numel(gate);
     if (!n) return;
     CU_DISPATCH(b, op, gate->dtype,
-                k_swiglu_bwd<T><<<cu_blocks(n, 256), 256, 0, cu_of(b)->stream>>>(
+                CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_swiglu_bwd<T>)(
                     (const T *)gate->data, (const T *)up->data, (const T *)dout->data, (T *)dgate->data,
                     (T *)dup->data, n));
     cu_check_launch(b, op);
@@ -593,7 +593,7 @@ static void cu_add(ft_backend *b, const ft_tensor *a, const ft_tensor *x, ft_ten
     int64_t n = ft_numel(a);
     if (!n) return;
     CU_DISPATCH(b, op, a->dtype,
-                k_add<T><<<cu_blocks(n, 256), 256, 0, cu_of(b)->stream>>>((const T *)a->data, (const T *)x->data,
+                CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add<T>)((const T *)a->data, (const T *)x->data,
                                                                           (T *)out->data, n));
     cu_check_launch(b, op);
 }
@@ -611,7 +611,7 @@ static void cu_add_bias(ft_backend *b, ft_tensor *x, const ft_tensor *bias) {
     }
     if (!n) return;
     CU_DISPATCH(b, op, x->dtype,
-                k_add_bias<T><<<cu_blocks(n, 256), 256, 0, cu_of(b)->stream>>>((T *)x->data, (const T *)bias->data,
+                CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add_bias<T>)((T *)x->data, (const T *)bias->data,
                                                                                n, N));
     cu_check_launch(b, op);
 }
@@ -697,15 +697,15 @@ static int cu_lp_forward(ft_backend *b, const char *op, const ft_tensor *h, cons
           *tl = (float *)(ws + tile + 2 * vec);
     cudaStream_t st = cu_of(b)->stream;
     const int32_t *tg = (const int32_t *)targets->data;
-    k_lp_init<<<(unsigned)((T_ + 255) / 256), 256, 0, st>>>(m, s, tl, T_);
+    CU_LAUNCH((unsigned)((T_ + 255) / 256), 256, st, k_lp_init)(m, s, tl, T_);
     for (int64_t c0 = 0; c0 < V; c0 += C) {
         int64_t n = V - c0 < C ? V - c0 : C;
         if (!cu_gemm_rm(b, op, h->dtype, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D,
                         (const char *)W->data + (size_t)(c0 * D) * ft_dtype_size(W->dtype), D, 0.f, logits, n))
             return 0;
-        k_lp_chunk<<<(unsigned)T_, 256, 0, st>>>(logits, n, c0, tg, m, s, tl);
+        CU_LAUNCH((unsigned)T_, 256, st, k_lp_chunk)(logits, n, c0, tg, m, s, tl);
     }
-    k_lp_final<<<(unsigned)((T_ + 255) / 256), 256, 0, st>>>(m, s, tl, tg, logp, lse, T_);
+    CU_LAUNCH((unsigned)((T_ + 255) / 256), 256, st, k_lp_final)(m, s, tl, tg, logp, lse, T_);
     if (tile_out) *tile_out = logits;
     if (chunk_out) *chunk_out = C;
     return !cu_check_launch(b, op);
@@ -788,7 +788,7 @@ static void cu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const 
         int64_t n = V - c0 < C ? V - c0 : C;
         const char *Wc = (const char *)W->data + (size_t)(c0 * D) * esz;
         if (!cu_gemm_rm(b, op, h->dtype, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D, Wc, D, 0.f, logits, n)) return;
-        k_lp_grad<<<(unsigned)T_, 256, 0, st>>>(logits, n, c0, (const int32_t *)targets->data, l,
+        CU_LAUNCH((unsigned)T_, 256, st, k_lp_grad)(logits, n, c0, (const int32_t *)targets->data, l,
                                                 (const float *)dlogp->data);
         const void *G = logits;
         if (tile16) { /* the GEMMs take one input dtype: round G to h's (relative error 2^-8 bf16, 2^-11 fp16) */
@@ -874,7 +874,7 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
         int *probe = NULL, one = 0;
         err = cudaMalloc(&probe, sizeof(int));
         if (err == cudaSuccess) {
-            k_probe<<<1, 1, 0, c->stream>>>(probe);
+            CU_LAUNCH(1, 1, c->stream, k_probe)(probe);
             err = cudaGetLastError();
             if (err == cudaSuccess) err = cudaMemcpyAsync(&one, probe, sizeof one, cudaMemcpyDeviceToHost, c->stream);
             if (err == cudaSuccess) err = cudaStreamSynchronize(c->stream);

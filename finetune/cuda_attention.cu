@@ -364,7 +364,7 @@ void cu_attention(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const f
     dim3 grid((unsigned)((d.Tq + AT_WARPS - 1) / AT_WARPS), (unsigned)d.Hq);
     cudaStream_t s = cu_of(b)->stream;
     CU_DISPATCH(b, op, q->dtype,
-                k_attn_fwd<T><<<grid, AT_WARPS * 32, 0, s>>>(
+                CU_LAUNCH(grid, AT_WARPS * 32, s, k_attn_fwd<T>)(
                     (const T *)q->data, (const T *)k->data, (const T *)v->data, (T *)out->data,
                     lse ? (float *)lse->data : (float *)NULL, L->doc_start, d.Tq, d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start,
                     L->window, L->scale));
@@ -398,12 +398,12 @@ void cu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k
     dim3 gk((unsigned)((d.Tk + AT_WARPS - 1) / AT_WARPS), (unsigned)d.Hkv);
     const float *ls = (const float *)lse->data;
     CU_DISPATCH(b, op, q->dtype, {
-        k_attn_dsum<T><<<(unsigned)((rows + AT_WARPS - 1) / AT_WARPS), AT_WARPS * 32, 0, s>>>(
+        CU_LAUNCH((unsigned)((rows + AT_WARPS - 1) / AT_WARPS), AT_WARPS * 32, s, k_attn_dsum<T>)(
             (const T *)out->data, (const T *)dout->data, Dsum, rows, d.Dh);
-        k_attn_dq<T><<<gq, AT_WARPS * 32, 0, s>>>((const T *)q->data, (const T *)k->data, (const T *)v->data, ls,
+        CU_LAUNCH(gq, AT_WARPS * 32, s, k_attn_dq<T>)((const T *)q->data, (const T *)k->data, (const T *)v->data, ls,
                                                   (const T *)dout->data, Dsum, (T *)dq->data, L->doc_start, d.Tq,
                                                   d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start, L->window, L->scale);
-        k_attn_dkdv<T><<<gk, AT_WARPS * 32, 0, s>>>((const T *)q->data, (const T *)k->data, (const T *)v->data, ls,
+        CU_LAUNCH(gk, AT_WARPS * 32, s, k_attn_dkdv<T>)((const T *)q->data, (const T *)k->data, (const T *)v->data, ls,
                                                     (const T *)dout->data, Dsum, (T *)dk->data, (T *)dv->data,
                                                     L->doc_start, d.Tq, d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start,
                                                     L->window, L->scale);

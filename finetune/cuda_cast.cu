@@ -14,7 +14,7 @@ template <typename S, typename D> __global__ void k_cast(const S *in, D *out, in
 
 template <typename S> static void cu_cast_from(ft_backend *b, const S *in, ft_tensor *out, int64_t n, unsigned grid) {
     cudaStream_t st = cu_of(b)->stream;
-    CU_DISPATCH(b, "cast", out->dtype, k_cast<S, T><<<grid, 256, 0, st>>>(in, (T *)out->data, n));
+    CU_DISPATCH(b, "cast", out->dtype, CU_LAUNCH(grid, 256, st, k_cast<S, T>)(in, (T *)out->data, n));
 }
 
 extern "C" void cu_cast(ft_backend *b, const ft_tensor *in, ft_tensor *out) {

@@ -42,7 +42,7 @@ extern "C" void cu_row_norm(ft_backend *b, const ft_tensor *x, ft_tensor *out) {
         return;
     }
     if (!x->shape[0]) return;
-    k_row_norm<<<(unsigned)x->shape[0], 256, 0, cu_of(b)->stream>>>((const float *)x->data, (float *)out->data,
+    CU_LAUNCH((unsigned)x->shape[0], 256, cu_of(b)->stream, k_row_norm)((const float *)x->data, (float *)out->data,
                                                                      x->shape[1]);
     cu_check_launch(b, op);
 }
@@ -71,7 +71,7 @@ extern "C" void cu_col_scale(ft_backend *b, const ft_tensor *x, const ft_tensor 
     if (!n) return;
     unsigned blocks = (unsigned)((n + 255) / 256 < 65535 * 8 ? (n + 255) / 256 : 65535 * 8);
     CU_DISPATCH(b, op, x->dtype,
-                k_col_scale<T><<<blocks, 256, 0, cu_of(b)->stream>>>((const T *)x->data, (const float *)num->data,
+                CU_LAUNCH(blocks, 256, cu_of(b)->stream, k_col_scale<T>)((const T *)x->data, (const float *)num->data,
                                                                     (const float *)den->data, (T *)out->data, n,
                                                                     x->shape[1]));
     cu_check_launch(b, op);
@@ -90,7 +90,7 @@ extern "C" void cu_col_dot(ft_backend *b, const ft_tensor *a, const ft_tensor *x
     int64_t N = x->shape[1];
     if (!N) return;
     CU_DISPATCH(b, op, x->dtype,
-                k_col_dot<T><<<(unsigned)((N + 255) / 256), 256, 0, cu_of(b)->stream>>>(
+                CU_LAUNCH((unsigned)((N + 255) / 256), 256, cu_of(b)->stream, k_col_dot<T>)(
                     (const T *)a->data, (const T *)x->data, (const float *)den->data, (float *)out->data,
                     x->shape[0], N));
     cu_check_launch(b, op);

@@ -31,7 +31,7 @@ extern "C" void cu_dropout(ft_backend *b, const ft_tensor *x, ft_tensor *out, fl
     float keep_scale = 1.0f / (1.0f - p);
     unsigned blocks = (unsigned)((n + 255) / 256 < 65535 * 8 ? (n + 255) / 256 : 65535 * 8);
     CU_DISPATCH(b, op, x->dtype,
-                k_dropout<T><<<blocks, 256, 0, cu_of(b)->stream>>>((const T *)x->data, (T *)out->data, n, key, thr,
+                CU_LAUNCH(blocks, 256, cu_of(b)->stream, k_dropout<T>)((const T *)x->data, (T *)out->data, n, key, thr,
                                                                   keep_scale));
     cu_check_launch(b, op);
 }

@@ -105,6 +105,15 @@ static __device__ __forceinline__ float cu_warp_max(float v) {
     return v;
 }
 
+/* Launch a kernel on a stream: CU_LAUNCH(grid, block, stream, kernel)(args...) is
+ * kernel<<<grid, block, 0, stream>>>(args...). Under the CPU emulator the tests build these files with
+ * (tests/cuemu, which defines FT_CUEMU) it queues the kernel on the emulated stream instead. */
+#ifdef FT_CUEMU
+#define CU_LAUNCH(grid, block, stream, ...) (cuemu_launcher{#__VA_ARGS__, dim3(grid), dim3(block), stream} % __VA_ARGS__)
+#else
+#define CU_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#endif
+
 /* Run the statement list with T bound to the storage type of dtype dt (F32, BF16, F16). */
 #define CU_DISPATCH(b, op, dt, ...)                                                       \
     do {                                                                                  \

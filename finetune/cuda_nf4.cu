@@ -33,7 +33,7 @@ extern "C" void cu_nf4_dequant(ft_backend *b, const ft_tensor *packed, const ft_
     int64_t nbytes = (n + 1) / 2;
     unsigned blocks = (unsigned)((nbytes + 255) / 256 < 65535 * 8 ? (nbytes + 255) / 256 : 65535 * 8);
     CU_DISPATCH(b, op, out->dtype,
-                k_nf4_dequant<T><<<blocks, 256, 0, cu_of(b)->stream>>>((const uint8_t *)packed->data,
+                CU_LAUNCH(blocks, 256, cu_of(b)->stream, k_nf4_dequant<T>)((const uint8_t *)packed->data,
                                                                       (const float *)absmax->data, blocksize, n,
                                                                       (T *)out->data));
     cu_check_launch(b, op);

@@ -33,7 +33,7 @@ extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_ten
     if (!n) return;
     /* scalar factors as the CPU backend (and PyTorch) computes them */
     double bc1 = 1.0 - pow((double)a->beta1, a->step), bc2 = 1.0 - pow((double)a->beta2, a->step);
-    k_adamw<<<optim_blocks(n), 256, 0, cu_of(b)->stream>>>(
+    CU_LAUNCH(optim_blocks(n), 256, cu_of(b)->stream, k_adamw)(
         (float *)w->data, (const float *)g->data, (float *)m->data, (float *)v->data, n, a->grad_scale,
         1.0f - a->lr * a->weight_decay, 1.0f - a->beta1, a->beta2, 1.0f - a->beta2, (float)(a->lr / bc1),
         (float)sqrt(bc2), a->eps);
@@ -63,7 +63,7 @@ extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x) {
     if (!n) return 0;
     double *part = (double *)cu_scratch(b, SUMSQ_BLOCKS * sizeof(double), op);
     if (!part) return NAN;
-    k_sumsq_part<<<SUMSQ_BLOCKS, 256, 0, cu_of(b)->stream>>>((const float *)x->data, n, part);
+    CU_LAUNCH(SUMSQ_BLOCKS, 256, cu_of(b)->stream, k_sumsq_part)((const float *)x->data, n, part);
     if (cu_check_launch(b, op)) return NAN;
     double host[SUMSQ_BLOCKS];
     cudaMemcpyAsync(host, part, sizeof host, cudaMemcpyDeviceToHost, cu_of(b)->stream);
@@ -82,6 +82,6 @@ extern "C" void cu_scale(ft_backend *b, ft_tensor *x, float alpha) {
     if (!cu_arg(b, "scale", "x", x, CU_F32, 1, 4)) return;
     int64_t n = ft_numel(x);
     if (!n) return;
-    k_scale<<<optim_blocks(n), 256, 0, cu_of(b)->stream>>>((float *)x->data, n, alpha);
+    CU_LAUNCH(optim_blocks(n), 256, cu_of(b)->stream, k_scale)((float *)x->data, n, alpha);
     cu_check_launch(b, "scale");
 }

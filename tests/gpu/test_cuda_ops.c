@@ -79,8 +79,10 @@ static void drop(pair *p) {
     C->free(C, p->c.data);
 }
 
-/* Compare all elements of the GPU and CPU tensors; report the first few mismatches. */
-static void cmp(const char *what, const pair *p, double tol) {
+/* Compare all elements of the GPU and CPU tensors: |gpu - cpu| <= tol (|cpu| + rms(cpu)) + atol; report the
+ * first few mismatches. atol is for results that are zero in exact arithmetic, where both sides hold only
+ * rounding noise of different summation orders. */
+static void cmp_atol(const char *what, const pair *p, double tol, double atol) {
     int64_t n = ft_numel(&p->g);
     float *a = malloc((size_t)n * 4 + 4), *b = malloc((size_t)n * 4 + 4);
     G->download(G, a, p->g.data, (size_t)n * 4);
@@ -92,7 +94,7 @@ static void cmp(const char *what, const pair *p, double tol) {
     int64_t bad = 0;
     for (int64_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - b[i]);
-        int ok = (isinf(b[i]) && a[i] == b[i]) || d <= tol * (fabs(b[i]) + rms);
+        int ok = (isinf(b[i]) && a[i] == b[i]) || d <= tol * (fabs(b[i]) + rms) + atol;
         if (isnan(a[i])) ok = 0;
         if (!ok) {
             if (bad < 5) fprintf(stderr, "  %s[%lld]: cuda %.9g, cpu %.9g\n", what, (long long)i, a[i], b[i]);
@@ -106,6 +108,7 @@ static void cmp(const char *what, const pair *p, double tol) {
     free(a);
     free(b);
 }
+static void cmp(const char *what, const pair *p, double tol) { cmp_atol(what, p, tol, 0); }
 
 /* ------------------------------------------------------------------ forward ops */
 
@@ -290,8 +293,10 @@ static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t
     pair dout = frand(3, Tq, Hq, Dh, 1), dq = fout(3, Tq, Hq, Dh), dk = fout(3, Tk, Hkv, Dh), dv = fout(3, Tk, Hkv, Dh);
     G->attention_backward(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &dout.g, &dq.g, &dk.g, &dv.g, &Lg);
     C->attention_backward(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &dout.c, &dq.c, &dk.c, &dv.c, &Lc);
-    cmp("  backward dq", &dq, 1e-4);
-    cmp("  backward dk", &dk, 1e-4);
+    /* with one-token samples (every query sees only itself) dq and dk are exactly zero: allow rounding noise of
+     * the O(1) products, 1e-6 */
+    cmp_atol("  backward dq", &dq, 1e-4, 1e-6);
+    cmp_atol("  backward dk", &dk, 1e-4, 1e-6);
     cmp("  backward dv", &dv, 1e-4);
     drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse), drop(&dout), drop(&dq), drop(&dk), drop(&dv);
 }

@@ -1,0 +1,2 @@
+/* cuemu stand-in for <cublasLt.h>: see tests/cuemu/cuemu.h */
+#include "../cuemu.h"
