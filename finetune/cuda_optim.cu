@@ -40,7 +40,8 @@ extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_ten
     cu_check_launch(b, op);
 }
 
-/* Fixed-shape two-level reduction in double: deterministic for a given n. */
+/* Two-level reduction in double, its shape fixed by n (so deterministic for a given n): up to 1024 blocks of
+ * 256 threads, no more blocks than 256-element chunks (a small tensor does not launch 1024 idle blocks). */
 #define SUMSQ_BLOCKS 1024
 __global__ void k_sumsq_part(const float *x, int64_t n, double *part) {
     __shared__ double sh[256];
@@ -63,13 +64,14 @@ extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x) {
     if (!n) return 0;
     double *part = (double *)cu_scratch(b, SUMSQ_BLOCKS * sizeof(double), op);
     if (!part) return NAN;
-    CU_LAUNCH(SUMSQ_BLOCKS, 256, cu_of(b)->stream, k_sumsq_part)((const float *)x->data, n, part);
+    int blocks = (int)((n + 255) / 256 < SUMSQ_BLOCKS ? (n + 255) / 256 : SUMSQ_BLOCKS);
+    CU_LAUNCH(blocks, 256, cu_of(b)->stream, k_sumsq_part)((const float *)x->data, n, part);
     if (cu_check_launch(b, op)) return NAN;
     double host[SUMSQ_BLOCKS];
-    cudaMemcpyAsync(host, part, sizeof host, cudaMemcpyDeviceToHost, cu_of(b)->stream);
+    cudaMemcpyAsync(host, part, (size_t)blocks * sizeof(double), cudaMemcpyDeviceToHost, cu_of(b)->stream);
     cudaStreamSynchronize(cu_of(b)->stream);
     double total = 0;
-    for (int i = 0; i < SUMSQ_BLOCKS; i++) total += host[i];
+    for (int i = 0; i < blocks; i++) total += host[i];
     return total;
 }
 

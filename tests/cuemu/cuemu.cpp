@@ -87,8 +87,9 @@ static void *g_sched_fake;
 #endif
 
 #if defined(__x86_64__)
-/* cuemu_switch(save, load): save the callee-saved registers and the FP control words on this stack,
- * store the stack pointer in *save, continue on stack load (System V x86-64). */
+/* cuemu_switch(save, load): save the callee-saved registers on this stack, store the stack pointer in *save,
+ * continue on stack load (System V x86-64). The MXCSR and x87 control words are not switched: nothing in a
+ * kernel changes them, and reloading them costs more than the rest of the switch. */
 extern "C" void cuemu_switch(void **save, void *load);
 asm(R"(
     .text
@@ -101,14 +102,8 @@ cuemu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -171,16 +166,13 @@ static void fiber_main(void) {
 static void fiber_reset(fiber *f) {
     f->state = F_RUN;
 #if defined(__x86_64__)
-    /* initial frame as cuemu_switch leaves it: FP control words, six registers, return address */
+    /* initial frame as cuemu_switch leaves it: six registers, then the return address */
     uintptr_t top = ((uintptr_t)(f->stack + f->stack_size)) & ~(uintptr_t)15;
     uint64_t *sp = (uint64_t *)(top - 16); /* after "ret": rsp = top - 8, as on entry after a call */
     sp[0] = (uint64_t)(uintptr_t)fiber_main;
     sp[1] = 0;
     sp -= 6;
     memset(sp, 0, 6 * sizeof *sp);
-    sp -= 1;
-    uint32_t ctl[2] = {0x1F80, 0x037F}; /* default MXCSR and x87 control word */
-    memcpy(sp, ctl, 8);
     f->sp = sp;
 #else
     getcontext(&f->uc);
@@ -252,7 +244,8 @@ uint64_t cuemu_warp(int kind, unsigned mask, uint64_t value, int arg, int width)
 }
 
 static const char *state_name(int s) {
-    return s == F_RUN ? "running" : s == F_BARRIER ? "at __syncthreads" : s == F_WARP ? "at a warp op" : "exited";
+    return s == F_RUN ? "is running" : s == F_BARRIER ? "waits at __syncthreads" : s == F_WARP ? "waits at a warp op"
+                                                                                            : "has exited";
 }
 
 /* All 32 lanes of warp w wait at a warp op: compute every lane's result. */
@@ -306,12 +299,14 @@ static void run_block(void) {
                 released = 1;
                 continue;
             }
+            int kind = 0;
+            for (int i = lo; i < hi; i++)
+                if (g_fibers[i].state == F_WARP) kind = g_fibers[i].wkind;
             for (int i = lo; i < hi; i++)
                 if (g_fibers[i].state != F_WARP) {
                     where(buf, sizeof buf, &g_fibers[i]);
-                    die("%s is %s while other lanes of its warp wait at %s (divergent warp op)", buf,
-                        state_name(g_fibers[i].state), warp_name(g_fibers[lo].state == F_WARP ? g_fibers[lo].wkind
-                                                                                               : g_fibers[i ? i - 1 : 0].wkind));
+                    die("%s %s while other lanes of its warp wait at %s (divergent warp op)", buf,
+                        state_name(g_fibers[i].state), warp_name(kind));
                 }
         }
         if (released) continue;

