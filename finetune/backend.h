@@ -38,7 +38,8 @@ struct ft_backend {
     const char *name;
     ft_device device;
     int arch;   /* CUDA compute capability as major*10+minor (75 = T4, 80 = A100, 90 = H100); 0 on the CPU */
-    void *impl; /* backend private state */
+    char desc[160]; /* what it runs on, for logs: "cpu (8 threads)", "cuda: NVIDIA H100 (sm_90, 79.1 GiB)" */
+    void *impl;     /* backend private state */
 
     /* ---- memory ---- */
     void *(*alloc)(ft_backend *b, size_t bytes); /* NULL when out of memory */

@@ -709,6 +709,7 @@ ft_backend *ft_backend_cpu_create(void) {
         return NULL;
     }
     b->name = "cpu";
+    snprintf(b->desc, sizeof b->desc, "cpu (%d threads)", omp_get_max_threads());
     b->device = FT_DEV_CPU;
     b->impl = im;
     b->alloc = cpu_alloc;

@@ -6,8 +6,8 @@
  * Elementwise ops, norms, rope and attention are our kernels, written once over
  * the storage type (F32 now; BF16/F16 storage dispatches through CU_DISPATCH,
  * arithmetic stays fp32). The lm_head + log-softmax is chunked over the vocab:
- * only a [T, chunk] logits tile ever exists. embedding_backward uses atomics,
- * so its sums are not bitwise deterministic across runs; every other op is. */
+ * only a [T, chunk] logits tile ever exists. No op uses atomics: every result is
+ * the same on every run, which exact resume relies on. */
 #include "cuda_internal.cuh"
 
 #include <float.h>
@@ -294,14 +294,16 @@ static void cu_embedding(ft_backend *b, const ft_tensor *ids, const ft_tensor *t
     cu_check_launch(b, op);
 }
 
+/* dtable[ids[t]] += dout[t], tokens in order: one thread per column walks every token, so a row that several
+ * tokens share sums in token order, as on the CPU, and the result is the same on every run (no atomics:
+ * exact resume needs deterministic gradients). Reads and writes are coalesced across the columns. */
 __global__ void k_embedding_backward(const int32_t *ids, const float *dout, float *dtable, int64_t T_, int64_t D,
                                      int64_t V) {
-    int64_t n = T_ * D;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t t = i / D, d = i % D;
-        int32_t id = ids[t];
-        if (id >= 0 && id < V) atomicAdd(dtable + (size_t)id * D + d, dout[i]);
-    }
+    for (int64_t d = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; d < D; d += (int64_t)gridDim.x * blockDim.x)
+        for (int64_t t = 0; t < T_; t++) {
+            int32_t id = ids[t];
+            if (id >= 0 && id < V) dtable[(size_t)id * D + d] += dout[(size_t)t * D + d];
+        }
 }
 
 static void cu_embedding_backward(ft_backend *b, const ft_tensor *ids, const ft_tensor *dout, ft_tensor *dtable,
@@ -319,7 +321,7 @@ static void cu_embedding_backward(ft_backend *b, const ft_tensor *ids, const ft_
     }
     if (!acc) cu_zero(b, dtable->data, ft_nbytes(dtable));
     if (!T_ || !D) return;
-    CU_LAUNCH(cu_blocks(T_ * D, 256), 256, cu_of(b)->stream, k_embedding_backward)(
+    CU_LAUNCH(cu_blocks(D, 256), 256, cu_of(b)->stream, k_embedding_backward)(
         (const int32_t *)ids->data, (const float *)dout->data, (float *)dtable->data, T_, D, V);
     cu_check_launch(b, op);
 }
@@ -893,6 +895,8 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     }
 
     b->name = "cuda";
+    snprintf(b->desc, sizeof b->desc, "cuda: %.100s (sm_%d, %.1f GiB)", prop.name, sm,
+             (double)prop.totalGlobalMem / (1u << 30));
     b->device = FT_DEV_CUDA;
     b->arch = sm;
     b->alloc = cu_alloc_fn;

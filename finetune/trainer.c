@@ -201,6 +201,10 @@ int trainer_run(ft_train_job *job, ft_error *e) {
     ft_lossscale ls; /* fp16 compute: dynamic loss scaling; otherwise scale 1, never changes */
     ft_dtype compute = FT_F32;
     int rc = resolve_precision(cfg->precision, b, &compute, e);
+    if (!rc)
+        fprintf(stderr, "device: %s; compute %s%s%s\n", b->desc, ft_dtype_name(compute),
+                compute == FT_F16 ? " with dynamic loss scaling" : "",
+                cfg->offload_activations ? ", layer inputs offloaded to host memory" : "");
     if (!rc) m->offload_activations = cfg->offload_activations;
     /* before grads_create, with its predicate: frozen weights keep only their 16-bit compute copies */
     if (!rc) rc = model_set_precision(m, compute, job->trainable, job->trainable_ctx, e);

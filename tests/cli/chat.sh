@@ -40,13 +40,15 @@ printf '%s\n' "$A1" "$A2" "$A3" > "$T/want"
 
 printf 'Hi there\n\nWhat is "2+2"?\n/reset\nHello again\n/exit\nnever read\n' |
   "$FT" chat "$T/m" --template danube --system "Be brief." --max-new 12 --greedy > "$T/got" 2> "$T/err"
-check "chat exits 0 ($(cat "$T/err"))" '[ $? = 0 ]'
+rc=$?
+check "chat exits 0 ($(cat "$T/err"))" '[ $rc = 0 ]'
 check "three answers, each equal to the reference (got: $(cat "$T/got"); want: $(cat "$T/want"))" 'cmp -s "$T/got" "$T/want"'
 check "no prompt or banner on a pipe" '! grep -q "^> " "$T/err"'
 
 # EOF ends the chat like /exit; the last line without a newline still counts; CRLF is accepted.
 printf 'Hello again\r' | "$FT" chat "$T/m" --template danube --system "Be brief." --max-new 12 --greedy > "$T/got" 2> "$T/err"
-check "EOF: exit 0 ($(cat "$T/err"))" '[ $? = 0 ]'
+rc=$?
+check "EOF: exit 0 ($(cat "$T/err"))" '[ $rc = 0 ]'
 check "EOF: the unterminated last line is answered" '[ "$(cat "$T/got")" = "$A3" ]'
 
 # --tokenizer DIR is used instead of the model's; sampling with a seed is reproducible.

@@ -38,7 +38,8 @@ for opts in "--greedy" "--seed 11 --temperature 0.9 --top-p 0.8"; do
   check "generate --prompt-ids $opts ($(cat "$T/err"))" '[ -n "$G" ]'
   want=$(text_of "$G")
   got=$("$FT" generate "$T/m" --prompt "$Q" --template danube --tokenizer "$TOK" --max-new 16 $opts 2> "$T/err")
-  check "generate --prompt --template danube $opts: exit 0 ($(cat "$T/err"))" '[ $? = 0 ]'
+  rc=$?
+  check "generate --prompt --template danube $opts: exit 0 ($(cat "$T/err"))" '[ $rc = 0 ]'
   check "--prompt --template danube $opts equals the --prompt-ids path: [$got] vs [$want]" '[ "$got" = "$want" ]'
 done
 

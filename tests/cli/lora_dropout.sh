@@ -45,7 +45,8 @@ latest_step() {
 
 recipe ref 0.1
 (cd "$T/ref" && "$FT" sft recipe.json > log 2>&1)
-check "dropout 0.1 run exits 0 ($(tail -3 "$T/ref/log"))" '[ $? = 0 ]'
+rc=$?
+check "dropout 0.1 run exits 0 ($(tail -3 "$T/ref/log"))" '[ $rc = 0 ]'
 R=$T/ref/run
 check "adapter written" '[ -s "$R/adapter_model.safetensors" ]'
 check "adapter_config.json records lora_dropout 0.1" 'grep -q "\"lora_dropout\": 0.1," "$R/adapter_config.json"'
@@ -85,7 +86,8 @@ done
 check "the run was really killed mid-training" '[ $killed = 1 ]'
 echo "killed at newest checkpoint step $(latest_step "$D/run")"
 (cd "$D" && "$FT" sft recipe.json --resume >> log 2>&1)
-check "resumed run exits 0 ($(tail -3 "$D/log"))" '[ $? = 0 ]'
+rc=$?
+check "resumed run exits 0 ($(tail -3 "$D/log"))" '[ $rc = 0 ]'
 check "resume message" 'grep -q "resuming from" "$D/log"'
 check "resumed: every step's loss equals the uninterrupted run's" \
   '[ "$(losses "$D/run/metrics.jsonl")" = "$(losses "$R/metrics.jsonl")" ]'

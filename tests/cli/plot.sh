@@ -20,7 +20,8 @@ for s in $(seq 1 20); do
 done > "$T/dpo/metrics.jsonl"
 
 "$FT" plot "$T/sft" > "$T/out.txt" 2>&1
-check "plot sft exits 0 ($(cat "$T/out.txt"))" '[ $? = 0 ]'
+rc=$?
+check "plot sft exits 0 ($(cat "$T/out.txt"))" '[ $rc = 0 ]'
 S="$T/sft/metrics.svg"
 check "default output RUN_DIR/metrics.svg" '[ -s "$S" ]'
 check "svg open tag" 'grep -q "<svg" "$S"'

@@ -24,7 +24,8 @@ cat > "$T/r.json" << EOF
  "save_every": 0, "log_every": 5, "device": "cpu", "seed": 3}
 EOF
 "$FT" sft "$T/r.json" > "$T/log" 2>&1
-check "sft exits 0 ($(tail -3 "$T/log"))" '[ $? = 0 ]'
+rc=$?
+check "sft exits 0 ($(tail -3 "$T/log"))" '[ $rc = 0 ]'
 R=$T/run
 for f in config.json model.safetensors generation_config.json tokenizer.json tokenizer_config.json \
   special_tokens_map.json metrics.jsonl recipe.resolved.json; do
@@ -57,21 +58,25 @@ check "eval loss falls: $(echo $ev)" 'awk -v a="$(echo "$ev" | head -1)" -v b="$
 
 # Our own tools load the output: score and generate.
 "$FT" score "$R" --ids 1,523,28766,14350,447,28766,28767 > "$T/score" 2> "$T/err"
-check "score on the output exits 0 ($(cat "$T/err"))" '[ $? = 0 ]'
+rc=$?
+check "score on the output exits 0 ($(cat "$T/err"))" '[ $rc = 0 ]'
 check "score: 6 finite log-probs <= 0 ($(cat "$T/score"))" \
   '[ "$(tr -d "[] " < "$T/score" | tr , "\n" | awk "\$1 <= 0 && \$1 > -1000" | wc -l)" = 6 ]'
 "$FT" generate "$R" --prompt "What is the capital of France?" --template danube --max-new 8 --greedy > "$T/gen" 2> "$T/err"
-check "generate --prompt on the output (its own tokenizer) exits 0 ($(cat "$T/err"))" '[ $? = 0 ]'
+rc=$?
+check "generate --prompt on the output (its own tokenizer) exits 0 ($(cat "$T/err"))" '[ $rc = 0 ]'
 
 # save_dtype=bf16 writes BF16 tensors.
 "$FT" sft "$T/r.json" output_dir="$T/run16" save_dtype=bf16 max_steps=2 eval_fraction=0 > "$T/log16" 2>&1
-check "save_dtype=bf16 run exits 0 ($(tail -2 "$T/log16"))" '[ $? = 0 ]'
+rc=$?
+check "save_dtype=bf16 run exits 0 ($(tail -2 "$T/log16"))" '[ $rc = 0 ]'
 check "save_dtype=bf16: BF16 tensors" 'head -c 4000 "$T/run16/model.safetensors" | grep -aq "\"BF16\""'
 check "save_dtype=bf16: smaller file" '[ "$(stat -c %s "$T/run16/model.safetensors")" -lt "$(stat -c %s "$R/model.safetensors")" ]'
 
 # finetune plot draws the run.
 "$FT" plot "$R" > "$T/plot" 2>&1
-check "plot exits 0 ($(cat "$T/plot"))" '[ $? = 0 ]'
+rc=$?
+check "plot exits 0 ($(cat "$T/plot"))" '[ $rc = 0 ]'
 S=$R/metrics.svg
 check "plot: an SVG" '[ -s "$S" ] && grep -q "<svg" "$S" && tail -c 20 "$S" | grep -q "</svg>"'
 for key in "loss" "eval loss" "learning rate" "grad norm"; do

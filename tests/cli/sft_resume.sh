@@ -42,7 +42,8 @@ latest_step() { # newest complete checkpoint step of run dir $1 (0 if none)
 mkdir "$T/ref"
 cp "$T/recipe.json" "$T/tiny.json" "$T/data.jsonl" "$T/ref/"
 "$FT" sft "$T/ref/recipe.json" > "$T/ref.log" 2>&1
-check "uninterrupted run exits 0 ($(tail -3 "$T/ref.log"))" '[ $? = 0 ]'
+rc=$?
+check "uninterrupted run exits 0 ($(tail -3 "$T/ref.log"))" '[ $rc = 0 ]'
 check "reference model written" '[ -s "$T/ref/run/model.safetensors" ]'
 TOTAL=$(losses "$T/ref/run/metrics.jsonl" | wc -l)
 check "reference has steps ($TOTAL)" '[ "$TOTAL" -ge 20 ]'
@@ -84,7 +85,8 @@ scenario() { # name, then pairs "at extra" of kill points; resumes after each ki
     shift 2
   done
   "$FT" sft "$dir/recipe.json" --resume >> "$dir/log" 2>&1
-  check "$name: resumed run exits 0 ($(tail -3 "$dir/log"))" '[ $? = 0 ]'
+  rc=$?
+  check "$name: resumed run exits 0 ($(tail -3 "$dir/log"))" '[ $rc = 0 ]'
   check "$name: resume message" 'grep -q "resuming from" "$dir/log"'
   check "$name: loss column of every step equals the uninterrupted run's" \
     '[ "$(losses "$dir/run/metrics.jsonl")" = "$(losses "$T/ref/run/metrics.jsonl")" ]'

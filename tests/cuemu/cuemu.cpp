@@ -49,6 +49,7 @@ struct fiber {
     cuemu_ids ids;
     int state;
     int lin; /* linear thread index in the block */
+    int pos; /* position in this pass's order */
     /* barrier */
     int reduce, pred, bar_result;
     /* warp op */
@@ -139,17 +140,46 @@ static void switch_to(fiber *from, fiber *to) {
 #endif
 }
 
-/* The next fiber after index i that can run, NULL when none. */
-static fiber *next_runnable(int i) {
-    for (int j = i + 1; j < g_nfib; j++)
-        if (g_fibers[j].state == F_RUN) return &g_fibers[j];
+/* Scheduling order. A GPU promises no order between the threads of a block between two barriers, nor
+ * between blocks, so each pass over a block's threads and each grid's blocks go in a fresh pseudo-random
+ * order (reproducible: CUEMU_SEED, default 1): a kernel that is right only in index order fails here. */
+static std::vector<int> g_order; /* this pass: fiber indices in the order they run */
+static uint64_t g_rng = 0;
+
+static uint64_t rng_next(void) {
+    if (!g_rng) {
+        const char *v = getenv("CUEMU_SEED");
+        g_rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(v && *v ? atoll(v) : 1) | 1;
+    }
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return g_rng;
+}
+static void shuffle(int *a, int n) {
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rng_next() % (uint64_t)(i + 1)), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+/* The next fiber after position pos of this pass's order that can run, NULL when none. */
+static fiber *next_runnable(int pos) {
+    for (int k = pos + 1; k < g_nfib; k++) {
+        fiber *f = &g_fibers[g_order[(size_t)k]];
+        if (f->state == F_RUN) {
+            f->pos = k;
+            return f;
+        }
+    }
     return NULL;
 }
 
 /* The running fiber stops (blocked or done): run the next runnable one of this pass, or end the pass. */
 static void yield_fiber(void) {
     fiber *f = g_cur;
-    switch_to(f, next_runnable(f->lin));
+    switch_to(f, next_runnable(f->pos));
 }
 
 static void fiber_main(void) {
@@ -282,7 +312,10 @@ static void warp_resolve(int w) {
 static void run_block(void) {
     int n = g_nfib, nwarps = (n + 31) / 32;
     char buf[160];
+    g_order.resize((size_t)n);
     for (;;) {
+        for (int i = 0; i < n; i++) g_order[(size_t)i] = i;
+        shuffle(g_order.data(), n);
         fiber *first = next_runnable(-1);
         if (first) switch_to(NULL, first); /* each fiber hands over to the next; the last one comes back */
         int released = 0, live = 0, at_bar = 0;
@@ -343,6 +376,16 @@ static void run_block(void) {
     }
 }
 
+/* Shared memory of every kernel lives in section cuemu_shared (see __shared__ in cuemu.h). A GPU's shared
+ * memory starts as garbage; here it is all ones (NaN, or -1 as an int) at each launch, so a read before the
+ * block's first write shows. (Later blocks of a launch see what earlier ones left, as a GPU may too.) */
+extern "C" char __start_cuemu_shared[] __attribute__((weak)), __stop_cuemu_shared[] __attribute__((weak));
+__attribute__((no_sanitize_address)) static void poison_shared(void) {
+    volatile char *p = __start_cuemu_shared; /* byte loop, not memset: ASan's redzones lie between the arrays */
+    if (p)
+        for (; p < __stop_cuemu_shared; p++) *p = (char)0xff;
+}
+
 void cuemu_run_grid(const char *name, dim3 grid, dim3 block, void (*body)(void *), void *arg) {
     if (g_cur) die("kernel %s launched from inside a kernel", name);
     int n = (int)(block.x * block.y * block.z);
@@ -351,23 +394,28 @@ void cuemu_run_grid(const char *name, dim3 grid, dim3 block, void (*body)(void *
     g_body = body;
     g_body_arg = arg;
     g_kernel = name;
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                int lin = 0;
-                for (unsigned tz = 0; tz < block.z; tz++)
-                    for (unsigned ty = 0; ty < block.y; ty++)
-                        for (unsigned tx = 0; tx < block.x; tx++, lin++) {
-                            fiber *f = &g_fibers[lin];
-                            f->ids.thread = uint3{tx, ty, tz};
-                            f->ids.block = uint3{bx, by, bz};
-                            f->ids.block_dim = block;
-                            f->ids.grid_dim = grid;
-                            f->lin = lin;
-                            fiber_reset(f);
-                        }
-                run_block();
-            }
+    poison_shared();
+    size_t nblocks = (size_t)grid.x * grid.y * grid.z;
+    static std::vector<int> blocks;
+    blocks.resize(nblocks);
+    for (size_t i = 0; i < nblocks; i++) blocks[i] = (int)i;
+    shuffle(blocks.data(), (int)nblocks);
+    for (size_t k = 0; k < nblocks; k++) {
+        unsigned b = (unsigned)blocks[k], bx = b % grid.x, by = b / grid.x % grid.y, bz = b / grid.x / grid.y;
+        int lin = 0;
+        for (unsigned tz = 0; tz < block.z; tz++)
+            for (unsigned ty = 0; ty < block.y; ty++)
+                for (unsigned tx = 0; tx < block.x; tx++, lin++) {
+                    fiber *f = &g_fibers[lin];
+                    f->ids.thread = uint3{tx, ty, tz};
+                    f->ids.block = uint3{bx, by, bz};
+                    f->ids.block_dim = block;
+                    f->ids.grid_dim = grid;
+                    f->lin = lin;
+                    fiber_reset(f);
+                }
+        run_block();
+    }
     cuemu_self = NULL;
 }
 

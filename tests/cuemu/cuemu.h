@@ -41,8 +41,9 @@
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 #define __constant__
-/* Shared memory: one copy per kernel, reused by each block in turn (blocks never overlap). */
-#define __shared__ static
+/* Shared memory: one copy per kernel, reused by each block in turn (blocks never overlap), in a section of
+ * its own so that each launch can fill it with garbage first. */
+#define __shared__ static __attribute__((section("cuemu_shared")))
 
 /* ---------------------------------------------------------------- thread indices */
 struct uint3 {

@@ -1,7 +1,7 @@
 /* test_cuemu: the CUDA emulator's own semantics, so that a GPU test passing on it means something.
  *
  * Barrier reductions, every shuffle and vote against values worked out by hand, stream work deferred until
- * the host waits, the 16-bit conversions against the project's host conversions (ft_f32_to_f16 / _bf16,
+ * the host waits, shared memory that starts as garbage, blocks and threads run out of index order, the 16-bit conversions against the project's host conversions (ft_f32_to_f16 / _bf16,
  * checked against PyTorch by the golden tests) on every 16-bit pattern and on random floats, cuBLAS'
  * documented argument checks, and each misuse the emulator promises to catch (divergent barrier, partial
  * warp, host pointer to a kernel, host code touching device memory, out-of-bounds access, wrong memcpy
@@ -67,6 +67,18 @@ __global__ void k_block_sum(const float *x, float *out, int n) {
         __syncthreads();
     }
     if (threadIdx.x == 0) out[blockIdx.x] = part[0];
+}
+
+/* shared memory read before any write: the emulator's garbage (all ones) */
+__global__ void k_shared_garbage(float *out) {
+    __shared__ float fresh[64];
+    out[threadIdx.x] = fresh[threadIdx.x];
+}
+
+/* the order blocks and threads run in: a counter each one bumps on arrival */
+__global__ void k_order(int *counter, int *block_rank, int *thread_rank) {
+    if (threadIdx.x == 0) block_rank[blockIdx.x] = atomicAdd(counter, 1);
+    if (blockIdx.x == 0) thread_rank[threadIdx.x] = atomicAdd(counter + 1, 1);
 }
 
 __global__ void k_fill(float *x, int n, float v) {
@@ -243,6 +255,27 @@ static void t_block_sum_and_streams(void) {
     cudaStreamDestroy(s);
 }
 
+static void t_order_and_garbage(void) {
+    float *d, h[64];
+    cudaMalloc(&d, sizeof h);
+    LAUNCH(1, 64, 0, k_shared_garbage)(d);
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    CHECK(isnan(h[0]) && isnan(h[63]), "unwritten shared memory reads %g, want NaN", h[0]);
+    cudaFree(d);
+    enum { B = 16, N = 64 };
+    int *c, hc[2 + B + N] = {0};
+    cudaMalloc(&c, sizeof hc);
+    cudaMemcpy(c, hc, sizeof hc, cudaMemcpyHostToDevice);
+    LAUNCH(B, N, 0, k_order)(c, c + 2, c + 2 + B);
+    cudaMemcpy(hc, c, sizeof hc, cudaMemcpyDeviceToHost);
+    int blocks_in_order = 1, threads_in_order = 1;
+    for (int b = 0; b < B; b++) blocks_in_order &= hc[2 + b] == b;
+    for (int t = 0; t < N; t++) threads_in_order &= hc[2 + B + t] == t;
+    CHECK(!blocks_in_order && !threads_in_order, "blocks ran in index order %d, threads %d (want shuffled)",
+          blocks_in_order, threads_in_order);
+    cudaFree(c);
+}
+
 static void t_half(void) {
     int bad = 0;
     for (uint32_t u = 0; u < 65536; u++) { /* every 16-bit pattern: widen, narrow back, compare with the host's */
@@ -307,6 +340,7 @@ int main(void) {
     t_barriers();
     t_shuffles();
     t_block_sum_and_streams();
+    t_order_and_garbage();
     t_half();
     t_blas_checks();
     expect_abort("divergent __syncthreads", misuse_barrier, "divergent barrier");

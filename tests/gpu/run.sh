@@ -71,8 +71,9 @@ if ! ls /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h >/dev/null 2
 fi
 
 BUILD=$ROOT/build-gpu-sm$CAP
+# (the emulator build is off: this machine has the real thing)
 step "configure (CMAKE_CUDA_ARCHITECTURES=$CAP)" "$OUT/configure.log" \
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CAP" \
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CAP" -DFT_CUEMU=OFF \
     ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} || { say "stopping: configure failed"; exit 1; }
 grep -q "CUDA backend ON" "$OUT/configure.log" || say "WARN  configure did not enable the CUDA backend"
 step "build (-j$JOBS)" "$OUT/build.log" cmake --build "$BUILD" -j"$JOBS" || { tail -40 "$OUT/build.log"; say "stopping: build failed"; exit 1; }
@@ -100,6 +101,12 @@ if [ "$FULL_CTEST" = 1 ]; then
     step "ctest (all)" "$OUT/ctest-all.log" ctest --output-on-failure --timeout "$CTEST_TIMEOUT" -j"$JOBS"
     grep -E "tests passed|\(Failed\)|\(Skipped\)|\(Timeout\)|Not Run" "$OUT/ctest-all.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
 fi
+
+# The command-line scenarios the emulator runs in CI (tests/cli/cuemu_sft.sh), here with the real binary:
+# fp16 loss scaling, exact resume after SIGKILL, activation offload bit-identical, QLoRA in bf16.
+step "sft scenarios on the GPU (tests/cli/cuemu_sft.sh)" "$OUT/sft_scenarios.log" \
+    env FT_BIN_CUEMU="$BUILD/finetune" FT_SFT_ON_GPU=1 FT_SOURCE_DIR="$ROOT" bash "$ROOT/tests/cli/cuemu_sft.sh"
+grep -E "^(ok|FAIL)" "$OUT/sft_scenarios.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
 
 for b in ./bench_*; do
     [ -x "$b" ] || continue

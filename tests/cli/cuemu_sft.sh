@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# finetune sft with device=cuda, run by finetune_cuemu: the real command line on the CUDA backend, its kernels
+# executed by the CPU emulator (tests/cuemu). What a GPU session would otherwise check by hand:
+#   - precision=fp16 full fine-tune: the loss falls, metrics.jsonl has loss_scale and mem_gib, and a run
+#     killed with SIGKILL after a checkpoint and resumed reproduces the uninterrupted run exactly;
+#   - offload_activations=true gives the same run bit for bit;
+#   - QLoRA (NF4 base) with LoRA dropout 0.05 in bf16: the loss falls, resume is exact;
+#   - a model that does not fit the (emulated) GPU stops with exit 4 and the memory estimate.
+# Skipped (77) without the emulator build (FT_BIN_CUEMU). On a GPU machine tests/gpu/run.sh runs the same
+# scenarios with the real binary (FT_BIN_CUEMU=build/finetune FT_SFT_ON_GPU=1), without the two that need
+# the emulator's knobs (an sm_75 GPU, a 24 MiB GPU).
+set -u
+ON_GPU=${FT_SFT_ON_GPU:-0}
+FT=${FT_BIN_CUEMU:-}
+[ -n "$FT" ] && [ -x "$FT" ] || { echo "skipping: FT_BIN_CUEMU (finetune built for the CUDA emulator) not set"; exit 77; }
+SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+T=$(mktemp -d "${PWD:-/tmp}/cuemu_sft.XXXXXX")
+BG=
+trap '[ -n "$BG" ] && kill -9 "$BG" 2>/dev/null; rm -rf "$T"' EXIT
+fail=0
+check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; else echo "ok   $1"; fi; }
+export CUEMU_SM=90
+
+cat > "$T/tiny.json" << 'EOF'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 64,
+ "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+ "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+ "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32"}
+EOF
+head -16 "$SRC/recipes/quickstart/openorca-sample.jsonl" > "$T/data.jsonl"
+# recipe NAME EXTRA_JSON [MODEL_JSON]: a run dir with the shared settings plus EXTRA_JSON; the model is a random
+# init of tiny.json unless MODEL_JSON names a checkpoint
+recipe() {
+  local model=${3:-'"model_init": "tiny.json"'}
+  mkdir -p "$T/$1"
+  cp "$T/tiny.json" "$T/data.jsonl" "$T/$1/"
+  cat > "$T/$1/recipe.json" << EOF
+{$model, "tokenizer": "$SRC/recipes/quickstart/tokenizer", "data": "data.jsonl",
+ "format": "openorca", "template": "danube", "output_dir": "run", "max_length": 64, "packing": true,
+ "batch_size": 1, "grad_accum": 1, "epochs": 2, "warmup_steps": 2, "schedule": "cosine",
+ "save_every": 2, "keep_last": 2, "log_every": 1, "device": "cuda", "seed": 7, $2}
+EOF
+}
+norm() { sed -E 's/,"tokens_per_s":[^,}]*//; s/,"mem_gib":[^,}]*//' "$1"; }
+losses() { grep -o '"loss":[^,}]*' "$1"; }
+latest_step() {
+  local s
+  s=$(ls "$1/checkpoints" 2> /dev/null | grep -E '^step-[0-9]+$' | sort | tail -1 | sed 's/^step-0*//')
+  echo "${s:-0}"
+}
+# run NAME [ARGS]: finetune sft on run dir NAME, log appended to NAME/log; returns its exit status
+run() {
+  local d=$T/$1
+  shift
+  (cd "$d" && "$FT" sft recipe.json "$@" >> log 2>&1)
+}
+# kill_resume NAME STEP: start NAME, SIGKILL it once a checkpoint >= STEP exists, then --resume to the end
+kill_resume() {
+  local d=$T/$1
+  (cd "$d" && exec "$FT" sft recipe.json >> log 2>&1) &
+  BG=$!
+  local n=0
+  while kill -0 "$BG" 2> /dev/null && [ "$(latest_step "$d/run")" -lt "$2" ] && [ $n -lt 30000 ]; do
+    sleep 0.01
+    n=$((n + 1))
+  done
+  kill -9 "$BG" 2> /dev/null
+  wait "$BG"
+  local st=$?
+  BG=
+  echo "$1: killed after checkpoint step $(latest_step "$d/run") (exit $st)"
+  [ $st = 137 ] || echo "$1: note: the run had already finished"
+  run "$1" --resume
+}
+first_last() { # "first last" loss of a metrics.jsonl
+  losses "$1" | sed 's/"loss"://' | sed -n '1p;$p' | tr '\n' ' '
+}
+falls() { awk -v a="$1" -v b="$2" -v f="${3:-0.85}" 'BEGIN { exit !(b < f * a) }'; }
+
+# 1. fp16 full fine-tune, uninterrupted
+F='"precision": "fp16", "lr": 1e-2'
+recipe fp16 "$F"
+run fp16
+rc=$?
+check "fp16: exit 0 ($(tail -2 "$T/fp16/log"))" '[ $rc = 0 ]'
+M=$T/fp16/run/metrics.jsonl
+read -r L0 L1 <<< "$(first_last "$M")"
+check "fp16: the loss falls ($L0 -> $L1)" 'falls "$L0" "$L1"'
+check "fp16: loss_scale in metrics.jsonl" 'grep -q "\"loss_scale\":65536" "$M"'
+check "fp16: mem_gib in metrics.jsonl" 'grep -q "\"mem_gib\":0\.[0-9]*[1-9]" "$M"'
+check "fp16: GPU memory in the progress line" 'grep -q "| mem 0\.[0-9] GiB" "$T/fp16/log"'
+DEV="cuemu (CPU emulation of sm_90)"
+[ "$ON_GPU" = 1 ] && DEV=
+check "fp16: the log names the device and the compute dtype" \
+  'grep -q "^device: cuda: $DEV.*; compute F16 with dynamic loss scaling" "$T/fp16/log"'
+check "fp16: model written" '[ -s "$T/fp16/run/model.safetensors" ]'
+
+# 2. killed and resumed: identical
+recipe fp16_resume "$F"
+kill_resume fp16_resume 6
+rc=$?
+check "fp16 resume: exit 0 ($(tail -2 "$T/fp16_resume/log"))" '[ $rc = 0 ]'
+check "fp16 resume: resumed from a checkpoint" 'grep -q "resuming from" "$T/fp16_resume/log"'
+check "fp16 resume: metrics.jsonl equals the uninterrupted run's" \
+  '[ "$(norm "$T/fp16_resume/run/metrics.jsonl")" = "$(norm "$M")" ]'
+check "fp16 resume: model.safetensors byte-identical" 'cmp "$T/fp16_resume/run/model.safetensors" "$T/fp16/run/model.safetensors"'
+
+# 3. activation offload: the same run bit for bit
+recipe fp16_offload "$F"', "offload_activations": true'
+run fp16_offload
+rc=$?
+check "offload: exit 0 ($(tail -2 "$T/fp16_offload/log"))" '[ $rc = 0 ]'
+check "offload: metrics.jsonl equals the run without offload" \
+  '[ "$(norm "$T/fp16_offload/run/metrics.jsonl")" = "$(norm "$M")" ]'
+check "offload: model.safetensors byte-identical" 'cmp "$T/fp16_offload/run/model.safetensors" "$T/fp16/run/model.safetensors"'
+
+# 4. QLoRA with dropout in bf16, uninterrupted and resumed
+Q='"precision": "bf16", "lr": 2e-2, "qlora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear", "quantize_base": "nf4"}'
+"$FT" init --config "$T/tiny.json" --out "$T/base" --seed 3 > /dev/null 2>&1
+check "init of the QLoRA base" '[ -s "$T/base/model.safetensors" ]'
+recipe qlora "$Q" "\"model\": \"$T/base\""
+run qlora
+rc=$?
+check "qlora bf16: exit 0 ($(tail -2 "$T/qlora/log"))" '[ $rc = 0 ]'
+read -r L0 L1 <<< "$(first_last "$T/qlora/run/metrics.jsonl")"
+# (adapters on a random base learn slowly; the curve itself is checked against the CPU in test_cuda_train)
+check "qlora bf16: the loss falls ($L0 -> $L1)" 'falls "$L0" "$L1" 0.99'
+check "qlora bf16: adapter written" '[ -s "$T/qlora/run/adapter_model.safetensors" ]'
+recipe qlora_resume "$Q" "\"model\": \"$T/base\""
+kill_resume qlora_resume 6
+rc=$?
+check "qlora bf16 resume: exit 0 ($(tail -2 "$T/qlora_resume/log"))" '[ $rc = 0 ]'
+check "qlora bf16 resume: metrics.jsonl equals the uninterrupted run's" \
+  '[ "$(norm "$T/qlora_resume/run/metrics.jsonl")" = "$(norm "$T/qlora/run/metrics.jsonl")" ]'
+check "qlora bf16 resume: adapter byte-identical" \
+  'cmp "$T/qlora_resume/run/adapter_model.safetensors" "$T/qlora/run/adapter_model.safetensors"'
+
+[ "$ON_GPU" = 1 ] && exit $fail
+
+# 5. bf16 on a T4-class GPU is refused; fp16 is what auto picks there
+recipe t4 '"precision": "bf16"'
+CUEMU_SM=75 run t4
+rc=$?
+check "sm_75 bf16: refused with exit 2 (got $rc)" '[ $rc = 2 ]'
+check "sm_75 bf16: message names bf16 and the GPU ($(tail -1 "$T/t4/log"))" 'grep -qi "bf16" "$T/t4/log" && grep -q "75" "$T/t4/log"'
+
+# 6. a GPU older than sm_75 is refused, naming it
+recipe old "$F"
+CUEMU_SM=70 run old
+rc=$?
+check "sm_70: exit 5 (no usable device), not a crash (got $rc)" '[ $rc = 5 ]'
+check "sm_70: message names the compute capability and the minimum ($(tail -1 "$T/old/log"))" \
+  'grep -q "compute capability 7.0; finetune needs 7.5 or newer" "$T/old/log"'
+
+# 7. out of GPU memory: exit 4, the estimate and what to lower
+recipe oom "$F"
+CUEMU_MEM_MIB=24 run oom batch_size=8
+rc=$?
+check "oom: exit 4 (got $rc)" '[ $rc = 4 ]'
+check "oom: message has the estimate and what to lower ($(grep -i "memory" "$T/oom/log" | head -2))" \
+  'grep -q "This recipe needs about" "$T/oom/log" && grep -q "lower batch_size (8)" "$T/oom/log"'
+check "oom: no output model" '[ ! -e "$T/oom/run/model.safetensors" ]'
+
+exit $fail
