@@ -46,7 +46,8 @@ typedef struct dpo_job {
     dpo_config loss;
     const char *ref_mode;
     char *ref_model_dir;
-    int ref_nf4; /* hold the separate reference model's linears in NF4 */
+    int ref_nf4;     /* hold the separate reference model's linears in NF4 */
+    ft_dtype compute; /* the reference pass's compute dtype (part of the cache key) */
     pair_set train, eval;
 } dpo_job;
 
@@ -345,6 +346,7 @@ static int reference_key(dpo_job *d, const char *split, refc_key *k, ft_error *e
     if (!rc) rc = refc_key_add_int(k, "max_length", j->ex.max_length, e);
     if (!rc) rc = refc_key_add_int(k, "truncation", j->ex.trunc, e);
     if (!rc) rc = refc_key_add_int(k, "overlong", j->ex.overlong, e);
+    if (!rc) rc = refc_key_add(k, "compute", ft_dtype_name(d->compute), e);
     return rc;
 }
 
@@ -368,26 +370,39 @@ static int load_reference_model(dpo_job *d, ft_model **out, lora_adapter **holde
     return rc;
 }
 
-/* Reference log-probs for train and eval pairs, from the policy as loaded or a separate model. */
+static int nothing_trains(const char *name, void *ctx) {
+    (void)name, (void)ctx;
+    return 0;
+}
+
+/* Reference log-probs for train and eval pairs, from the policy as loaded or a separate model, in the
+ * compute dtype training will use (as TRL, whose reference pass runs under the same autocast): a 16-bit
+ * policy then starts with rewards of exactly 0, as with the on-the-fly reference. */
 static int compute_references(dpo_job *d, ft_error *e) {
     if (!dpo_needs_reference(d->loss.type)) return FT_OK;
     ft_model *ref = d->j.model, *own = NULL;
     lora_adapter *holder = NULL;
-    if (strcmp(d->ref_mode, "model") == 0) {
-        int rc = load_reference_model(d, &own, &holder, e);
-        if (rc) {
-            model_free(own);
-            lora_free(holder);
-            return rc;
-        }
+    ft_dtype compute;
+    int rc = trainer_compute_dtype(d->j.train.precision, d->j.backend, &compute, e);
+    if (!rc && strcmp(d->ref_mode, "model") == 0) {
+        rc = load_reference_model(d, &own, &holder, e);
+        if (!rc) rc = model_set_precision(own, compute, nothing_trains, NULL, e);
         ref = own;
+    } else if (!rc) { /* the policy: what the trainer would do first (it is then a no-op there) */
+        rc = model_set_precision(ref, compute, job_trainable, &d->j, e);
     }
+    if (rc) {
+        model_free(own);
+        lora_free(holder);
+        return rc;
+    }
+    d->compute = compute;
     if (strcmp(d->ref_mode, "adapters_disabled") == 0) { /* train pairs on the fly; eval pairs now */
         d->train.ref_c = ft_xcalloc((size_t)d->train.n, sizeof(double));
         d->train.ref_r = ft_xcalloc((size_t)d->train.n, sizeof(double));
     }
     ft_linear_hooks saved = adapters_off(ref);
-    int rc = ft_mkdir_p(d->j.output_dir, e);
+    rc = ft_mkdir_p(d->j.output_dir, e);
     const char *splits[2] = {"train", "eval"};
     pair_set *sets[2] = {&d->train, &d->eval};
     for (int i = 0; i < 2 && !rc; i++) {

@@ -21,7 +21,7 @@ int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch) {
 
 /* The recipe's precision for this backend: auto = bf16 on sm_80+, fp16 (with loss scaling) on sm_75, fp32 on
  * the CPU. A 16-bit dtype on the CPU, or bf16 on a GPU without it, is a clear error. */
-static int resolve_precision(const char *precision, const ft_backend *b, ft_dtype *out, ft_error *e) {
+int trainer_compute_dtype(const char *precision, const ft_backend *b, ft_dtype *out, ft_error *e) {
     const char *p = precision ? precision : "auto";
     if (strcmp(p, "auto") == 0) {
         *out = b->device == FT_DEV_CPU ? FT_F32 : b->arch >= 80 ? FT_BF16 : FT_F16;
@@ -200,7 +200,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
     double tokens_seen = 0;
     ft_lossscale ls; /* fp16 compute: dynamic loss scaling; otherwise scale 1, never changes */
     ft_dtype compute = FT_F32;
-    int rc = resolve_precision(cfg->precision, b, &compute, e);
+    int rc = trainer_compute_dtype(cfg->precision, b, &compute, e);
     if (!rc)
         fprintf(stderr, "device: %s; compute %s%s%s\n", b->desc, ft_dtype_name(compute),
                 compute == FT_F16 ? " with dynamic loss scaling" : "",

@@ -92,6 +92,10 @@ typedef struct ft_train_job {
     void *save_ctx;
 } ft_train_job;
 
+/* The compute dtype of a recipe's precision on backend b: auto = bf16 on sm_80+, fp16 (with loss scaling) on
+ * sm_75, fp32 on the CPU; a 16-bit dtype on the CPU, or bf16 below sm_80, is a clear error (FT_EINPUT). */
+int trainer_compute_dtype(const char *precision, const ft_backend *b, ft_dtype *out, ft_error *e);
+
 /* Total optimizer steps the job will take. */
 int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch);
 int trainer_run(ft_train_job *job, ft_error *e);

@@ -5,6 +5,7 @@
 #     killed with SIGKILL after a checkpoint and resumed reproduces the uninterrupted run exactly;
 #   - offload_activations=true gives the same run bit for bit;
 #   - QLoRA (NF4 base) with LoRA dropout 0.05 in bf16: the loss falls, resume is exact;
+#   - DPO with LoRA in bf16: the precomputed and the on-the-fly reference give the same run;
 #   - a model that does not fit the (emulated) GPU stops with exit 4 and the memory estimate.
 # Skipped (77) without the emulator build (FT_BIN_CUEMU). On a GPU machine tests/gpu/run.sh runs the same
 # scenarios with the real binary (FT_BIN_CUEMU=build/finetune FT_SFT_ON_GPU=1), without the two that need
@@ -135,16 +136,32 @@ check "qlora bf16 resume: metrics.jsonl equals the uninterrupted run's" \
 check "qlora bf16 resume: adapter byte-identical" \
   'cmp "$T/qlora_resume/run/adapter_model.safetensors" "$T/qlora/run/adapter_model.safetensors"'
 
+# 5. DPO with LoRA in bf16 on the fp16 run's model: the precomputed reference cache and the on-the-fly
+#    reference (adapters off) give the same run, and it reports TRL's metrics
+DPO=(dpo "$SRC/recipes/quickstart-dpo.json" model="$T/fp16/run" device=cuda precision=bf16 max_steps=4 log_every=1
+  eval_fraction=0)
+"$FT" "${DPO[@]}" output_dir="$T/dpo_pre" > "$T/dpo_pre.log" 2>&1
+rc=$?
+check "dpo bf16 (reference precomputed): exit 0 ($(tail -1 "$T/dpo_pre.log"))" '[ $rc = 0 ]'
+check "dpo bf16: reference cache written" '[ -s "$T/dpo_pre/ref_logps.train.bin" ]'
+"$FT" "${DPO[@]}" output_dir="$T/dpo_fly" dpo.reference=adapters_disabled > "$T/dpo_fly.log" 2>&1
+rc=$?
+check "dpo bf16 (reference on the fly): exit 0 ($(tail -1 "$T/dpo_fly.log"))" '[ $rc = 0 ]'
+check "dpo bf16: both references give the same losses" \
+  '[ -n "$(losses "$T/dpo_pre/metrics.jsonl")" ] && [ "$(losses "$T/dpo_pre/metrics.jsonl")" = "$(losses "$T/dpo_fly/metrics.jsonl")" ]'
+check "dpo bf16: reward metrics" 'grep -q "\"rewards/accuracies\"" "$T/dpo_pre/metrics.jsonl"'
+check "dpo bf16: adapter written" '[ -s "$T/dpo_pre/adapter_model.safetensors" ]'
+
 [ "$ON_GPU" = 1 ] && exit $fail
 
-# 5. bf16 on a T4-class GPU is refused; fp16 is what auto picks there
+# 6. bf16 on a T4-class GPU is refused; fp16 is what auto picks there
 recipe t4 '"precision": "bf16"'
 CUEMU_SM=75 run t4
 rc=$?
 check "sm_75 bf16: refused with exit 2 (got $rc)" '[ $rc = 2 ]'
 check "sm_75 bf16: message names bf16 and the GPU ($(tail -1 "$T/t4/log"))" 'grep -qi "bf16" "$T/t4/log" && grep -q "75" "$T/t4/log"'
 
-# 6. a GPU older than sm_75 is refused, naming it
+# 7. a GPU older than sm_75 is refused, naming it
 recipe old "$F"
 CUEMU_SM=70 run old
 rc=$?
@@ -152,7 +169,7 @@ check "sm_70: exit 5 (no usable device), not a crash (got $rc)" '[ $rc = 5 ]'
 check "sm_70: message names the compute capability and the minimum ($(tail -1 "$T/old/log"))" \
   'grep -q "compute capability 7.0; finetune needs 7.5 or newer" "$T/old/log"'
 
-# 7. out of GPU memory: exit 4, the estimate and what to lower
+# 8. out of GPU memory: exit 4, the estimate and what to lower
 recipe oom "$F"
 CUEMU_MEM_MIB=24 run oom batch_size=8
 rc=$?
