@@ -356,6 +356,97 @@ static void cmp16(const char *what, const pair *p, double tol) {
     free(b);
 }
 
+/* cast: F32 -> BF16/F16 must round exactly as the host conversions (to nearest even), ties, subnormals,
+ * overflow, infinities and -0 included; 16 -> F32 is exact; BF16 -> F16 goes through fp32. */
+static void t_cast(void) {
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof(float));
+    const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65520.0f, 1e6f, -1e6f, INFINITY, -INFINITY,
+                             0x1p-24f, 0x1p-25f, 0x1.8p-25f, 0x1p-14f, 0x1.ffcp-15f, 1.0f + 0x1p-11f,
+                             1.0f + 0x3p-11f, 1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 3e38f, 1e-40f};
+    int ns = (int)(sizeof special / sizeof *special);
+    for (int i = 0; i < N; i++) {
+        if (i < ns) {
+            x[i] = special[i];
+        } else {
+            uint32_t u = (uint32_t)ft_rng_next(&rng); /* any bit pattern, NaNs excluded below */
+            if (i % 3 == 0) u = (u & 0xffffe000u) | 0x1000u; /* exact fp16 ties in the normal range */
+            if (i % 3 == 1) u = (u & 0xffff0000u) | 0x8000u; /* exact bf16 ties */
+            memcpy(&x[i], &u, 4);
+            if (isnan(x[i])) x[i] = 1.5f;
+        }
+    }
+    int64_t n = N;
+    ft_tensor f32, h16[2], back;
+    ft_error e;
+    ft_dtype dts[2] = {FT_BF16, FT_F16};
+    if (ft_backend_tensor(G, FT_F32, 1, &n, &f32, &e) || ft_backend_tensor(G, FT_BF16, 1, &n, &h16[0], &e) ||
+        ft_backend_tensor(G, FT_F16, 1, &n, &h16[1], &e) || ft_backend_tensor(G, FT_F32, 1, &n, &back, &e)) {
+        fprintf(stderr, "alloc failed: %s\n", e.msg);
+        exit(1);
+    }
+    G->upload(G, f32.data, x, N * sizeof(float));
+    uint16_t *h = malloc(N * 2);
+    float *y = malloc(N * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        G->cast(G, &f32, &h16[k]);
+        G->download(G, h, h16[k].data, N * 2);
+        int bad = 0;
+        for (int i = 0; i < N; i++)
+            if (h[i] != to16(dts[k], x[i]) && bad++ < 5)
+                fprintf(stderr, "  cast F32 -> %s of %a: cuda %#06x, host %#06x\n", ft_dtype_name(dts[k]), x[i], h[i],
+                        to16(dts[k], x[i]));
+        CHECK_MSG(bad == 0, "cast F32 -> %s: %d of %d differ from the host rounding", ft_dtype_name(dts[k]), bad, N);
+        G->cast(G, &h16[k], &back); /* and back: exact */
+        G->download(G, y, back.data, N * sizeof(float));
+        int bad_back = 0;
+        for (int i = 0; i < N; i++) bad_back += memcmp(&y[i], &(float){from16(dts[k], h[i])}, 4) != 0;
+        CHECK_MSG(bad_back == 0, "cast %s -> F32: %d of %d not exact", ft_dtype_name(dts[k]), bad_back, N);
+        if (!bad && !bad_back) fprintf(stderr, "ok cast F32 <-> %-28s n=%d bit-exact\n", ft_dtype_name(dts[k]), N);
+    }
+    G->cast(G, &h16[0], &h16[1]); /* BF16 -> F16 through fp32 */
+    uint16_t *b16 = malloc(N * 2);
+    G->download(G, b16, h16[0].data, N * 2);
+    G->download(G, h, h16[1].data, N * 2);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += h[i] != ft_f32_to_f16(ft_bf16_to_f32(b16[i]));
+    CHECK_MSG(bad == 0, "cast BF16 -> F16: %d of %d differ", bad, N);
+    if (!bad) fprintf(stderr, "ok cast BF16 -> F16                          n=%d bit-exact\n", N);
+    G->free(G, f32.data), G->free(G, h16[0].data), G->free(G, h16[1].data), G->free(G, back.data);
+    free(x), free(h), free(y), free(b16);
+}
+
+/* offload staging: device -> pinned host -> device, asynchronous on the stream, exact after sync */
+static void t_host_staging(void) {
+    enum { N = 100003 };
+    int64_t n = N;
+    ft_tensor a, b;
+    ft_error e;
+    if (ft_backend_tensor(G, FT_F32, 1, &n, &a, &e) || ft_backend_tensor(G, FT_F32, 1, &n, &b, &e)) {
+        fprintf(stderr, "alloc failed: %s\n", e.msg);
+        exit(1);
+    }
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) x[i] = ft_rng_normal(&rng);
+    G->upload(G, a.data, x, N * sizeof(float));
+    float *pinned = G->alloc_host(G, N * sizeof(float));
+    CHECK_MSG(pinned != NULL, "alloc_host of %d floats failed", N);
+    if (!pinned) return;
+    G->to_host_async(G, pinned, a.data, N * sizeof(float));
+    G->zero(G, a.data, N * sizeof(float)); /* queued after the copy: must not reach the host copy */
+    G->sync(G);
+    CHECK_MSG(memcmp(pinned, x, N * sizeof(float)) == 0, "to_host_async: the pinned copy differs");
+    G->from_host_async(G, b.data, pinned, N * sizeof(float));
+    G->sync(G);
+    G->download(G, y, b.data, N * sizeof(float));
+    CHECK_MSG(memcmp(y, x, N * sizeof(float)) == 0, "from_host_async: the device copy differs");
+    if (!memcmp(pinned, x, N * sizeof(float)) && !memcmp(y, x, N * sizeof(float)))
+        fprintf(stderr, "ok host staging (to/from_host_async)      n=%d exact\n", N);
+    G->free_host(G, pinned);
+    G->free(G, a.data), G->free(G, b.data);
+    free(x), free(y);
+}
+
 static void t_half(ft_dtype dt) {
     const char *nm = ft_dtype_name(dt);
     char w[96];
@@ -586,6 +677,8 @@ int main(void) {
 
     t_half(FT_BF16);
     t_half(FT_F16);
+    t_cast();
+    t_host_staging();
     t_bad_call();
     size_t used, peak;
     G->memory(G, &used, &peak);
