@@ -1,10 +1,10 @@
 /* backend_cuda: the op table of backend.h on NVIDIA GPUs (sm_75 and newer).
  *
- * One stream and one cuBLAS handle per backend; every op is enqueued on that
- * stream (download and sync wait for it). GEMMs go to cuBLAS with fp32
- * accumulation and TF32 off, so fp32 results match the CPU backend to ~1e-5.
- * Elementwise ops, norms, rope and attention are our kernels, written once over
- * the storage type (F32 now; BF16/F16 storage dispatches through CU_DISPATCH,
+ * One stream and one cuBLAS/cuBLASLt handle per backend; every op is enqueued on
+ * that stream (download and sync wait for it). GEMMs go to cuBLASLt (cublasGemmEx
+ * when it declines one) with fp32 accumulation and TF32 off, so fp32 results match
+ * the CPU backend to ~1e-5. Elementwise ops, norms, rope and attention are our
+ * kernels, written once over the storage type (F32, BF16, F16 through CU_DISPATCH;
  * arithmetic stays fp32). The lm_head + log-softmax is chunked over the vocab:
  * only a [T, chunk] logits tile ever exists. No op uses atomics: every result is
  * the same on every run, which exact resume relies on. */
@@ -201,6 +201,7 @@ static void cu_destroy(ft_backend *b) {
         cudaStreamSynchronize(c->stream);
         for (size_t i = 0; i < c->nallocs; i++) cudaFree(c->allocs[i].p);
         free(c->allocs);
+        if (c->lt_ws) cudaFree(c->lt_ws);
         if (c->lt) cublasLtDestroy(c->lt);
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
@@ -215,8 +216,62 @@ static cudaDataType cu_dtype(ft_dtype t) {
     return t == FT_BF16 ? CUDA_R_16BF : t == FT_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
 
+/* The largest power of two (up to 256) that p's address is a multiple of: what cuBLASLt may assume. */
+static uint32_t cu_ptr_alignment(const void *p) {
+    uint32_t al = 256;
+    while (al > 1 && ((uintptr_t)p % al)) al >>= 1;
+    return al;
+}
+
+/* Column-major D = alpha op(X) op(Y) + beta D through cuBLASLt: X is rows_x x cols_x as stored (ld ldx), op(X)
+ * m x k, op(Y) k x n. fp32 accumulation and fp32 alpha/beta (CUBLAS_COMPUTE_32F: no TF32). The heuristic is
+ * told the operands' real alignments. Returns CUBLAS_STATUS_NOT_SUPPORTED when it has no algorithm. */
+static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOperation_t opy, int m, int n, int k,
+                                   float alpha, const void *X, cudaDataType xt, int ldx, const void *Y, cudaDataType yt,
+                                   int ldy, float beta, void *D, cudaDataType dt, int ldd) {
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t lx = NULL, ly = NULL, ld = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    int32_t tx = opx, ty = opy;
+    uint64_t ws = c->lt_ws_bytes;
+    uint32_t al[4] = {cu_ptr_alignment(X), cu_ptr_alignment(Y), cu_ptr_alignment(D), cu_ptr_alignment(D)};
+    cublasLtMatmulHeuristicResult_t h;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &tx, sizeof tx);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &ty, sizeof ty);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&lx, xt, opx == CUBLAS_OP_N ? m : k, opx == CUBLAS_OP_N ? k : m, ldx);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&ly, yt, opy == CUBLAS_OP_N ? k : n, opy == CUBLAS_OP_N ? n : k, ldy);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&ld, dt, m, n, ldd);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &al[i], sizeof al[i]);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(c->lt, desc, lx, ly, ld, ld, pref, 1, &h, &found);
+    if (st == CUBLAS_STATUS_SUCCESS && (found < 1 || h.state != CUBLAS_STATUS_SUCCESS)) st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(c->lt, desc, &alpha, X, lx, Y, ly, &beta, D, ld, D, ld, &h.algo, c->lt_ws, c->lt_ws_bytes,
+                            c->stream);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    if (ly) cublasLtMatrixLayoutDestroy(ly);
+    if (lx) cublasLtMatrixLayoutDestroy(lx);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    return st;
+}
+
 /* Row-major C[M,N] = alpha op(A) op(B) + beta C. cuBLAS is column-major, and a row-major X is the
- * column-major X^T, so we ask cuBLAS for C^T = op(B)^T op(A)^T: B first, then A, dims N, M. */
+ * column-major X^T, so we ask cuBLAS for C^T = op(B)^T op(A)^T: B first, then A, dims N, M. cuBLASLt does it;
+ * a GEMM it declines goes to cublasGemmEx / cublasSgemm (same arithmetic: fp32 accumulation). */
 static int cu_gemm_rm(ft_backend *b, const char *op, ft_dtype ab, ft_dtype ct, int ta, int tb, int64_t M,
                       int64_t N, int64_t K, float alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
                       float beta, void *C, int64_t ldc) {
@@ -228,7 +283,16 @@ static int cu_gemm_rm(ft_backend *b, const char *op, ft_dtype ab, ft_dtype ct, i
     }
     cu_state *c = cu_of(b);
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasStatus_t st;
+    cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (K > 0) /* K = 0 (C = beta C) is left to the classic API */
+        st = cu_lt_matmul(c, opb, opa, (int)N, (int)M, (int)K, alpha, B, cu_dtype(ab), (int)ldb, A, cu_dtype(ab),
+                          (int)lda, beta, C, cu_dtype(ct), (int)ldc);
+    if (st == CUBLAS_STATUS_SUCCESS) return 1;
+    /* any cuBLASLt refusal (no algorithm, or a status this code did not expect): the classic API, said once */
+    if (c->lt_fallbacks++ == 0 && K > 0)
+        fprintf(stderr, "finetune: cuda backend: cuBLASLt declined a %s GEMM (%lld x %lld x %lld, status %d); "
+                        "using cublasGemmEx for such GEMMs\n", ft_dtype_name(ab), (long long)M, (long long)N,
+                (long long)K, (int)st);
     if (ab == FT_F32 && ct == FT_F32)
         st = cublasSgemm(c->blas, opb, opa, (int)N, (int)M, (int)K, &alpha, (const float *)B, (int)ldb,
                          (const float *)A, (int)lda, &beta, (float *)C, (int)ldc);
@@ -872,6 +936,13 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     } else if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ? (c->lt = NULL, 1) : 0) {
         rc = ft_fail(e, FT_EDEVICE, "device=cuda: cannot initialise cuBLASLt on %s", prop.name);
     } else {
+        /* cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper (less is fine: 0 when it fails) */
+        c->lt_ws_bytes = (size_t)32 << 20;
+        if (cudaMalloc(&c->lt_ws, c->lt_ws_bytes) != cudaSuccess) {
+            cudaGetLastError();
+            c->lt_ws = NULL;
+            c->lt_ws_bytes = 0;
+        }
         /* a build without code for this GPU fails here, not at the first op */
         int *probe = NULL, one = 0;
         err = cudaMalloc(&probe, sizeof(int));

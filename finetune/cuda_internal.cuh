@@ -30,6 +30,9 @@ typedef struct cu_state {
     cudaStream_t stream;
     cublasHandle_t blas;
     cublasLtHandle_t lt;
+    void *lt_ws; /* cuBLASLt workspace (cudaMalloc'd outside our accounting, like cuBLAS' own) */
+    size_t lt_ws_bytes;
+    int lt_fallbacks; /* GEMMs cuBLASLt found no algorithm for, done by cublasGemmEx instead */
     cu_alloc *allocs; /* live allocations (few: the model draws from arenas) */
     size_t nallocs, cap;
     size_t in_use, peak;

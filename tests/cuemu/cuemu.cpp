@@ -1016,3 +1016,150 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     return gemm("cublasGemmEx", h, ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb,
                 *(const float *)beta, C, ct, ldc);
 }
+
+/* ---------------------------------------------------------------- cuBLASLt */
+
+struct cuemu_lt_desc {
+    cublasComputeType_t compute;
+    cudaDataType_t scale;
+    int32_t ta, tb;
+};
+struct cuemu_lt_layout {
+    cudaDataType type;
+    uint64_t rows, cols;
+    int64_t ld;
+};
+struct cuemu_lt_pref {
+    uint64_t workspace;
+    uint32_t align[4]; /* A, B, C, D */
+};
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t compute, cudaDataType_t scale) {
+    *d = new cuemu_lt_desc{compute, scale, CUBLAS_OP_N, CUBLAS_OP_N};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+    delete d;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t size) {
+    if (size != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE; /* TRANSA/TRANSB are int32_t */
+    int32_t v;
+    memcpy(&v, buf, 4);
+    if (attr == CUBLASLT_MATMUL_DESC_TRANSA) d->ta = v;
+    else if (attr == CUBLASLT_MATMUL_DESC_TRANSB) d->tb = v;
+    else return CUBLAS_STATUS_INVALID_VALUE;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+    *l = new cuemu_lt_layout{type, rows, cols, ld};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+    delete l;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+    *p = new cuemu_lt_pref{0, {1, 1, 1, 1}};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+    delete p;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                    cublasLtMatmulPreferenceAttributes_t attr, const void *buf,
+                                                    size_t size) {
+    if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) { /* uint64_t */
+        if (size != 8) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&p->workspace, buf, 8);
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    if (attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES) {
+        if (size != 4) return CUBLAS_STATUS_INVALID_VALUE; /* uint32_t */
+        memcpy(&p->align[attr - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES], buf, 4);
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    return CUBLAS_STATUS_INVALID_VALUE;
+}
+
+/* The documented shape rules: op(A) is m x k, op(B) k x n, C and D m x n, ld >= rows, one type combination. */
+static cublasStatus_t lt_check(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                               cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl) {
+    uint64_t m = d->ta == CUBLAS_OP_N ? a->rows : a->cols, ka = d->ta == CUBLAS_OP_N ? a->cols : a->rows;
+    uint64_t kb = d->tb == CUBLAS_OP_N ? b->rows : b->cols, n = d->tb == CUBLAS_OP_N ? b->cols : b->rows;
+    int shapes = ka == kb && c->rows == m && c->cols == n && dl->rows == m && dl->cols == n;
+    int lds = a->ld >= (int64_t)std::max<uint64_t>(1, a->rows) && b->ld >= (int64_t)std::max<uint64_t>(1, b->rows) &&
+              c->ld >= (int64_t)std::max<uint64_t>(1, c->rows) && dl->ld >= (int64_t)std::max<uint64_t>(1, dl->rows);
+    int types = d->compute == CUBLAS_COMPUTE_32F && d->scale == CUDA_R_32F && a->type == b->type &&
+                c->type == dl->type && (c->type == a->type || c->type == CUDA_R_32F);
+    if (!shapes || !lds) {
+        fprintf(stderr, "cuemu: cublasLt: op(A) %llu x %llu, op(B) %llu x %llu, C %llu x %llu (ld %lld), D %llu x %llu: "
+                "shapes or leading dims do not agree\n", (unsigned long long)m, (unsigned long long)ka,
+                (unsigned long long)kb, (unsigned long long)n, (unsigned long long)c->rows,
+                (unsigned long long)c->cols, (long long)c->ld, (unsigned long long)dl->rows,
+                (unsigned long long)dl->cols);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    if (!types) {
+        fprintf(stderr, "cuemu: cublasLt: types A %d, B %d, C %d, D %d, compute %d, scale %d are not supported\n",
+                (int)a->type, (int)b->type, (int)c->type, (int)dl->type, (int)d->compute, (int)d->scale);
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                              cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t p, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[], int *returned) {
+    if (!h || requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    *returned = 0;
+    cublasStatus_t st = lt_check(d, a, b, c, dl);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    memset(&results[0], 0, sizeof results[0]);
+    /* the algorithm "remembers" the alignments it was chosen for, as a real one depends on them */
+    memcpy(results[0].algo.data, p->align, sizeof p->align);
+    results[0].state = CUBLAS_STATUS_SUCCESS;
+    results[0].wavesCount = 1.f;
+    *returned = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+static uint32_t alignment_of(const void *p) {
+    uint32_t al = 256;
+    while (al > 1 && ((uintptr_t)p % al)) al >>= 1;
+    return al;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A,
+                              cublasLtMatrixLayout_t Al, const void *B, cublasLtMatrixLayout_t Bl, const void *beta,
+                              const void *C, cublasLtMatrixLayout_t Cl, void *D, cublasLtMatrixLayout_t Dl,
+                              const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes,
+                              cudaStream_t s) {
+    if (!h || !algo) return CUBLAS_STATUS_INVALID_VALUE;
+    cublasStatus_t st = lt_check(d, Al, Bl, Cl, Dl);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    if (C != D || Cl->ld != Dl->ld) die("cublasLtMatmul: out-of-place C != D is not emulated");
+    uint32_t promised[4];
+    memcpy(promised, algo->data, sizeof promised);
+    const void *ptrs[4] = {A, B, C, D};
+    for (int i = 0; i < 4; i++)
+        if (alignment_of(ptrs[i]) < promised[i])
+            die("cublasLtMatmul: operand %c at %p is %u-byte aligned, but the algorithm was chosen for %u", "ABCD"[i],
+                ptrs[i], alignment_of(ptrs[i]), promised[i]);
+    if (workspace_bytes && !span(workspace, workspace_bytes))
+        die("cublasLtMatmul: the workspace (%zu bytes at %p) is not device memory", workspace_bytes, workspace);
+    /* same arithmetic and checks as the classic API, on the same stream */
+    cublasHandle_t tmp;
+    cublasCreate(&tmp);
+    cublasSetStream(tmp, s);
+    int m = (int)Dl->rows, n = (int)Dl->cols, k = (int)(d->ta == CUBLAS_OP_N ? Al->cols : Al->rows);
+    st = gemm("cublasLtMatmul", tmp, (cublasOperation_t)d->ta, (cublasOperation_t)d->tb, m, n, k,
+              *(const float *)alpha, A, Al->type, (int)Al->ld, B, Bl->type, (int)Bl->ld, *(const float *)beta, D,
+              Dl->type, (int)Dl->ld);
+    cublasDestroy(tmp);
+    return st;
+}
