@@ -257,7 +257,8 @@ static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOpe
         st = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &al[i], sizeof al[i]);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulAlgoGetHeuristic(c->lt, desc, lx, ly, ld, ld, pref, 1, &h, &found);
-    if (st == CUBLAS_STATUS_SUCCESS && (found < 1 || h.state != CUBLAS_STATUS_SUCCESS)) st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (st == CUBLAS_STATUS_SUCCESS && (found < 1 || h.state != CUBLAS_STATUS_SUCCESS))
+        st = CUBLAS_STATUS_NOT_SUPPORTED;
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmul(c->lt, desc, &alpha, X, lx, Y, ly, &beta, D, ld, D, ld, &h.algo, c->lt_ws, c->lt_ws_bytes,
                             c->stream);
@@ -537,11 +538,12 @@ static void cu_rmsnorm_backward(ft_backend *b, const ft_tensor *dout, const ft_t
     const float *rs = rstd ? (const float *)rstd->data : NULL;
     CU_DISPATCH(b, op, x->dtype, {
         CU_LAUNCH((unsigned)T_, 256, s, k_rmsnorm_bwd_dx<T>)((const T *)dout->data, (const T *)x->data,
-                                                         (const T *)w->data, rs, 1e-5f, rbuf,
-                                                         dx ? (T *)dx->data : (T *)NULL, acc, D);
+                                                             (const T *)w->data, rs, 1e-5f, rbuf,
+                                                             dx ? (T *)dx->data : (T *)NULL, acc, D);
         if (dw && nparts <= 65535) {
             dim3 grid((unsigned)((D + 255) / 256), (unsigned)nparts);
-            CU_LAUNCH(grid, 256, s, k_rmsnorm_bwd_dw_part<T>)((const T *)dout->data, (const T *)x->data, rbuf, part, T_, D);
+            CU_LAUNCH(grid, 256, s, k_rmsnorm_bwd_dw_part<T>)((const T *)dout->data, (const T *)x->data, rbuf, part,
+                                                              T_, D);
             CU_LAUNCH((unsigned)((D + 255) / 256), 256, s, k_rmsnorm_bwd_dw_sum<T>)(part, nparts, (T *)dw->data, D);
         } else if (dw) {
             cu_report(b, "rmsnorm_backward: %lld rows is too many for the dw reduction", (long long)T_);

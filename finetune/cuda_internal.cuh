@@ -112,7 +112,8 @@ static __device__ __forceinline__ float cu_warp_max(float v) {
  * kernel<<<grid, block, 0, stream>>>(args...). Under the CPU emulator the tests build these files with
  * (tests/cuemu, which defines FT_CUEMU) it queues the kernel on the emulated stream instead. */
 #ifdef FT_CUEMU
-#define CU_LAUNCH(grid, block, stream, ...) (cuemu_launcher{#__VA_ARGS__, dim3(grid), dim3(block), stream} % __VA_ARGS__)
+#define CU_LAUNCH(grid, block, stream, ...)                                                                   \
+    (cuemu_launcher{#__VA_ARGS__, dim3(grid), dim3(block), stream} % __VA_ARGS__)
 #else
 #define CU_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
 #endif

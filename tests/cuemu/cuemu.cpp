@@ -184,8 +184,10 @@ static void yield_fiber(void) {
 
 static void fiber_main(void) {
 #ifdef CUEMU_ASAN
-    if (!g_sched_stack_size) __sanitizer_finish_switch_fiber(NULL, &g_sched_stack_bottom, &g_sched_stack_size);
-    else __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+    if (!g_sched_stack_size)
+        __sanitizer_finish_switch_fiber(NULL, &g_sched_stack_bottom, &g_sched_stack_size);
+    else
+        __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
     g_body(g_body_arg);
     g_cur->state = F_DONE;
@@ -274,8 +276,10 @@ uint64_t cuemu_warp(int kind, unsigned mask, uint64_t value, int arg, int width)
 }
 
 static const char *state_name(int s) {
-    return s == F_RUN ? "is running" : s == F_BARRIER ? "waits at __syncthreads" : s == F_WARP ? "waits at a warp op"
-                                                                                            : "has exited";
+    return s == F_RUN       ? "is running"
+           : s == F_BARRIER ? "waits at __syncthreads"
+           : s == F_WARP    ? "waits at a warp op"
+                            : "has exited";
 }
 
 /* All 32 lanes of warp w wait at a warp op: compute every lane's result. */
@@ -299,9 +303,18 @@ static void warp_resolve(int w) {
         int width = L[i].wwidth, seg = i & ~(width - 1), src = i;
         switch (kind) {
         case CUEMU_SHFL_IDX: src = seg + (L[i].warg & (width - 1)); break;
-        case CUEMU_SHFL_XOR: src = i ^ L[i].warg; if (src >= seg + width || src < seg) src = i; break;
-        case CUEMU_SHFL_UP: src = i - L[i].warg; if (src < seg) src = i; break;
-        case CUEMU_SHFL_DOWN: src = i + L[i].warg; if (src >= seg + width) src = i; break;
+        case CUEMU_SHFL_XOR:
+            src = i ^ L[i].warg;
+            if (src >= seg + width || src < seg) src = i;
+            break;
+        case CUEMU_SHFL_UP:
+            src = i - L[i].warg;
+            if (src < seg) src = i;
+            break;
+        case CUEMU_SHFL_DOWN:
+            src = i + L[i].warg;
+            if (src >= seg + width) src = i;
+            break;
         }
         L[i].wres = kind == CUEMU_ANY ? any : kind == CUEMU_ALL ? all : kind == CUEMU_BALLOT ? ballot : L[src].wval;
     }
@@ -542,11 +555,10 @@ static void on_segv(int sig, siginfo_t *si, void *uc) {
     char msg[512];
     int n;
     if (a < r->base || a >= r->base + r->size)
-        n = snprintf(msg, sizeof msg,
-                     "cuemu: access at %p, %td bytes %s an allocation of %zu bytes at %p (out of bounds%s)\n",
-                     si->si_addr, a < r->base ? r->base - a : a - (r->base + r->size),
-                     a < r->base ? "before" : "past the end of", r->size, (void *)r->base,
-                     g_cur ? ", in a kernel" : "");
+        n = snprintf(
+            msg, sizeof msg, "cuemu: access at %p, %td bytes %s an allocation of %zu bytes at %p (out of bounds%s)\n",
+            si->si_addr, a < r->base ? r->base - a : a - (r->base + r->size),
+            a < r->base ? "before" : "past the end of", r->size, (void *)r->base, g_cur ? ", in a kernel" : "");
     else
         n = snprintf(msg, sizeof msg,
                      "cuemu: host code touched device memory at %p, %td bytes into a cudaMalloc of %zu bytes; only "
@@ -645,8 +657,8 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 
 int cuemu_is_kernel_pointer(const void *p) { return find_region(p) != NULL; }
 void cuemu_bad_argument(const char *kernel, int index, const void *p) {
-    die("kernel %s: argument %d is %p, which is not device memory (a host pointer passed to a kernel)", kernel,
-        index, p);
+    die("kernel %s: argument %d is %p, which is not device memory (a host pointer passed to a kernel)", kernel, index,
+        p);
 }
 
 /* The allocation [p, p + n) lies in, or NULL when it is not inside one. */
@@ -746,8 +758,8 @@ static void check_copy(const char *fn, void *dst, const void *src, size_t n, cud
     int want_src = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
     if (kind == cudaMemcpyDefault) return;
     if (want_dst != dst_dev || want_src != src_dev)
-        die("%s(%p <- %p, %zu bytes, kind %d): the destination is %s memory and the source %s memory", fn, dst, src,
-            n, (int)kind, dst_dev ? "device" : "host", src_dev ? "device" : "host");
+        die("%s(%p <- %p, %zu bytes, kind %d): the destination is %s memory and the source %s memory", fn, dst, src, n,
+            (int)kind, dst_dev ? "device" : "host", src_dev ? "device" : "host");
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
@@ -941,29 +953,27 @@ struct gemm_work : cuemu_work {
 };
 
 /* The last element a column-major [rows, cols] operand with leading dim ld touches must lie in its allocation. */
-static void check_operand(const char *fn, const char *name, const void *p, cudaDataType t, int rows, int cols,
-                          int ld) {
+static void check_operand(const char *fn, const char *name, const void *p, cudaDataType t, int rows, int cols, int ld) {
     if (rows == 0 || cols == 0) return;
     size_t bytes = ((size_t)(cols - 1) * ld + rows) * type_size(t);
     const region *r = find_region(p);
-    if (!r || r->pinned)
-        die("%s: %s = %p is not device memory", fn, name, p);
+    if (!r || r->pinned) die("%s: %s = %p is not device memory", fn, name, p);
     if (!span(p, bytes))
         die("%s: %s (%d x %d, ld %d) needs %zu bytes from %p, but its allocation has %td left", fn, name, rows, cols,
             ld, bytes, p, r->base + r->size - (const char *)p);
 }
 
-static cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
-                           int n, int k, float alpha, const void *A, cudaDataType at, int lda, const void *B,
-                           cudaDataType bt, int ldb, float beta, void *C, cudaDataType ct, int ldc) {
+static cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                           int k, float alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                           int ldb, float beta, void *C, cudaDataType ct, int ldc) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (m < 0 || n < 0 || k < 0 || (ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T))
         return CUBLAS_STATUS_INVALID_VALUE;
     int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
     int brows = tb == CUBLAS_OP_N ? k : n, bcols = tb == CUBLAS_OP_N ? n : k;
     if (lda < std::max(1, arows) || ldb < std::max(1, brows) || ldc < std::max(1, m)) {
-        fprintf(stderr, "cuemu: %s: leading dims lda %d (need >= %d), ldb %d (>= %d), ldc %d (>= %d)\n", fn, lda,
-                arows, ldb, brows, ldc, m);
+        fprintf(stderr, "cuemu: %s: leading dims lda %d (need >= %d), ldb %d (>= %d), ldc %d (>= %d)\n", fn, lda, arows,
+                ldb, brows, ldc, m);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
@@ -995,14 +1005,14 @@ static cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t t
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
                            float *C, int ldc) {
-    return gemm("cublasSgemm", h, ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C,
-                CUDA_R_32F, ldc);
+    return gemm("cublasSgemm", h, ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, CUDA_R_32F,
+                ldc);
 }
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B,
-                            cudaDataType bt, int ldb, const void *beta, void *C, cudaDataType ct, int ldc,
-                            cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t compute,
+                            cublasGemmAlgo_t algo) {
     (void)algo;
     /* the combinations cuBLAS documents for CUBLAS_COMPUTE_32F */
     int ok = compute == CUBLAS_COMPUTE_32F && at == bt &&
@@ -1013,8 +1023,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
     /* alpha and beta are float for CUBLAS_COMPUTE_32F (host pointer mode) */
-    return gemm("cublasGemmEx", h, ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb,
-                *(const float *)beta, C, ct, ldc);
+    return gemm("cublasGemmEx", h, ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta,
+                C, ct, ldc);
 }
 
 /* ---------------------------------------------------------------- cuBLASLt */
@@ -1047,9 +1057,12 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     if (size != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE; /* TRANSA/TRANSB are int32_t */
     int32_t v;
     memcpy(&v, buf, 4);
-    if (attr == CUBLASLT_MATMUL_DESC_TRANSA) d->ta = v;
-    else if (attr == CUBLASLT_MATMUL_DESC_TRANSB) d->tb = v;
-    else return CUBLAS_STATUS_INVALID_VALUE;
+    if (attr == CUBLASLT_MATMUL_DESC_TRANSA)
+        d->ta = v;
+    else if (attr == CUBLASLT_MATMUL_DESC_TRANSB)
+        d->tb = v;
+    else
+        return CUBLAS_STATUS_INVALID_VALUE;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows, uint64_t cols,
@@ -1096,11 +1109,12 @@ static cublasStatus_t lt_check(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
     int types = d->compute == CUBLAS_COMPUTE_32F && d->scale == CUDA_R_32F && a->type == b->type &&
                 c->type == dl->type && (c->type == a->type || c->type == CUDA_R_32F);
     if (!shapes || !lds) {
-        fprintf(stderr, "cuemu: cublasLt: op(A) %llu x %llu, op(B) %llu x %llu, C %llu x %llu (ld %lld), D %llu x %llu: "
-                "shapes or leading dims do not agree\n", (unsigned long long)m, (unsigned long long)ka,
-                (unsigned long long)kb, (unsigned long long)n, (unsigned long long)c->rows,
-                (unsigned long long)c->cols, (long long)c->ld, (unsigned long long)dl->rows,
-                (unsigned long long)dl->cols);
+        fprintf(stderr,
+                "cuemu: cublasLt: op(A) %llu x %llu, op(B) %llu x %llu, C %llu x %llu (ld %lld), D %llu x %llu: "
+                "shapes or leading dims do not agree\n",
+                (unsigned long long)m, (unsigned long long)ka, (unsigned long long)kb, (unsigned long long)n,
+                (unsigned long long)c->rows, (unsigned long long)c->cols, (long long)c->ld,
+                (unsigned long long)dl->rows, (unsigned long long)dl->cols);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if (!types) {
@@ -1157,9 +1171,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     cublasCreate(&tmp);
     cublasSetStream(tmp, s);
     int m = (int)Dl->rows, n = (int)Dl->cols, k = (int)(d->ta == CUBLAS_OP_N ? Al->cols : Al->rows);
-    st = gemm("cublasLtMatmul", tmp, (cublasOperation_t)d->ta, (cublasOperation_t)d->tb, m, n, k,
-              *(const float *)alpha, A, Al->type, (int)Al->ld, B, Bl->type, (int)Bl->ld, *(const float *)beta, D,
-              Dl->type, (int)Dl->ld);
+    st = gemm("cublasLtMatmul", tmp, (cublasOperation_t)d->ta, (cublasOperation_t)d->tb, m, n, k, *(const float *)alpha,
+              A, Al->type, (int)Al->ld, B, Bl->type, (int)Bl->ld, *(const float *)beta, D, Dl->type, (int)Dl->ld);
     cublasDestroy(tmp);
     return st;
 }

@@ -64,7 +64,15 @@ extern cuemu_ids *cuemu_self; /* the running fiber's indices */
 #define gridDim (cuemu_self->grid_dim)
 
 /* ---------------------------------------------------------------- synchronisation */
-enum cuemu_warp_kind { CUEMU_SHFL_IDX, CUEMU_SHFL_XOR, CUEMU_SHFL_UP, CUEMU_SHFL_DOWN, CUEMU_ANY, CUEMU_ALL, CUEMU_BALLOT };
+enum cuemu_warp_kind {
+    CUEMU_SHFL_IDX,
+    CUEMU_SHFL_XOR,
+    CUEMU_SHFL_UP,
+    CUEMU_SHFL_DOWN,
+    CUEMU_ANY,
+    CUEMU_ALL,
+    CUEMU_BALLOT
+};
 /* block barrier: reduce 0 = plain, 1 = or, 2 = and, 3 = count; returns the reduction over the block */
 int cuemu_barrier(int reduce, int pred);
 /* warp-wide op: every lane of the warp must call it with the same kind and a full mask */
@@ -208,7 +216,9 @@ cudaError_t cudaMalloc(void **p, size_t bytes);
 cudaError_t cudaFree(void *p);
 cudaError_t cudaMallocHost(void **p, size_t bytes);
 cudaError_t cudaFreeHost(void *p);
-template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) { return cudaMalloc((void **)p, bytes); }
+template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
+    return cudaMalloc((void **)p, bytes);
+}
 template <typename T> static inline cudaError_t cudaMallocHost(T **p, size_t bytes) {
     return cudaMallocHost((void **)p, bytes);
 }

@@ -1,11 +1,12 @@
 /* test_cuemu: the CUDA emulator's own semantics, so that a GPU test passing on it means something.
  *
  * Barrier reductions, every shuffle and vote against values worked out by hand, stream work deferred until
- * the host waits, shared memory that starts as garbage, blocks and threads run out of index order, the 16-bit conversions against the project's host conversions (ft_f32_to_f16 / _bf16,
- * checked against PyTorch by the golden tests) on every 16-bit pattern and on random floats, cuBLAS'
- * documented argument checks, and each misuse the emulator promises to catch (divergent barrier, partial
- * warp, host pointer to a kernel, host code touching device memory, out-of-bounds access, wrong memcpy
- * kind), each in a forked child that must abort with the expected message. */
+ * the host waits, shared memory that starts as garbage, blocks and threads run out of index order, the
+ * 16-bit conversions against the project's host conversions (ft_f32_to_f16 / _bf16, checked against
+ * PyTorch by the golden tests) on every 16-bit pattern and on random floats, cuBLAS' documented argument
+ * checks, and each misuse the emulator promises to catch (divergent barrier, partial warp, host pointer to
+ * a kernel, host code touching device memory, out-of-bounds access, wrong memcpy kind), each in a forked
+ * child that must abort with the expected message. */
 #include "cuemu.h"
 
 #include <stdio.h>
@@ -18,15 +19,15 @@ extern "C" {
 }
 
 static int failures, checks;
-#define CHECK(c, ...)                                                                  \
-    do {                                                                               \
-        checks++;                                                                      \
-        if (!(c)) {                                                                    \
-            failures++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #c);      \
-            fprintf(stderr, __VA_ARGS__);                                              \
-            fprintf(stderr, "\n");                                                     \
-        }                                                                              \
+#define CHECK(c, ...)                                                                                                  \
+    do {                                                                                                               \
+        checks++;                                                                                                      \
+        if (!(c)) {                                                                                                    \
+            failures++;                                                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #c);                                      \
+            fprintf(stderr, __VA_ARGS__);                                                                              \
+            fprintf(stderr, "\n");                                                                                     \
+        }                                                                                                              \
     } while (0)
 
 #define LAUNCH(grid, block, stream, ...) (cuemu_launcher{#__VA_ARGS__, dim3(grid), dim3(block), stream} % __VA_ARGS__)
@@ -46,11 +47,11 @@ __global__ void k_barriers(int *out) {
 __global__ void k_shuffles(int *out) {
     int lane = threadIdx.x & 31, v = (int)threadIdx.x * 10;
     int *o = out + threadIdx.x * 7;
-    o[0] = __shfl_sync(0xffffffffu, v, 5);             /* lane 5 of my warp */
-    o[1] = __shfl_xor_sync(0xffffffffu, v, 1);         /* my neighbour */
-    o[2] = __shfl_up_sync(0xffffffffu, v, 3);          /* lane - 3, or mine */
-    o[3] = __shfl_down_sync(0xffffffffu, v, 3);        /* lane + 3, or mine */
-    o[4] = __shfl_sync(0xffffffffu, v, lane + 1, 8);   /* within segments of 8, wrapping */
+    o[0] = __shfl_sync(0xffffffffu, v, 5);           /* lane 5 of my warp */
+    o[1] = __shfl_xor_sync(0xffffffffu, v, 1);       /* my neighbour */
+    o[2] = __shfl_up_sync(0xffffffffu, v, 3);        /* lane - 3, or mine */
+    o[3] = __shfl_down_sync(0xffffffffu, v, 3);      /* lane + 3, or mine */
+    o[4] = __shfl_sync(0xffffffffu, v, lane + 1, 8); /* within segments of 8, wrapping */
     o[5] = __any_sync(0xffffffffu, lane == 31) + 2 * __all_sync(0xffffffffu, lane < 31);
     o[6] = (int)__ballot_sync(0xffffffffu, lane & 1);
 }
@@ -296,16 +297,18 @@ static void t_half(void) {
     for (int i = 0; i < 2000000; i++) {
         z = z * 6364136223846793005ULL + 1442695040888963407ULL;
         uint32_t bits = (uint32_t)(z >> 32);
-        if (i % 4 == 0) bits &= 0xffffe000u | 0x1000u; /* exact ties for fp16 */
+        if (i % 4 == 0) bits &= 0xffffe000u | 0x1000u;         /* exact ties for fp16 */
         if (i % 4 == 1) bits = (bits & 0xffff0000u) | 0x8000u; /* exact ties for bf16 */
         float f;
         memcpy(&f, &bits, 4);
         if (isnan(f)) continue;
         if (__float2half(f).x != ft_f32_to_f16(f)) {
-            if (diff_h++ < 3) fprintf(stderr, "  fp16 of %a: emulator %#x, host %#x\n", f, __float2half(f).x, ft_f32_to_f16(f));
+            if (diff_h++ < 3)
+                fprintf(stderr, "  fp16 of %a: emulator %#x, host %#x\n", f, __float2half(f).x, ft_f32_to_f16(f));
         }
         if (__float2bfloat16(f).x != ft_f32_to_bf16(f)) {
-            if (diff_b++ < 3) fprintf(stderr, "  bf16 of %a: emulator %#x, host %#x\n", f, __float2bfloat16(f).x, ft_f32_to_bf16(f));
+            if (diff_b++ < 3)
+                fprintf(stderr, "  bf16 of %a: emulator %#x, host %#x\n", f, __float2bfloat16(f).x, ft_f32_to_bf16(f));
         }
     }
     CHECK(diff_h == 0 && diff_b == 0, "conversions differ from the host's: fp16 %d, bf16 %d", diff_h, diff_b);
@@ -317,7 +320,8 @@ static void t_blas_checks(void) {
     float *a, one = 1.f, zero = 0.f;
     cudaMalloc(&a, 64 * sizeof(float));
     /* lda below the rows of A (m = 4, op N) is rejected, as cuBLAS documents */
-    CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, a, 3, a, 4, &zero, a, 4) == CUBLAS_STATUS_INVALID_VALUE,
+    CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, a, 3, a, 4, &zero, a, 4) ==
+              CUBLAS_STATUS_INVALID_VALUE,
           "lda 3 < m 4 accepted");
     CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a, CUDA_R_16BF, 2, a, CUDA_R_16F, 2, &zero, a,
                        CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED,
@@ -327,10 +331,12 @@ static void t_blas_checks(void) {
     cudaMemcpy(a, hA, sizeof hA, cudaMemcpyHostToDevice);
     cudaMemcpy(a + 4, hB, sizeof hB, cudaMemcpyHostToDevice);
     cudaMemcpy(a + 8, nan4, sizeof nan4, cudaMemcpyHostToDevice);
-    CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, a + 4, 2, &zero, a + 8, 2) == CUBLAS_STATUS_SUCCESS,
+    CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, 2, 2, 2, &one, a, 2, a + 4, 2, &zero, a + 8, 2) ==
+              CUBLAS_STATUS_SUCCESS,
           "valid Sgemm rejected");
     cudaMemcpy(hC, a + 8, sizeof hC, cudaMemcpyDeviceToHost);
-    /* A = [[1,3],[2,4]], A^T = [[1,2],[3,4]], B = [[5,7],[6,8]]: A^T B = [[17,23],[39,53]] (column-major 17,39,23,53) */
+    /* A = [[1,3],[2,4]], A^T = [[1,2],[3,4]], B = [[5,7],[6,8]]: A^T B = [[17,23],[39,53]] (column-major 17,39,23,53)
+     */
     CHECK(hC[0] == 17 && hC[1] == 39 && hC[2] == 23 && hC[3] == 53, "A^T B = %g %g %g %g", hC[0], hC[1], hC[2], hC[3]);
     cudaFree(a);
     cublasDestroy(h);

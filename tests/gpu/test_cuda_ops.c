@@ -209,7 +209,8 @@ static void t_elementwise(void) {
 
 static void t_optim(void) {
     int64_t R = 33, K = 517;
-    pair w = frand(2, R, K, 0, 0.2f), g = frand(2, R, K, 0, 1), m = frand(2, R, K, 0, 0.1f), v = frand(2, R, K, 0, 0.1f);
+    pair w = frand(2, R, K, 0, 0.2f), g = frand(2, R, K, 0, 1), m = frand(2, R, K, 0, 0.1f),
+         v = frand(2, R, K, 0, 0.1f);
     /* v must be non-negative: square it on both sides via a second-moment step with beta2 = 0 first */
     ft_adamw_args a0 = {.lr = 0, .beta1 = 0.9f, .beta2 = 0.0f, .eps = 1e-8f, .weight_decay = 0, .grad_scale = 1, .step = 1};
     G->adamw(G, &w.g, &v.g, &m.g, &v.g, &a0);

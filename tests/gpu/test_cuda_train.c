@@ -313,7 +313,8 @@ static void compare_curves(const char *what, ft_dtype dt, const double *ref, con
         double d = fabs(got[s] - ref[s]) / fmax(1.0, fabs(ref[s]));
         if (!(d <= worst)) worst = d, at = s;
         if (getenv("FT_PRINT_CURVES"))
-            printf("  %s %s step %2d: cpu %.6f cuda %.6f diff %.3g\n", what, ft_dtype_name(dt), s + 1, ref[s], got[s], d);
+            printf("  %s %s step %2d: cpu %.6f cuda %.6f diff %.3g\n", what, ft_dtype_name(dt), s + 1, ref[s], got[s],
+                   d);
     }
     printf("%-8s %-4s loss cpu %.4f -> %.4f, cuda %.4f -> %.4f, worst step diff %.3g at step %d (tol %.3g)\n", what,
            ft_dtype_name(dt), ref[0], ref[STEPS - 1], got[0], got[STEPS - 1], worst, at + 1, tol);
