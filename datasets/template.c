@@ -35,6 +35,18 @@ static const struct {
 const char *tmpl_builtin_names(void) { return "danube, chatml, llama2, llama3, mistral, zephyr, alpaca"; }
 const char *tmpl_name(const tmpl *t) { return t->name; }
 
+int tmpl_end_of_turn(const tmpl *t, char *buf, size_t n) {
+    const char *s = t->s.assistant_end;
+    if (!s) return 0;
+    while (*s == ' ' || *s == '\n') s++;
+    size_t len = strlen(s);
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\n')) len--;
+    if (!len || len >= n || strncmp(s, "{eos}", 5) == 0) return 0;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    return 1;
+}
+
 static char *dup0(const char *s) { return ft_xstrdup(s ? s : ""); }
 
 int tmpl_custom(const tmpl_spec *spec, const char *name, tmpl **out, ft_error *e) {

@@ -48,6 +48,9 @@ int tmpl_custom_simple(const char *sys_pre, const char *sys_suf, const char *use
                        const char *asst_pre, const char *asst_suf, const char *gen_prompt, int bos, tmpl **out,
                        ft_error *e);
 void tmpl_free(tmpl *t);
+/* The text that ends an assistant turn when it is not EOS ("<|im_end|>" for chatml, "<|eot_id|>" for llama3),
+ * surrounding whitespace trimmed, into buf; 0 when the turn ends with {eos} (or buf is too small). */
+int tmpl_end_of_turn(const tmpl *t, char *buf, size_t n);
 const char *tmpl_name(const tmpl *t);
 
 typedef struct tmpl_seg {

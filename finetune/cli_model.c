@@ -161,6 +161,15 @@ typedef struct text_stream {
     FILE *out;
 } text_stream;
 
+/* A chat template's end-of-turn marker that is one token but not EOS (chatml's <|im_end|>, llama3's
+ * <|eot_id|>) stops generation too, as transformers' generation_config lists it beside EOS. */
+static void stop_at_end_of_turn(const tmpl *t, const ft_tokenizer *tok, ft_sample_opts *o) {
+    char marker[64];
+    if (!t || !tok || !tmpl_end_of_turn(t, marker, sizeof marker)) return;
+    int32_t id = tok_token_id(tok, marker);
+    if (id >= 0) o->has_stop_id = 1, o->stop_id = id;
+}
+
 static void stream_token(int32_t id, void *ctx) {
     text_stream *s = ctx;
     if (s->n == s->cap) {
@@ -272,7 +281,9 @@ static const char GENERATE_HELP[] =
     "followed by the template's generation prompt, else as raw text with BOS; the\n"
     "answer is printed as text while it is generated. Sampling uses temperature\n"
     "(default 1.0) and top-p (default 1.0) unless --greedy. Generation stops after\n"
-    "the EOS token of config.json (included in the ids) unless --ignore-eos.\n";
+    "the EOS token of config.json (included in the ids), or after the template's own\n"
+    "end-of-turn token when it has one (chatml <|im_end|>, llama3 <|eot_id|>), unless\n"
+    "--ignore-eos.\n";
 
 int cmd_generate(int argc, char **argv) {
     gen_args a = {.device = "auto", .max_new = 32, .temp = 1.0, .top_p = 1.0};
@@ -329,7 +340,8 @@ int cmd_generate(int argc, char **argv) {
                      tok_vocab_size(tok), a.dir, m->cfg.vocab_size);
     int32_t *out = ft_xmalloc((size_t)(a.max_new > 0 ? a.max_new : 1) * sizeof(int32_t));
     int n_out = 0;
-    ft_sample_opts o = {a.greedy, (float)a.temp, (float)a.top_p, (uint64_t)a.seed, !a.ignore_eos};
+    ft_sample_opts o = {a.greedy, (float)a.temp, (float)a.top_p, (uint64_t)a.seed, !a.ignore_eos, 0, -1};
+    stop_at_end_of_turn(t, tok, &o);
     text_stream s = {.tok = tok, .out = stdout};
     if (!rc) rc = model_generate(m, ids, (int)n, (int)a.max_new, &o, out, &n_out, tok ? stream_token : NULL, &s, &e);
     if (!rc && !tok) {
@@ -360,7 +372,8 @@ static const char CHAT_HELP[] =
     "Talk to a model in the terminal. Each line read from standard input is a user\n"
     "turn; the whole conversation so far is rendered with the chat template T (the\n"
     "one the model was trained with, e.g. danube) and the answer is printed as it is\n"
-    "generated (up to N tokens, default 256; it ends at the EOS token). Type /exit or\n"
+    "generated (up to N tokens, default 256; it ends at the EOS token, or at the\n"
+    "template's own end-of-turn token: chatml <|im_end|>, llama3 <|eot_id|>). Type /exit or\n"
     "end the input (Ctrl-D) to leave, /reset to forget the conversation. When the input\n"
     "is not a terminal it works line by line the same way, without the prompt.\n"
     "Defaults: temperature 0.7, top-p 0.9; the tokenizer is MODEL_DIR's.\n";
@@ -460,7 +473,9 @@ int cmd_chat(int argc, char **argv) {
         text_stream s = {.tok = tok, .out = stdout};
         int n_out = 0;
         /* a different seed per turn, still reproducible with --seed */
-        ft_sample_opts o = {a.greedy, (float)a.temp, (float)a.top_p, (uint64_t)a.seed + (uint64_t)turn, !a.ignore_eos};
+        ft_sample_opts o = {a.greedy, (float)a.temp, (float)a.top_p, (uint64_t)a.seed + (uint64_t)turn, !a.ignore_eos,
+                            0, -1};
+        stop_at_end_of_turn(t, tok, &o);
         if (!rc) rc = model_generate(m, ids, (int)n, (int)a.max_new, &o, out, &n_out, stream_token, &s, &e);
         free(ids);
         if (!rc) {

@@ -753,7 +753,9 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
         int32_t last = sample_token(logits, c->vocab_size, opts, &rng);
         out[(*n_out)++] = last;
         if (on_token) on_token(last, ctx);
-        if (opts->stop_at_eos && c->eos_token_id >= 0 && last == c->eos_token_id) break;
+        if (opts->stop_at_eos && ((c->eos_token_id >= 0 && last == c->eos_token_id) ||
+                                  (opts->has_stop_id && last == opts->stop_id)))
+            break;
         feed = &out[*n_out - 1];
         n_feed = 1;
     }

@@ -123,6 +123,8 @@ typedef struct ft_sample_opts {
     float top_p;       /* (0, 1] */
     uint64_t seed;
     int stop_at_eos;   /* stop after emitting eos_token_id (it is included in the output) */
+    int has_stop_id;   /* with stop_at_eos: stop after stop_id too (a chat template's end of turn that is not */
+    int32_t stop_id;   /* EOS, e.g. chatml's <|im_end|>, llama3's <|eot_id|>) */
 } ft_sample_opts;
 
 /* Generate up to max_new tokens after the prompt; out (capacity max_new) receives the new tokens.

@@ -102,6 +102,16 @@ static void run_model(const char *name, ft_backend *b) {
         int same = n_out == nref;
         for (int i = 0; same && i < n_out; i++) same = out[i] == ref[i];
         CHECK_MSG(same, "%s: greedy generation differs from transformers' generate", name);
+        /* a stop token (a template's end of turn): the output ends right after its first occurrence */
+        int k = nref > 3 ? 3 : nref - 1, first = 0; /* where it must stop: ref[k] or EOS, whichever comes first */
+        while (k >= 0 && ref[first] != ref[k] && ref[first] != m->cfg.eos_token_id) first++;
+        if (k >= 0) {
+            ft_sample_opts so = {.greedy = 1, .stop_at_eos = 1, .has_stop_id = 1, .stop_id = ref[k]};
+            CHECK_MSG(model_generate(m, prompt, n, max_new, &so, out, &n_out, NULL, NULL, &e) == 0, "%s: %s", name,
+                      e.msg);
+            CHECK_MSG(n_out == first + 1 && out[n_out - 1] == ref[first], "%s: stop_id %d: %d tokens, want %d", name,
+                      ref[k], n_out, first + 1);
+        }
         free(prompt), free(ref), free(out);
     }
     model_free(m);

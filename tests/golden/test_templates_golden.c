@@ -22,6 +22,18 @@ int main(void) {
     }
     cJSON *fx = cJSON_Parse(txt);
     free(txt);
+    /* end-of-turn markers generation stops at besides EOS: only where the turn does not end with {eos} */
+    const char *eot[][2] = {{"danube", ""},  {"chatml", "<|im_end|>"}, {"llama2", ""}, {"llama3", "<|eot_id|>"},
+                            {"mistral", ""}, {"zephyr", ""},           {"alpaca", ""}};
+    for (size_t i = 0; i < sizeof eot / sizeof eot[0]; i++) {
+        tmpl *t = NULL;
+        char m[64] = "";
+        CHECK_MSG(tmpl_builtin(eot[i][0], &t, &e) == 0, "%s", e.msg);
+        int has = t && tmpl_end_of_turn(t, m, sizeof m);
+        CHECK_MSG(has == (eot[i][1][0] != 0) && strcmp(has ? m : "", eot[i][1]) == 0,
+                  "%s: end of turn '%s', want '%s'", eot[i][0], has ? m : "", eot[i][1]);
+        tmpl_free(t);
+    }
     if (access(t_asset("tokenizers/mistral-7b-v0.1/tokenizer.json", tp, sizeof tp), R_OK) != 0) {
         fprintf(stderr, "shared tokenizers absent: skipped\n");
         cJSON_Delete(fx);
