@@ -3,13 +3,15 @@
  * The backend's .cu files compile unchanged as C++ against the headers in tests/cuemu/include, which all
  * include this file. A kernel launch runs every thread of every block as a fiber on the calling thread;
  * fibers switch only at __syncthreads and at warp-wide ops (shuffles, votes), so a kernel sees the
- * synchronisation semantics the programming guide promises and nothing more (blocks run one after the
- * other; threads between two sync points run one after the other). What it checks that a GPU would not
- * tell us clearly:
+ * synchronisation semantics the programming guide promises and nothing more: blocks run one after the
+ * other and threads between two sync points one after the other, both in a seeded pseudo-random order
+ * (CUEMU_SEED), and shared memory is garbage (all ones) at each launch. What it checks that a GPU would
+ * not tell us clearly:
  *   - a __syncthreads that not every live thread of the block reaches, a warp op without all 32 lanes,
  *     a deadlock: the launch aborts with the kernel's name and the threads involved;
  *   - a launch with more than 1024 threads per block or a grid beyond the hardware limits;
- *   - a kernel argument that is a host pointer, a cudaMemcpy whose pointers contradict its kind;
+ *   - a kernel argument that is a host pointer, a cudaMemcpy whose pointers contradict its kind, a cuBLAS
+ *     or cuBLASLt call that breaks the documented shape, leading-dimension, type or alignment rules;
  *   - device memory read or written outside the kernels and copies (host code touching a device
  *     pointer): device allocations are PROT_NONE while host code runs, so such a touch faults and the
  *     fault handler names the allocation; reads past either end of an allocation hit guard pages;
