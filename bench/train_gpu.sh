@@ -13,7 +13,8 @@
 # 6 * parameters * tokens/s / PEAK_TFLOPS (default 790e12, H100 dense bf16 as measured; the 6N rule is
 # the full fine-tune's count, so LoRA/QLoRA MFU overstates their useful work), max |loss difference|.
 # Knobs (env): STEPS (10), RUN_TIMEOUT (s per run, 60), PEAK_TFLOPS (790), MAXLEN (2048), PYTHON (python3),
-# MODES ("full lora qlora"). Total runtime stays under ~6 minutes: 5 runs of at most RUN_TIMEOUT each.
+# MODES ("full lora qlora"), CONFIG (another config.json than the Danube3-500M shape, e.g. a smaller model on
+# a T4). Total runtime stays under ~6 minutes: 5 runs of at most RUN_TIMEOUT each.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
@@ -66,20 +67,28 @@ if [ "${CAP:-0}" -lt 80 ] 2>/dev/null && [ $TORCH = 1 ]; then
     TORCH=0
 fi
 
-# Danube3-500M's shape (docs: /work/shared/FACTS.md), random weights.
+# Danube3-500M's shape (docs: /work/shared/FACTS.md), random weights; or the CONFIG given.
 W=$(mktemp -d "${TMPDIR:-/tmp}/ft-bench-gpu.XXXXXX")
 trap 'rm -rf "$W"' EXIT
-cat >"$W/config.json" <<'EOF'
+if [ -n "${CONFIG:-}" ]; then
+    cp "$CONFIG" "$W/config.json" || { say "FAIL: cannot read CONFIG=$CONFIG"; exit 2; }
+    SHAPE="the shape of $CONFIG"
+else
+    cat >"$W/config.json" <<'EOF'
 {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 1536,
  "intermediate_size": 4096, "num_hidden_layers": 16, "num_attention_heads": 16, "num_key_value_heads": 8,
  "head_dim": 96, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
  "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32"}
 EOF
-PARAMS=513590784 # 2*32000*1536 + 16*(2*1536^2 + 2*1536*768 + 3*1536*4096 + 2*1536) + 1536
+    SHAPE="Danube3-500M shape (hidden 1536, 16 layers, 16/8 heads, vocab 32000)"
+fi
 if ! timeout 120 "$FT" init --config "$W/config.json" --out "$W/model" --seed 7 >"$B/init.log" 2>&1; then
     say "FAIL: finetune init (see bench-gpu/init.log)"
     exit 1
 fi
+# (513,590,784 for the Danube3-500M shape: 2*32000*1536 + 16*(2*1536^2 + 2*1536*768 + 3*1536*4096 + 2*1536) + 1536)
+PARAMS=$("$FT" info "$W/model" 2>/dev/null | awk '$1 == "parameters" { print $2; exit }')
+[[ "$PARAMS" =~ ^[0-9]+$ ]] || { say "FAIL: finetune info gave no parameter count"; exit 1; }
 cat >"$W/recipe.json" <<EOF
 {"model": "$W/model", "tokenizer": "$ROOT/recipes/quickstart/tokenizer",
  "data": "$ROOT/recipes/quickstart/openorca-sample.jsonl", "format": "openorca", "template": "danube",
@@ -96,7 +105,7 @@ if [ $TORCH = 1 ] && ! timeout 120 "$PY" "$ROOT/bench/train_torch.py" init-lora 
     --r 16 --alpha 32 >"$B/peft-init.log" 2>&1; then
     say "- PEFT adapter init failed (see bench-gpu/peft-init.log): LoRA runs start from our own init, no torch LoRA"
 fi
-say "- model: Danube3-500M shape (hidden 1536, 16 layers, 16/8 heads, vocab 32000), $PARAMS parameters, random init;"
+say "- model: $SHAPE, $PARAMS parameters, random init;"
 say "  data: quick-start OpenOrca rows packed into rows of $MAXLEN tokens, batch 1, $STEPS steps; timing over steps 3..$STEPS"
 say ""
 

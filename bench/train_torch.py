@@ -95,7 +95,7 @@ def train(a):
     batches = [to_tensors(b, dev) for b in read_batches(a.batches, a.steps)]
     base = model.get_base_model() if a.lora_init else model
     head = base.lm_head
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if a.dtype == "bf16" else torch.autocast(dev, enabled=False)
+    amp = torch.autocast(dev, dtype=torch.bfloat16) if a.dtype == "bf16" else torch.autocast(dev, enabled=False)
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     out = open(a.out, "w")
