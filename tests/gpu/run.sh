@@ -9,7 +9,12 @@
 # goes under $OUT, with summary.txt (date, GPU, commit, what passed/failed).
 # The machine has no network: nothing is installed; a missing dependency is
 # reported in the summary. Knobs: JOBS, CTEST_TIMEOUT (s per test, 300),
-# BENCH_TIMEOUT (s per bench, 120), SANITIZE (1), FULL_CTEST (1), BENCH_TRAIN (1).
+# BENCH_TIMEOUT (s per bench, 120), GPU_TESTS (1: the CUDA tests and the sft scenarios),
+# FULL_CTEST (1), BENCH (1: the bench_* programs), SANITIZE (1), BENCH_TRAIN (1).
+# Everything at once can take more than the device tool's 10 minutes per command; two calls fit
+# (the build is kept between them):
+#   OUT=$OUT SANITIZE=0 BENCH=0 BENCH_TRAIN=0 bash tests/gpu/run.sh     (build, tests, scenarios)
+#   OUT=$OUT GPU_TESTS=0 FULL_CTEST=0 bash tests/gpu/run.sh             (benchmarks, memcheck)
 set -u
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/gpu-out}
@@ -21,6 +26,8 @@ CTEST_TIMEOUT=${CTEST_TIMEOUT:-300}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-120}
 SANITIZE=${SANITIZE:-1}
 FULL_CTEST=${FULL_CTEST:-1}
+GPU_TESTS=${GPU_TESTS:-1}
+BENCH=${BENCH:-1}
 failures=0
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
@@ -62,11 +69,26 @@ if [ -z "$NVCC" ]; then
     say "FAIL  nvcc not found: the CUDA toolkit is needed to build the CUDA backend"
     exit 1
 fi
+# Debian packages carried to a machine that cannot install any (.deps/*.deb; docs/gpu-log.md says how to
+# fetch them): libcjson1, libcjson-dev and zlib1g-dev, unpacked over /, as the device tool's notes advise.
+if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1; then
+    if command -v dpkg >/dev/null; then
+        for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" / || say "WARN  could not unpack $(basename "$f")"; done
+        ldconfig 2>/dev/null
+        say "deps:   unpacked $(ls "$ROOT"/.deps/*.deb | wc -l) carried package(s) from .deps/"
+    else
+        say "WARN  .deps/*.deb were carried but there is no dpkg to unpack them"
+    fi
+fi
+if ! ls /usr/include/zlib.h /usr/local/include/zlib.h >/dev/null 2>&1; then
+    say "FAIL  zlib.h not found (zlib1g-dev): carry it in .deps/ (docs/gpu-log.md, How to run)"
+    exit 1
+fi
 # cJSON is required by CMakeLists (find_path cjson/cJSON.h); there is no vendored copy.
 if ! ls /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h >/dev/null 2>&1 &&
     ! find / -path /proc -prune -o -name cJSON.h -path '*cjson*' -print -quit 2>/dev/null | grep -q .; then
     say "FAIL  libcjson-dev is missing (cjson/cJSON.h not found) and this machine has no network to install it;"
-    say "      the build needs it (apt-get install libcjson-dev); no vendored fallback exists"
+    say "      carry libcjson1 and libcjson-dev in .deps/ (docs/gpu-log.md, How to run)"
     exit 1
 fi
 
@@ -79,37 +101,41 @@ grep -q "CUDA backend ON" "$OUT/configure.log" || say "WARN  configure did not e
 step "build (-j$JOBS)" "$OUT/build.log" cmake --build "$BUILD" -j"$JOBS" || { tail -40 "$OUT/build.log"; say "stopping: build failed"; exit 1; }
 
 cd "$BUILD" || exit 1
-# The CUDA op test directly, for its per-op error lines (ctest hides a passing test's output).
-if [ -x ./test_cuda_ops ]; then
-    step "test_cuda_ops (direct)" "$OUT/test_cuda_ops.log" env FT_SOURCE_DIR="$ROOT" ./test_cuda_ops
-    grep -q "skipping" "$OUT/test_cuda_ops.log" && say "WARN  test_cuda_ops skipped itself: the backend saw no usable GPU"
-fi
-# The precision tests directly too: they print the measured errors, loss curves and memory ratio that
-# docs/gpu-log.md records (and their tolerances can be overridden: FT_TOL_BF16, FT_TOL_F16, FT_TOL_TRAIN_*).
-for t in test_cuda_model test_cuda_train; do
-    if [ -x ./$t ]; then
-        step "$t (direct)" "$OUT/$t.log" env FT_SOURCE_DIR="$ROOT" ./$t
-        grep -E "err|loss|memory|overflow|skipping" "$OUT/$t.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
-    else
-        say "FAIL  $t was not built"
-        failures=$((failures + 1))
+if [ "$GPU_TESTS" = 1 ]; then
+    # The CUDA op test directly, for its per-op error lines (ctest hides a passing test's output).
+    if [ -x ./test_cuda_ops ]; then
+        step "test_cuda_ops (direct)" "$OUT/test_cuda_ops.log" env FT_SOURCE_DIR="$ROOT" ./test_cuda_ops
+        grep -q "skipping" "$OUT/test_cuda_ops.log" && say "WARN  test_cuda_ops skipped itself: the backend saw no usable GPU"
     fi
-done
-step "ctest -L gpu" "$OUT/ctest-gpu.log" ctest -L gpu --output-on-failure --timeout "$CTEST_TIMEOUT"
-grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT/ctest-gpu.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+    # The precision tests directly too: they print the measured errors, loss curves and memory ratio that
+    # docs/gpu-log.md records (and their tolerances can be overridden: FT_TOL_BF16, FT_TOL_F16, FT_TOL_TRAIN_*).
+    for t in test_cuda_model test_cuda_train; do
+        if [ -x ./$t ]; then
+            step "$t (direct)" "$OUT/$t.log" env FT_SOURCE_DIR="$ROOT" ./$t
+            grep -E "err|loss|memory|overflow|skipping" "$OUT/$t.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+        else
+            say "FAIL  $t was not built"
+            failures=$((failures + 1))
+        fi
+    done
+    step "ctest -L gpu" "$OUT/ctest-gpu.log" ctest -L gpu --output-on-failure --timeout "$CTEST_TIMEOUT"
+    grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT/ctest-gpu.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+fi
 if [ "$FULL_CTEST" = 1 ]; then
     step "ctest (all)" "$OUT/ctest-all.log" ctest --output-on-failure --timeout "$CTEST_TIMEOUT" -j"$JOBS"
     grep -E "tests passed|\(Failed\)|\(Skipped\)|\(Timeout\)|Not Run" "$OUT/ctest-all.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
 fi
 
 # The command-line scenarios the emulator runs in CI (tests/cli/cuemu_sft.sh), here with the real binary:
-# fp16 loss scaling, exact resume after SIGKILL, activation offload bit-identical, QLoRA in bf16.
-step "sft scenarios on the GPU (tests/cli/cuemu_sft.sh)" "$OUT/sft_scenarios.log" \
-    env FT_BIN_CUEMU="$BUILD/finetune" FT_SFT_ON_GPU=1 FT_SOURCE_DIR="$ROOT" bash "$ROOT/tests/cli/cuemu_sft.sh"
-grep -E "^(ok|FAIL)" "$OUT/sft_scenarios.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+# fp16 loss scaling, exact resume after SIGKILL, activation offload bit-identical, QLoRA and DPO in bf16.
+if [ "$GPU_TESTS" = 1 ]; then
+    step "sft scenarios on the GPU (tests/cli/cuemu_sft.sh)" "$OUT/sft_scenarios.log" \
+        env FT_BIN_CUEMU="$BUILD/finetune" FT_SFT_ON_GPU=1 FT_SOURCE_DIR="$ROOT" bash "$ROOT/tests/cli/cuemu_sft.sh"
+    grep -E "^(ok|FAIL)" "$OUT/sft_scenarios.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+fi
 
 for b in ./bench_*; do
-    [ -x "$b" ] || continue
+    [ "$BENCH" = 1 ] && [ -x "$b" ] || continue
     n=$(basename "$b")
     step "$n" "$OUT/$n.log" timeout "$BENCH_TIMEOUT" "$b"
 done
