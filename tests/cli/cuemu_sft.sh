@@ -6,6 +6,7 @@
 #   - offload_activations=true gives the same run bit for bit;
 #   - QLoRA (NF4 base) with LoRA dropout 0.05 in bf16: the loss falls, resume is exact;
 #   - DPO with LoRA in bf16: the precomputed and the on-the-fly reference give the same run;
+#   - bf16 on an sm_75 GPU and any GPU below sm_75 are refused with a clear message;
 #   - a model that does not fit the (emulated) GPU stops with exit 4 and the memory estimate.
 # Skipped (77) without the emulator build (FT_BIN_CUEMU). On a GPU machine tests/gpu/run.sh runs the same
 # scenarios with the real binary (FT_BIN_CUEMU=build/finetune FT_SFT_ON_GPU=1), without the two that need
