@@ -19,8 +19,7 @@ SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d "${PWD:-/tmp}/cuemu_sft.XXXXXX")
 BG=
 trap '[ -n "$BG" ] && kill -9 "$BG" 2>/dev/null; rm -rf "$T"' EXIT
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; else echo "ok   $1"; fi; }
+. "$(dirname "$0")/lib.bash"
 export CUEMU_SM=90
 
 cat > "$T/tiny.json" << 'EOF'
@@ -43,13 +42,7 @@ recipe() {
  "save_every": 2, "keep_last": 2, "log_every": 1, "device": "cuda", "seed": 7, $2}
 EOF
 }
-norm() { sed -E 's/,"tokens_per_s":[^,}]*//; s/,"mem_gib":[^,}]*//' "$1"; }
 losses() { grep -o '"loss":[^,}]*' "$1"; }
-latest_step() {
-  local s
-  s=$(ls "$1/checkpoints" 2> /dev/null | grep -E '^step-[0-9]+$' | sort | tail -1 | sed 's/^step-0*//')
-  echo "${s:-0}"
-}
 # run NAME [ARGS]: finetune sft on run dir NAME, log appended to NAME/log; returns its exit status
 run() {
   local d=$T/$1
@@ -57,21 +50,11 @@ run() {
   (cd "$d" && "$FT" sft recipe.json "$@" >> log 2>&1)
 }
 # kill_resume NAME STEP: start NAME, SIGKILL it once a checkpoint >= STEP exists, then --resume to the end
+KILL_POLLS=30000 # the emulator is slow: wait up to 5 minutes for the checkpoint
 kill_resume() {
-  local d=$T/$1
-  (cd "$d" && exec "$FT" sft recipe.json >> log 2>&1) &
-  BG=$!
-  local n=0
-  while kill -0 "$BG" 2> /dev/null && [ "$(latest_step "$d/run")" -lt "$2" ] && [ $n -lt 30000 ]; do
-    sleep 0.01
-    n=$((n + 1))
-  done
-  kill -9 "$BG" 2> /dev/null
-  wait "$BG"
-  local st=$?
-  BG=
-  echo "$1: killed after checkpoint step $(latest_step "$d/run") (exit $st)"
-  [ $st = 137 ] || echo "$1: note: the run had already finished"
+  local r
+  r=$(kill_at "$T/$1" "$2" 0)
+  echo "$1: $r after checkpoint step $(latest_step "$T/$1/run")"
   run "$1" --resume
 }
 first_last() { # "first last" loss of a metrics.jsonl

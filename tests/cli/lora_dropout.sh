@@ -10,8 +10,7 @@ SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d "${PWD:-/tmp}/lora_dropout.XXXXXX")
 BG=
 trap '[ -n "$BG" ] && kill -9 "$BG" 2>/dev/null; rm -rf "$T"' EXIT
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
+. "$(dirname "$0")/lib.bash"
 
 cat > "$T/tiny.json" << 'EOF'
 {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 32,
@@ -32,15 +31,9 @@ recipe() { # $1 = dir, $2 = dropout
 EOF
 }
 losses() { grep -o '"step":[0-9]*,"epoch":[^,]*,"loss":[^,}]*' "$1"; }
-norm() { sed -E 's/,"tokens_per_s":[^,}]*//; s/,"mem_gib":[^,}]*//' "$1"; }
 first_last() {
   grep -o '"loss":[0-9.e+-]*' "$1" | sed 's/"loss"://' |
     awk '{v[NR]=$1} END{n=NR<3?NR:3; for(i=1;i<=n;i++){a+=v[i]; b+=v[NR-i+1]} printf "%.6f %.6f", a/n, b/n}'
-}
-latest_step() {
-  local s
-  s=$(ls "$1/checkpoints" 2> /dev/null | grep -E '^step-[0-9]+$' | sort | tail -1 | sed 's/^step-0*//')
-  echo "${s:-0}"
 }
 
 recipe ref 0.1
@@ -69,19 +62,7 @@ D=$T/killed
 killed=0
 for wait_extra in 0 0.05; do
   rm -rf "$D/run"
-  (cd "$D" && exec "$FT" sft recipe.json >> log 2>&1) &
-  BG=$!
-  n=0
-  while kill -0 "$BG" 2> /dev/null && [ "$(latest_step "$D/run")" -lt 6 ] && [ $n -lt 6000 ]; do
-    sleep 0.01
-    n=$((n + 1))
-  done
-  [ "$wait_extra" != 0 ] && sleep "$wait_extra"
-  kill -9 "$BG" 2> /dev/null
-  wait "$BG"
-  st=$?
-  BG=
-  [ $st = 137 ] && { killed=1; break; }
+  [ "$(kill_at "$D" 6 "$wait_extra")" = killed ] && { killed=1; break; }
 done
 check "the run was really killed mid-training" '[ $killed = 1 ]'
 echo "killed at newest checkpoint step $(latest_step "$D/run")"

@@ -7,8 +7,7 @@ FT=${FT_BIN:?FT_BIN must point at the finetune binary}
 SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d "${PWD:-/tmp}/lora_sft.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
+. "$(dirname "$0")/lib.bash"
 
 cat > "$T/tiny.json" << 'EOF'
 {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 32,

@@ -4,8 +4,7 @@ set -u
 FT=${FT_BIN:?FT_BIN must point at the finetune binary}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
+. "$(dirname "$0")/lib.bash"
 
 # an SFT-like run (noisy loss, eval every 5 steps, a NaN step) and a DPO-like run
 mkdir -p "$T/sft" "$T/dpo"

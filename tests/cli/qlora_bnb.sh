@@ -8,8 +8,7 @@ FT=${FT_BIN:?FT_BIN must point at the finetune binary}
 SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d "${PWD:-/tmp}/qlora_bnb.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
+. "$(dirname "$0")/lib.bash"
 F=$SRC/tests/fixtures/sft
 recipe() { # $1 = file, $2 = model, $3 = extra JSON members
   cat > "$T/$1" << EOF

@@ -7,8 +7,7 @@ FT=${FT_BIN:?FT_BIN must point at the finetune binary}
 SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d "${PWD:-/tmp}/sft_errors.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
+. "$(dirname "$0")/lib.bash"
 
 # A 1-layer random Llama of width 16 with the shipped tokenizer: ~10 steps take about a second.
 cat > "$T/tiny.json" << 'EOF'

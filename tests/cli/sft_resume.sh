@@ -8,8 +8,7 @@ SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d "${PWD:-/tmp}/sft_resume.XXXXXX")
 BG=
 trap '[ -n "$BG" ] && kill -9 "$BG" 2>/dev/null; rm -rf "$T"' EXIT
-fail=0
-check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
+. "$(dirname "$0")/lib.bash"
 
 # A tiny random Llama (the shipped 32000-token tokenizer, 2 layers of width 32) on 40 OpenOrca rows:
 # ~30 optimizer steps with gradient accumulation, an eval split, a checkpoint every 2 steps.
@@ -29,14 +28,7 @@ cat > "$T/recipe.json" << EOF
  "log_every": 1, "device": "cpu", "seed": 7}
 EOF
 
-# metrics.jsonl without the timing columns (tokens_per_s, mem_gib), which legitimately differ.
-norm() { sed -E 's/,"tokens_per_s":[^,}]*//; s/,"mem_gib":[^,}]*//' "$1"; }
 losses() { grep -o '"step":[0-9]*,"epoch":[^,]*,"loss":[^,}]*' "$1"; }
-latest_step() { # newest complete checkpoint step of run dir $1 (0 if none)
-  local s
-  s=$(ls "$1/checkpoints" 2> /dev/null | grep -E '^step-[0-9]+$' | sort | tail -1 | sed 's/^step-0*//')
-  echo "${s:-0}"
-}
 
 # Reference: uninterrupted.
 mkdir "$T/ref"
@@ -49,24 +41,6 @@ TOTAL=$(losses "$T/ref/run/metrics.jsonl" | wc -l)
 check "reference has steps ($TOTAL)" '[ "$TOTAL" -ge 20 ]'
 check "reference has eval records" 'grep -q eval_loss "$T/ref/run/metrics.jsonl"'
 
-# Start a run in the background, wait until a checkpoint with step >= $2 exists (plus $3 seconds),
-# then SIGKILL it. Prints "killed" or "finished" (the run ended before the kill).
-kill_at() {
-  local dir=$1 at=$2 extra=$3 resume=$4
-  "$FT" sft "$dir/recipe.json" $resume >> "$dir/log" 2>&1 &
-  BG=$!
-  local n=0
-  while kill -0 "$BG" 2> /dev/null && [ "$(latest_step "$dir/run")" -lt "$at" ] && [ $n -lt 6000 ]; do
-    sleep 0.01
-    n=$((n + 1))
-  done
-  [ "$extra" != 0 ] && sleep "$extra"
-  kill -9 "$BG" 2> /dev/null
-  wait "$BG"
-  local st=$?
-  BG=
-  if [ $st = 137 ]; then echo killed; else echo "finished($st)"; fi
-}
 
 real_kills=0
 scenario() { # name, then pairs "at extra" of kill points; resumes after each kill
@@ -78,7 +52,7 @@ scenario() { # name, then pairs "at extra" of kill points; resumes after each ki
   local resume=
   while [ $# -ge 2 ]; do
     local r
-    r=$(kill_at "$dir" "$1" "$2" "$resume")
+    r=$(kill_at "$dir" "$1" "$2" $resume)
     echo "$name: kill after checkpoint >= $1 (+$2 s): $r, newest checkpoint step $(latest_step "$dir/run")"
     [ "$r" = killed ] && real_kills=$((real_kills + 1))
     resume=--resume
