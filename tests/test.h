@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int t_failures = 0, t_checks = 0;
 
@@ -56,6 +57,18 @@ static inline const char *t_src(const char *rel, char *buf, size_t n) {
     if (!root) root = ".";
     snprintf(buf, n, "%s/%s", root, rel);
     return buf;
+}
+
+/* The checkpoint dir of fixture model NAME: tests/fixtures/models/NAME, except tiny-random-llama, whose
+ * weights are the shared assets' (its fixtures dir holds only expected.json); NULL when those are absent. */
+static inline const char *t_fixture_model(const char *name, char *buf, size_t n) {
+    char rel[256];
+    if (strcmp(name, "tiny-random-llama") == 0) {
+        t_asset("models/tiny-random-llama", buf, n);
+        return access(buf, F_OK) == 0 ? buf : NULL;
+    }
+    snprintf(rel, sizeof rel, "tests/fixtures/models/%s", name);
+    return t_src(rel, buf, n);
 }
 
 #define TEST_DONE()                                                                        \

@@ -35,12 +35,9 @@ static void run_model(const char *name, ft_backend *b) {
     snprintf(buf, sizeof buf, "tests/fixtures/models/%s", name);
     t_src(buf, dir, sizeof dir);
     snprintf(exp_path, sizeof exp_path, "%s/expected.json", dir);
-    if (strcmp(name, "tiny-random-llama") == 0) {
-        t_asset("models/tiny-random-llama", dir, sizeof dir);
-        if (!ft_file_exists(dir)) {
-            fprintf(stderr, "skipping %s: shared assets not found\n", name);
-            return;
-        }
+    if (!t_fixture_model(name, dir, sizeof dir)) {
+        fprintf(stderr, "skipping %s: shared assets not found\n", name);
+        return;
     }
     char *text = NULL;
     ft_error e = {0};

@@ -104,15 +104,10 @@ int main(void) {
                             "qwen2-bias", "llama-rope-dynamic", "llama-hd12"};
     ft_dtype dts[3] = {FT_F32, FT_BF16, FT_F16};
     for (size_t mi = 0; mi < sizeof models / sizeof *models; mi++) {
-        char rel[256], dir[1024];
-        snprintf(rel, sizeof rel, "tests/fixtures/models/%s", models[mi]);
-        t_src(rel, dir, sizeof dir);
-        if (strcmp(models[mi], "tiny-random-llama") == 0) { /* the shared checkpoint, beside the repository */
-            t_asset("models/tiny-random-llama", dir, sizeof dir);
-            if (!ft_file_exists(dir)) {
-                fprintf(stderr, "skipping %s: shared assets not found\n", models[mi]);
-                continue;
-            }
+        char dir[1024];
+        if (!t_fixture_model(models[mi], dir, sizeof dir)) {
+            fprintf(stderr, "skipping %s: shared assets not found\n", models[mi]);
+            continue;
         }
         ft_model *mc = NULL;
         if (model_load(dir, cpu, &mc, &e)) {

@@ -29,6 +29,17 @@ static pair mk(ft_dtype dt, int ndim, const int64_t *shape) {
     return p;
 }
 
+/* a GPU-only 1-D tensor of n elements */
+static ft_tensor gpu_1d(ft_dtype dt, int64_t n) {
+    ft_tensor t;
+    ft_error e;
+    if (ft_backend_tensor(G, dt, 1, &n, &t, &e)) {
+        fprintf(stderr, "alloc failed: %s\n", e.msg);
+        exit(1);
+    }
+    return t;
+}
+
 static void put(pair *p, const void *host) {
     G->upload(G, p->g.data, host, ft_nbytes(&p->g));
     C->upload(C, p->c.data, host, ft_nbytes(&p->c));
@@ -377,15 +388,8 @@ static void t_cast(void) {
             if (isnan(x[i])) x[i] = 1.5f;
         }
     }
-    int64_t n = N;
-    ft_tensor f32, h16[2], back;
-    ft_error e;
     ft_dtype dts[2] = {FT_BF16, FT_F16};
-    if (ft_backend_tensor(G, FT_F32, 1, &n, &f32, &e) || ft_backend_tensor(G, FT_BF16, 1, &n, &h16[0], &e) ||
-        ft_backend_tensor(G, FT_F16, 1, &n, &h16[1], &e) || ft_backend_tensor(G, FT_F32, 1, &n, &back, &e)) {
-        fprintf(stderr, "alloc failed: %s\n", e.msg);
-        exit(1);
-    }
+    ft_tensor f32 = gpu_1d(FT_F32, N), h16[2] = {gpu_1d(FT_BF16, N), gpu_1d(FT_F16, N)}, back = gpu_1d(FT_F32, N);
     G->upload(G, f32.data, x, N * sizeof(float));
     uint16_t *h = malloc(N * 2);
     float *y = malloc(N * sizeof(float));
@@ -420,13 +424,7 @@ static void t_cast(void) {
 /* offload staging: device -> pinned host -> device, asynchronous on the stream, exact after sync */
 static void t_host_staging(void) {
     enum { N = 100003 };
-    int64_t n = N;
-    ft_tensor a, b;
-    ft_error e;
-    if (ft_backend_tensor(G, FT_F32, 1, &n, &a, &e) || ft_backend_tensor(G, FT_F32, 1, &n, &b, &e)) {
-        fprintf(stderr, "alloc failed: %s\n", e.msg);
-        exit(1);
-    }
+    ft_tensor a = gpu_1d(FT_F32, N), b = gpu_1d(FT_F32, N);
     float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
     for (int i = 0; i < N; i++) x[i] = ft_rng_normal(&rng);
     G->upload(G, a.data, x, N * sizeof(float));
