@@ -963,10 +963,10 @@ static void check_operand(const char *fn, const char *name, const void *p, cudaD
             ld, bytes, p, r->base + r->size - (const char *)p);
 }
 
-static cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+/* Check one GEMM's arguments as cuBLAS documents them and queue it on stream s (the handle's, or cuBLASLt's). */
+static cublasStatus_t gemm(const char *fn, cudaStream_t s, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                            int k, float alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
                            int ldb, float beta, void *C, cudaDataType ct, int ldc) {
-    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (m < 0 || n < 0 || k < 0 || (ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T))
         return CUBLAS_STATUS_INVALID_VALUE;
     int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
@@ -998,14 +998,15 @@ static cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t t
     w->at = at;
     w->bt = bt;
     w->ct = ct;
-    cuemu_enqueue(h->stream, w);
+    cuemu_enqueue(s, w);
     return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float *alpha, const float *A, int lda, const float *B, int ldb, const float *beta,
                            float *C, int ldc) {
-    return gemm("cublasSgemm", h, ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, CUDA_R_32F,
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    return gemm("cublasSgemm", h->stream, ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, CUDA_R_32F,
                 ldc);
 }
 
@@ -1023,7 +1024,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
     /* alpha and beta are float for CUBLAS_COMPUTE_32F (host pointer mode) */
-    return gemm("cublasGemmEx", h, ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta,
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    return gemm("cublasGemmEx", h->stream, ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta,
                 C, ct, ldc);
 }
 
@@ -1167,12 +1169,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (workspace_bytes && !span(workspace, workspace_bytes))
         die("cublasLtMatmul: the workspace (%zu bytes at %p) is not device memory", workspace_bytes, workspace);
     /* same arithmetic and checks as the classic API, on the same stream */
-    cublasHandle_t tmp;
-    cublasCreate(&tmp);
-    cublasSetStream(tmp, s);
     int m = (int)Dl->rows, n = (int)Dl->cols, k = (int)(d->ta == CUBLAS_OP_N ? Al->cols : Al->rows);
-    st = gemm("cublasLtMatmul", tmp, (cublasOperation_t)d->ta, (cublasOperation_t)d->tb, m, n, k, *(const float *)alpha,
+    st = gemm("cublasLtMatmul", s, (cublasOperation_t)d->ta, (cublasOperation_t)d->tb, m, n, k, *(const float *)alpha,
               A, Al->type, (int)Al->ld, B, Bl->type, (int)Bl->ld, *(const float *)beta, D, Dl->type, (int)Dl->ld);
-    cublasDestroy(tmp);
     return st;
 }
