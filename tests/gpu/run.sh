@@ -31,6 +31,7 @@ BENCH=${BENCH:-1}
 failures=0
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
+any_exists() { local f; for f; do [ -e "$f" ] && return 0; done; return 1; }
 step() { # step NAME LOGFILE CMD...: run, log, record PASS/FAIL
     local name=$1 log=$2; shift 2
     local t0=$SECONDS
@@ -71,7 +72,10 @@ if [ -z "$NVCC" ]; then
 fi
 # Debian packages carried to a machine that cannot install any (.deps/*.deb; docs/gpu-log.md says how to
 # fetch them): libcjson1, libcjson-dev and zlib1g-dev, unpacked over /, as the device tool's notes advise.
-if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1; then
+# Only when something is missing: the machine's own packages are not overwritten needlessly.
+if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1 &&
+    ! { any_exists /usr/include/zlib.h /usr/local/include/zlib.h &&
+        any_exists /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h; }; then
     if command -v dpkg >/dev/null; then
         for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" / || say "WARN  could not unpack $(basename "$f")"; done
         ldconfig 2>/dev/null
@@ -80,12 +84,12 @@ if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1; then
         say "WARN  .deps/*.deb were carried but there is no dpkg to unpack them"
     fi
 fi
-if ! ls /usr/include/zlib.h /usr/local/include/zlib.h >/dev/null 2>&1; then
+if ! any_exists /usr/include/zlib.h /usr/local/include/zlib.h; then
     say "FAIL  zlib.h not found (zlib1g-dev): carry it in .deps/ (docs/gpu-log.md, How to run)"
     exit 1
 fi
 # cJSON is required by CMakeLists (find_path cjson/cJSON.h); there is no vendored copy.
-if ! ls /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h >/dev/null 2>&1 &&
+if ! any_exists /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h &&
     ! find / -path /proc -prune -o -name cJSON.h -path '*cjson*' -print -quit 2>/dev/null | grep -q .; then
     say "FAIL  libcjson-dev is missing (cjson/cJSON.h not found) and this machine has no network to install it;"
     say "      carry libcjson1 and libcjson-dev in .deps/ (docs/gpu-log.md, How to run)"
