@@ -144,11 +144,18 @@ for b in ./bench_*; do
     step "$n" "$OUT/$n.log" timeout "$BENCH_TIMEOUT" "$b"
 done
 
+# compute-sanitizer over the CUDA op test: memcheck (out-of-bounds and misaligned accesses), racecheck
+# (shared-memory hazards), synccheck (barriers), initcheck (reads of memory never written). API errors are
+# not reported: the test asks for more memory than the GPU has on purpose, to check the error path.
 if [ "$SANITIZE" = 1 ] && [ -x ./test_cuda_ops ]; then
     CS=$(command -v compute-sanitizer || ls "$(dirname "$NVCC")"/compute-sanitizer 2>/dev/null | head -1)
     if [ -n "$CS" ]; then
-        step "compute-sanitizer memcheck test_cuda_ops" "$OUT/memcheck.log" \
-            timeout 400 "$CS" --tool memcheck --error-exitcode 9 ./test_cuda_ops
+        for tool in memcheck racecheck synccheck initcheck; do
+            step "compute-sanitizer $tool test_cuda_ops" "$OUT/sanitize-$tool.log" \
+                timeout 400 "$CS" --tool "$tool" --report-api-errors no --error-exitcode 9 ./test_cuda_ops
+            grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitize-$tool.log" | sed 's/^/      /' |
+                tee -a "$SUMMARY" >/dev/null
+        done
     else
         say "SKIP  compute-sanitizer not found"
     fi
