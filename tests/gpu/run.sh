@@ -96,10 +96,17 @@ if ! any_exists /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h &&
     exit 1
 fi
 
+# The shared test assets (tiny-random-llama, tokenizers, dataset rows) are beside the repository in CI; a
+# machine that only gets the working tree can have a copy carried in .deps/assets.
+ASSETS=$ROOT/../shared/assets
+[ -d "$ASSETS" ] || ASSETS=$ROOT/.deps/assets
+if [ -d "$ASSETS" ]; then say "assets: $ASSETS"; else say "WARN  no shared assets: the tests that need them skip"; fi
+
 BUILD=$ROOT/build-gpu-sm$CAP
 # (the emulator build is off: this machine has the real thing)
 step "configure (CMAKE_CUDA_ARCHITECTURES=$CAP)" "$OUT/configure.log" \
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$CAP" -DFT_CUEMU=OFF \
+    -DFT_SHARED_ASSETS="$ASSETS" \
     ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} || { say "stopping: configure failed"; exit 1; }
 grep -q "CUDA backend ON" "$OUT/configure.log" || say "WARN  configure did not enable the CUDA backend"
 step "build (-j$JOBS)" "$OUT/build.log" cmake --build "$BUILD" -j"$JOBS" || { tail -40 "$OUT/build.log"; say "stopping: build failed"; exit 1; }
@@ -108,14 +115,14 @@ cd "$BUILD" || exit 1
 if [ "$GPU_TESTS" = 1 ]; then
     # The CUDA op test directly, for its per-op error lines (ctest hides a passing test's output).
     if [ -x ./test_cuda_ops ]; then
-        step "test_cuda_ops (direct)" "$OUT/test_cuda_ops.log" env FT_SOURCE_DIR="$ROOT" ./test_cuda_ops
+        step "test_cuda_ops (direct)" "$OUT/test_cuda_ops.log" env FT_SOURCE_DIR="$ROOT" FT_ASSETS="$ASSETS" ./test_cuda_ops
         grep -q "skipping" "$OUT/test_cuda_ops.log" && say "WARN  test_cuda_ops skipped itself: the backend saw no usable GPU"
     fi
     # The precision tests directly too: they print the measured errors, loss curves and memory ratio that
     # docs/gpu-log.md records (and their tolerances can be overridden: FT_TOL_BF16, FT_TOL_F16, FT_TOL_TRAIN_*).
     for t in test_cuda_model test_cuda_train; do
         if [ -x ./$t ]; then
-            step "$t (direct)" "$OUT/$t.log" env FT_SOURCE_DIR="$ROOT" ./$t
+            step "$t (direct)" "$OUT/$t.log" env FT_SOURCE_DIR="$ROOT" FT_ASSETS="$ASSETS" ./$t
             grep -E "err|loss|memory|overflow|skipping" "$OUT/$t.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
         else
             say "FAIL  $t was not built"
@@ -138,7 +145,8 @@ if [ "$GPU_TESTS" = 1 ]; then
     grep -E "^(ok|FAIL)" "$OUT/sft_scenarios.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
 fi
 
-for b in ./bench_*; do
+# (bench_tokenizer is a CPU benchmark that takes a tokenizer and a corpus: bench/tokenizer.md)
+for b in ./bench_cuda_ops ./bench_cpu_ops ./bench_sft_batches; do
     [ "$BENCH" = 1 ] && [ -x "$b" ] || continue
     n=$(basename "$b")
     step "$n" "$OUT/$n.log" timeout "$BENCH_TIMEOUT" "$b"
