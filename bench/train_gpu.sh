@@ -3,7 +3,7 @@
 # (random init by `finetune init`, the quick-start data packed into rows of 2048 tokens), full SFT, LoRA
 # and QLoRA; and, when python3 there can import torch (CUDA) + transformers (+ peft), the same job in a
 # PyTorch loop (bench/train_torch.py: same checkpoint, same packed batches, bf16 autocast over fp32
-# weights) for the ratios. Written without a GPU: it has never run yet.
+# weights) for the ratios. First run on an H100: docs/gpu-log.md. bench/configs/ holds other shapes for CONFIG.
 #
 #   OUT=/some/dir bash bench/train_gpu.sh BUILD_DIR     (BUILD_DIR: a CUDA build with finetune and bench_sft_batches)
 #
