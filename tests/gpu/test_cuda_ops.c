@@ -3,10 +3,12 @@
  * Fresh random inputs per op, identical on both backends; the GPU's outputs are
  * poisoned with NaN first, so an element the kernel forgot to write fails.
  * Without a usable GPU the test checks that create fails cleanly and exits 77
- * (skipped). Tolerance: |gpu - cpu| <= tol * (|cpu| + rms(cpu)), 1e-5-ish for
- * fp32 ops, 1e-4 for attention and log-prob reductions. BF16/F16 storage (gemm,
- * rmsnorm, swiglu, attention) is checked against the CPU on the same rounded
- * inputs, within the 16-bit rounding of the output (1e-2). */
+ * (skipped). Tolerance: |gpu - cpu| <= tol * (|cpu| + rms(cpu)), 1e-5 for fp32
+ * outputs (attention backward: 1e-5 * sqrt(Tk / 256) beyond 256 keys, since both
+ * sides sum Tk terms in different orders; 1.2e-5 measured at Tk = 1024 on an H100).
+ * BF16/F16 storage (gemm, rmsnorm, swiglu, attention) is checked against the CPU on
+ * the same rounded inputs, within the 16-bit rounding of the output: 1e-2 for bf16,
+ * 2e-3 for fp16. */
 #include "backend.h"
 #include "test.h"
 
@@ -132,7 +134,7 @@ static void t_gemm(int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
     char w[96];
     snprintf(w, sizeof w, "gemm M%lld N%lld K%lld ta%d tb%d b%g", (long long)M, (long long)N, (long long)K, ta, tb,
              beta);
-    cmp(w, &Cm, 2e-5);
+    cmp(w, &Cm, 1e-5);
     drop(&A), drop(&B), drop(&Cm);
 }
 
@@ -167,11 +169,11 @@ static void t_rmsnorm(int64_t T, int64_t D) {
     G->rmsnorm_backward(G, &g.g, &x.g, &w.g, &r.g, &dx.g, &dw.g, 0);
     C->rmsnorm_backward(C, &g.c, &x.c, &w.c, &r.c, &dx.c, &dw.c, 0);
     snprintf(wh, sizeof wh, "rmsnorm_backward dx %lldx%lld", (long long)T, (long long)D);
-    cmp(wh, &dx, 2e-5);
-    cmp("rmsnorm_backward dw", &dw, 2e-5);
+    cmp(wh, &dx, 1e-5);
+    cmp("rmsnorm_backward dw", &dw, 1e-5);
     G->rmsnorm_backward(G, &g.g, &x.g, &w.g, &r.g, &dx.g, NULL, 1);
     C->rmsnorm_backward(C, &g.c, &x.c, &w.c, &r.c, &dx.c, NULL, 1);
-    cmp("rmsnorm_backward dx acc=1, dw NULL", &dx, 2e-5);
+    cmp("rmsnorm_backward dx acc=1, dw NULL", &dx, 1e-5);
     drop(&x), drop(&w), drop(&out), drop(&r), drop(&g), drop(&dx), drop(&dw);
 }
 
@@ -187,7 +189,7 @@ static void t_rope(int64_t T, int64_t H, int64_t Dh, float mscale, int inverse) 
     C->rope(C, &x.c, &pos.c, &inv.c, mscale, inverse);
     char w[64];
     snprintf(w, sizeof w, "rope Dh%lld mscale%g inv%d", (long long)Dh, mscale, inverse);
-    cmp(w, &x, 2e-5);
+    cmp(w, &x, 1e-5);
     drop(&x), drop(&pos), drop(&inv);
 }
 
@@ -258,17 +260,17 @@ static void t_logprobs(int64_t T, int64_t D, int64_t V, int with_lse) {
     C->token_logprobs(C, &h.c, &W.c, &tgt.c, &logp.c, &lse.c);
     char w[96];
     snprintf(w, sizeof w, "token_logprobs T%lld D%lld V%lld", (long long)T, (long long)D, (long long)V);
-    cmp(w, &logp, 1e-4);
+    cmp(w, &logp, 1e-5);
     cmp("token_logprobs lse", &lse, 1e-5);
     pair dl = frand(1, T, 0, 0, 1), dh = fout(2, T, D, 0), dW = frand(2, V, D, 0, 0.1f);
     G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, with_lse ? &lse.g : NULL, &dl.g, &dh.g, &dW.g);
     C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, with_lse ? &lse.c : NULL, &dl.c, &dh.c, &dW.c);
     snprintf(w, sizeof w, "token_logprobs_backward dh (lse %s)", with_lse ? "given" : "NULL");
-    cmp(w, &dh, 1e-4);
-    cmp("token_logprobs_backward dW", &dW, 1e-4);
+    cmp(w, &dh, 1e-5);
+    cmp("token_logprobs_backward dW", &dW, 1e-5);
     G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, &lse.g, &dl.g, &dh.g, NULL);
     C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, &lse.c, &dl.c, &dh.c, NULL);
-    cmp("token_logprobs_backward dh (dW NULL)", &dh, 1e-4);
+    cmp("token_logprobs_backward dh (dW NULL)", &dh, 1e-5);
     drop(&h), drop(&W), drop(&tgt), drop(&logp), drop(&lse), drop(&dl), drop(&dh), drop(&dW);
 }
 
@@ -300,16 +302,17 @@ static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t
     char w[128];
     snprintf(w, sizeof w, "attention Tq%lld Tk%lld H%lld/%lld Dh%lld W%d docs%d", (long long)Tq, (long long)Tk,
              (long long)Hq, (long long)Hkv, (long long)Dh, window, ndocs);
-    cmp(w, &out, 1e-4);
+    cmp(w, &out, 1e-5);
     cmp("  lse", &lse, 1e-5);
     pair dout = frand(3, Tq, Hq, Dh, 1), dq = fout(3, Tq, Hq, Dh), dk = fout(3, Tk, Hkv, Dh), dv = fout(3, Tk, Hkv, Dh);
     G->attention_backward(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &dout.g, &dq.g, &dk.g, &dv.g, &Lg);
     C->attention_backward(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &dout.c, &dq.c, &dk.c, &dv.c, &Lc);
     /* with one-token samples (every query sees only itself) dq and dk are exactly zero: allow rounding noise of
      * the O(1) products, 1e-6 */
-    cmp_atol("  backward dq", &dq, 1e-4, 1e-6);
-    cmp_atol("  backward dk", &dk, 1e-4, 1e-6);
-    cmp("  backward dv", &dv, 1e-4);
+    double tol = Tk > 256 ? 1e-5 * sqrt((double)Tk / 256) : 1e-5;
+    cmp_atol("  backward dq", &dq, tol, 1e-6);
+    cmp_atol("  backward dk", &dk, tol, 1e-6);
+    cmp("  backward dv", &dv, tol);
     drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse), drop(&dout), drop(&dq), drop(&dk), drop(&dv);
 }
 
@@ -448,6 +451,7 @@ static void t_host_staging(void) {
 
 static void t_half(ft_dtype dt) {
     const char *nm = ft_dtype_name(dt);
+    const double tol16 = dt == FT_BF16 ? 1e-2 : 2e-3;
     char w[96];
     int64_t M = 45, N = 70, K = 130;
     for (int ta = 0; ta < 2; ta++) {
@@ -456,11 +460,11 @@ static void t_half(ft_dtype dt) {
         G->gemm(G, &A.g, ta, &B.g, 1, &Cm.g, 1.0f, 0.0f);
         C->gemm(C, &A.c, ta, &B.c, 1, &Cm.c, 1.0f, 0.0f);
         snprintf(w, sizeof w, "gemm %s ta%d tb1", nm, ta);
-        cmp16(w, &Cm, 1e-2);
+        cmp16(w, &Cm, tol16);
         G->gemm(G, &A.g, ta, &B.g, 1, &Cf.g, 1.0f, 0.0f); /* 16-bit inputs, F32 output */
         C->gemm(C, &A.c, ta, &B.c, 1, &Cf.c, 1.0f, 0.0f);
         snprintf(w, sizeof w, "gemm %s inputs, F32 out, ta%d", nm, ta);
-        cmp(w, &Cf, 1e-4);
+        cmp(w, &Cf, 1e-5);
         drop(&A), drop(&B), drop(&Cm), drop(&Cf);
     }
     pair x = hrand(dt, 2, 19, 200, 0, 1, 0), wt = hrand(dt, 1, 200, 0, 0, 1, 0), o = hrand(dt, 2, 19, 200, 0, 0, 1);
@@ -468,13 +472,13 @@ static void t_half(ft_dtype dt) {
     G->rmsnorm(G, &x.g, &wt.g, 1e-5f, &o.g, &r.g);
     C->rmsnorm(C, &x.c, &wt.c, 1e-5f, &o.c, &r.c);
     snprintf(w, sizeof w, "rmsnorm %s", nm);
-    cmp16(w, &o, 1e-2);
+    cmp16(w, &o, tol16);
     cmp("  rstd (F32)", &r, 1e-5);
     pair u = hrand(dt, 2, 19, 200, 0, 1, 0);
     G->swiglu(G, &x.g, &u.g, &o.g);
     C->swiglu(C, &x.c, &u.c, &o.c);
     snprintf(w, sizeof w, "swiglu %s", nm);
-    cmp16(w, &o, 1e-2);
+    cmp16(w, &o, tol16);
     drop(&x), drop(&wt), drop(&o), drop(&r), drop(&u);
 
     int64_t T = 75, Hq = 4, Hkv = 2, Dh = 96;
@@ -488,8 +492,8 @@ static void t_half(ft_dtype dt) {
     G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
     C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
     snprintf(w, sizeof w, "attention %s (packed, window 24)", nm);
-    cmp16(w, &out, 1e-2);
-    cmp("  lse (F32)", &lse, 1e-4);
+    cmp16(w, &out, tol16);
+    cmp("  lse (F32)", &lse, 1e-5);
     drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse);
 }
 
