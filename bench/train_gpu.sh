@@ -13,7 +13,7 @@
 # 6 * parameters * tokens/s / PEAK_TFLOPS (default 790e12, H100 dense bf16 as measured; the 6N rule is
 # the full fine-tune's count, so LoRA/QLoRA MFU overstates their useful work), max |loss difference|.
 # Knobs (env): STEPS (10), RUN_TIMEOUT (s per run, 60), PEAK_TFLOPS (790), MAXLEN (2048), PYTHON (python3),
-# MODES ("full lora qlora"), CONFIG (another config.json than the Danube3-500M shape, e.g. a smaller model on
+# TORCH_REF (1; 0 skips the PyTorch runs), MODES ("full lora qlora"), CONFIG (another config.json than the Danube3-500M shape, e.g. a smaller model on
 # a T4). Total runtime stays under ~6 minutes: 5 runs of at most RUN_TIMEOUT each.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,7 +48,7 @@ command -v "$PY" >/dev/null && HAVE_PY=1
 
 # The Python stack, if any (the machine has no network: nothing is installed).
 TORCH=0
-if [ $HAVE_PY = 1 ]; then
+if [ $HAVE_PY = 1 ] && [ "${TORCH_REF:-1}" = 1 ]; then
     TV=$(timeout 60 "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch.cuda.is_available() is False'; print('torch', torch.__version__)" 2>&1 | tail -1)
     if [[ "$TV" == torch* ]]; then
         if TT=$(timeout 60 "$PY" -c "import transformers, peft; print('transformers', transformers.__version__, 'peft', peft.__version__)" 2>&1 | tail -1) &&
@@ -127,6 +127,9 @@ for mode in $MODES; do
     *) say "unknown mode '$mode' (full, lora, qlora): skipped"; continue ;;
     esac
     [ "$mode" != full ] && [ -d "$W/peft-init" ] && over+=("$mode.init_from=$W/peft-init")
+    # The dry run's memory estimate, to set beside the measured peak ("memory estimate (...): X GiB (... overhead Y)")
+    "$FT" sft "$W/recipe.json" output_dir="$W/ours-$mode" "${over[@]}" --dry-run 2>&1 |
+        sed -n 's/^memory estimate.*: \([0-9.]*\) GiB (.*overhead \([0-9.]*\)).*/\1 \2/p' >"$B/ours-$mode.estimate"
     run "ours-$mode" "$FT" sft "$W/recipe.json" output_dir="$W/ours-$mode" "${over[@]}"
     cp "$W/ours-$mode/metrics.jsonl" "$B/ours-$mode.metrics.jsonl" 2>/dev/null
     rm -rf "$W/ours-$mode" # 0.5B checkpoints: free the disk
@@ -181,6 +184,20 @@ for mode in modes:
     else:
         cells += ["-"] * 5
     print(f"| {mode} | " + " | ".join(cells) + f" | {o['n']}{'/' + str(t['n']) if t else ''} |")
+print()
+print("Memory: the dry run's estimate against the measured peak (the backend's own allocations, as the progress")
+print("line shows; the estimate's fixed overhead stands for the CUDA context and cuBLAS workspace, outside them).")
+print()
+print("| mode | measured peak GiB | dry-run estimate GiB | estimate without overhead | ratio to measured |")
+print("|---|---|---|---|---|")
+for mode in modes:
+    o = ours(mode)
+    e = open(f"{b}/ours-{mode}.estimate").read().split() if os.path.exists(f"{b}/ours-{mode}.estimate") else []
+    if not o or len(e) != 2:
+        print(f"| {mode} | no result | | | |")
+        continue
+    est, over = float(e[0]), float(e[1])
+    print(f"| {mode} | {o['mem']:.2f} | {est:.2f} | {est - over:.2f} | {(est - over) / o['mem']:.3f} |")
 print()
 print(f"MFU = 6 x {params:,} x tokens/s / {peak / 1e12:.0f} TFLOP/s (full fine-tune count; LoRA/QLoRA do less).")
 EOF
