@@ -163,6 +163,15 @@ static inline uint64_t ft_dropout_key(uint64_t seed) {
     return z ^ (z >> 31);
 }
 
+/* The CUDA backend's token_logprobs tiling: vocabulary columns per chunk for T tokens (about 16M logits a
+ * tile, at least 256, a multiple of 128, at most V); memplan sizes the workspace with it. */
+static inline int64_t ft_logprob_chunk(int64_t T, int64_t V) {
+    int64_t c = ((int64_t)16 << 20) / (T ? T : 1);
+    if (c < 256) c = 256;
+    c = (c + 127) / 128 * 128;
+    return c < V ? c : V;
+}
+
 /* Host-side convenience: allocate a tensor on the backend (FT_ENOMEM on failure). */
 int ft_backend_tensor(ft_backend *b, ft_dtype dt, int ndim, const int64_t *shape, ft_tensor *out, ft_error *e);
 

@@ -725,12 +725,7 @@ __global__ void k_lp_final(const float *m, const float *s, const float *tl, cons
 }
 
 /* Vocab chunk so that the [T, chunk] fp32 tile stays near 64 MiB. */
-static int64_t cu_lp_chunk(int64_t T_, int64_t V) {
-    int64_t c = ((int64_t)16 << 20) / (T_ ? T_ : 1);
-    if (c < 256) c = 256;
-    c = (c + 127) / 128 * 128;
-    return c < V ? c : V;
-}
+static int64_t cu_lp_chunk(int64_t T_, int64_t V) { return ft_logprob_chunk(T_, V); }
 
 /* h and W: F32, or one 16-bit dtype (mixed precision: the GEMMs read 16 bits, logits and sums are fp32) */
 static int cu_lp_args(ft_backend *b, const char *op, const ft_tensor *h, const ft_tensor *W, const ft_tensor *targets) {

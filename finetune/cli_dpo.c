@@ -353,11 +353,11 @@ static int reference_key(dpo_job *d, const char *split, refc_key *k, ft_error *e
 /* The separate reference model; with dpo.reference_quantize = nf4 its layer linears are held in NF4
  * (bitsandbytes' layout) through the QLoRA base machinery: a rank-1 adapter whose only role is to own
  * the quantized weights (its forward hook is switched off, so it adds nothing). */
-static int load_reference_model(dpo_job *d, ft_model **out, lora_adapter **holder, ft_error *e) {
+static int load_reference_model(dpo_job *d, ft_dtype compute, ft_model **out, lora_adapter **holder, ft_error *e) {
     *holder = NULL;
-    if (!d->ref_nf4) return model_load(d->ref_model_dir, d->j.backend, out, e);
+    if (!d->ref_nf4) return model_load_frozen(d->ref_model_dir, d->j.backend, 0, compute, out, e);
     *out = NULL;
-    int rc = model_load_ex(d->ref_model_dir, d->j.backend, 1, out, e);
+    int rc = model_load_frozen(d->ref_model_dir, d->j.backend, 1, compute, out, e);
     lora_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     if (!rc) rc = lora_parse_targets("\"all-linear\"", &cfg, "dpo.reference_quantize", e);
@@ -370,11 +370,6 @@ static int load_reference_model(dpo_job *d, ft_model **out, lora_adapter **holde
     return rc;
 }
 
-static int nothing_trains(const char *name, void *ctx) {
-    (void)name, (void)ctx;
-    return 0;
-}
-
 /* Reference log-probs for train and eval pairs, from the policy as loaded or a separate model, in the
  * compute dtype training will use (as TRL, whose reference pass runs under the same autocast): a 16-bit
  * policy then starts with rewards of exactly 0, as with the on-the-fly reference. */
@@ -385,8 +380,7 @@ static int compute_references(dpo_job *d, ft_error *e) {
     ft_dtype compute;
     int rc = trainer_compute_dtype(d->j.train.precision, d->j.backend, &compute, e);
     if (!rc && strcmp(d->ref_mode, "model") == 0) {
-        rc = load_reference_model(d, &own, &holder, e);
-        if (!rc) rc = model_set_precision(own, compute, nothing_trains, NULL, e);
+        rc = load_reference_model(d, compute, &own, &holder, e); /* already in the compute dtype */
         ref = own;
     } else if (!rc) { /* the policy: what the trainer would do first (it is then a no-op there) */
         rc = model_set_precision(ref, compute, job_trainable, &d->j, e);

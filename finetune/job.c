@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "export.h"
 #include "memplan.h"
+#include "trainer.h"
 
 #define GET(call)                 \
     do {                          \
@@ -296,8 +297,10 @@ static int job_setup_lora(ft_job *j, ft_error *e) {
 
 int job_setup_model(ft_job *j, ft_error *e) {
     GET(ft_backend_create(j->device, &j->backend, e));
-    if (j->model_dir && j->use_lora) {
-        GET(model_load_ex(j->model_dir, j->backend, j->quantize_nf4, &j->model, e));
+    if (j->model_dir && j->use_lora) { /* the base is frozen: straight into the compute dtype */
+        ft_dtype compute;
+        GET(trainer_compute_dtype(j->train.precision, j->backend, &compute, e));
+        GET(model_load_frozen(j->model_dir, j->backend, j->quantize_nf4, compute, &j->model, e));
         return job_setup_lora(j, e);
     }
     if (j->model_dir) return model_load(j->model_dir, j->backend, &j->model, e);

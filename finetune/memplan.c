@@ -1,5 +1,7 @@
 #include "memplan.h"
 
+#include "model.h"
+
 int64_t memplan_lora_params(const ft_config *c, int r) {
     int64_t D = c->hidden_size, F = c->intermediate_size;
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
@@ -11,33 +13,36 @@ int64_t memplan_lora_params(const ft_config *c, int r) {
 void memplan_estimate(const ft_config *c, ft_train_mode mode, int64_t S, int64_t B, int lora_r, ft_memplan *o) {
     const double half = 2.0, f32 = 4.0;
     int64_t D = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
-    int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
+    int64_t QD = (int64_t)c->num_heads * c->head_dim;
     int64_t P = cfg_param_count(c);
+    int64_t P_norm = D * (2 * (int64_t)c->num_layers + 1); /* fp32 only: the norms have no 16-bit copy */
     int64_t P_embed = V * D * (c->tie_word_embeddings ? 1 : 2);
-    int64_t P_lin = P - P_embed - (int64_t)D * (2 * c->num_layers + 1);
+    int64_t P_lin = P - P_embed - P_norm;
     int64_t tokens = S * B;
 
     if (mode == FT_TRAIN_FULL) {
         o->trainable_params = P;
-        o->weights = half * (double)P;                  /* compute copy */
-        o->trainable = (f32 * 4.0) * (double)P;         /* master, grad, Adam m and v */
+        o->weights = half * (double)(P - P_norm);  /* compute copies */
+        o->trainable = (f32 * 4.0) * (double)P;    /* master, grad, Adam m and v */
     } else {
         int64_t Pl = memplan_lora_params(c, lora_r);
         o->trainable_params = Pl;
-        o->trainable = (f32 * 4.0 + half) * (double)Pl;
+        o->trainable = (f32 * 4.0) * (double)Pl;   /* A and B: master, grad, Adam m and v */
+        /* the frozen base, loaded straight into its 16-bit copies (model_load_frozen); QLoRA's linears in NF4:
+         * 4 bits a weight and an fp32 absmax per 64, plus the one linear dequantized at a time */
+        int64_t biggest = F * D > QD * D ? F * D : QD * D;
         double lin = mode == FT_TRAIN_LORA ? half * (double)P_lin
-                                           /* NF4: 4 bits + 8-bit absmax per 64 + fp32 per 256 blocks */
-                                           : (double)P_lin * (0.5 + 1.0 / 64 + 4.0 / (64.0 * 256));
-        o->weights = lin + half * (double)(P - P_lin);
+                                           : (double)P_lin * (0.5 + 4.0 / 64) + half * (double)biggest;
+        o->weights = lin + half * (double)P_embed + f32 * (double)P_norm;
     }
-    /* Recompute: every layer's input is kept; one layer's forward intermediates and their gradients live
-     * at a time (x, norms, q, k, v, attention out, gate, up, act, plus fp32 softmax stats). */
-    double saved = half * (double)(tokens * D) * c->num_layers;
-    double layer = half * (double)tokens * (double)(4 * D + 2 * QD + 2 * KD + 3 * F) * 2.0 +
-                   f32 * (double)tokens * c->num_heads;
-    double chunk = 8192.0 < (double)V ? 8192.0 : (double)V;
-    double loss = f32 * (double)tokens * chunk + f32 * (double)tokens * D;
-    o->activations = saved + layer + loss;
+    /* The activation arena exactly as model_forward_train reserves it (recomputation: every layer's input
+     * kept, one layer's working set), the lm_head + log-prob workspace of the CUDA backend (one tile of
+     * logits in fp32 and 16 bits, allocated with a quarter of headroom), and LoRA's [T, r] buffers. */
+    double arena = (double)model_train_arena_bytes(c, tokens, FT_BF16, 0);
+    double chunk = (double)ft_logprob_chunk(tokens, V);
+    double logprob = 1.25 * ((double)tokens * chunk * (f32 + half) + 4.0 * f32 * (double)tokens);
+    double lora = mode == FT_TRAIN_FULL ? 0.0 : 2.0 * half * (double)tokens * lora_r;
+    o->activations = arena + logprob + lora;
     o->overhead = 512.0 * 1024 * 1024; /* CUDA context, cuBLAS workspace, allocator slack */
     o->total = o->weights + o->trainable + o->activations + o->overhead;
 }

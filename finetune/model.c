@@ -110,6 +110,10 @@ static ft_model *model_new(const ft_config *cfg, ft_backend *b) {
     return m;
 }
 
+static void convert_from_f32(const float *src, void *dst, size_t n, ft_dtype dt);
+
+/* One checkpoint tensor into p->t on the device, in p->t's dtype: F32, or BF16/F16 rounded on the host
+ * (to nearest even, as the backends' cast). host/host_cap: a reused staging buffer of floats. */
 static int load_tensor(ft_model *m, const st_model *st, const char *dir, const ft_param *p, float **host,
                        size_t *host_cap, ft_error *e) {
     const st_tensor_info *info = st_model_find(st, p->name);
@@ -123,15 +127,21 @@ static int load_tensor(ft_model *m, const st_model *st, const char *dir, const f
                        ft_shape_str(&g, got, sizeof got), ft_shape_str(p->t, want, sizeof want));
     }
     size_t n = (size_t)ft_numel(p->t);
-    if (n > *host_cap) {
+    size_t want = p->t->dtype == FT_F32 ? n : n + (n + 1) / 2; /* a 16-bit copy after the floats */
+    if (want > *host_cap) {
         free(*host);
-        *host = malloc(n * sizeof(float));
-        *host_cap = *host ? n : 0;
+        *host = malloc(want * sizeof(float));
+        *host_cap = *host ? want : 0;
         if (!*host) return ft_fail(e, FT_ENOMEM, "out of host memory loading '%s'", p->name);
     }
     int rc = st_model_read_f32(st, p->name, *host, n, e);
     if (rc) return rc;
-    m->b->upload(m->b, p->t->data, *host, n * sizeof(float));
+    if (p->t->dtype == FT_F32) {
+        m->b->upload(m->b, p->t->data, *host, n * sizeof(float));
+    } else {
+        convert_from_f32(*host, *host + n, n, p->t->dtype);
+        m->b->upload(m->b, p->t->data, *host + n, n * 2);
+    }
     return FT_OK;
 }
 
@@ -149,7 +159,17 @@ static int is_layer_linear(const char *name) {
 
 int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e) { return model_load_ex(dir, b, 0, out, e); }
 
-int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **out, ft_error *e) {
+static int has_compute_copy(const char *name);
+static int check_compute_dtype(const ft_backend *b, ft_dtype dt, ft_error *e);
+
+/* dt F32: fp32 weights. BF16/F16: what model_set_precision(dt) with nothing trainable leaves, built tensor
+ * by tensor, so the device never holds the fp32 model. */
+static int load_model(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, ft_model **out, ft_error *e) {
+    *out = NULL;
+    if (dt != FT_F32) {
+        int rc = check_compute_dtype(b, dt, e);
+        if (rc) return rc;
+    }
     ft_config cfg;
     int rc = cfg_load(dir, &cfg, e);
     if (rc) return rc;
@@ -157,20 +177,34 @@ int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **o
     rc = st_model_open(dir, &st, e);
     if (rc) return rc;
     ft_model *m = model_new(&cfg, b);
-    int n = 0;
-    ft_param *p = model_params(m, &n);
-    if (skip_linears) { /* leave the layer linears without memory: a hook provides them */
-        int k = 0;
-        for (int i = 0; i < n; i++)
-            if (!is_layer_linear(p[i].name)) p[k++] = p[i];
-        n = k;
+    int n = 0, nc = 0;
+    ft_param *p = model_params(m, &n), *pc = NULL;
+    if (dt != FT_F32) {
+        weights_shape(&m->cfg, b->device, &m->wc);
+        pc = weights_params(&m->cfg, &m->wc, &nc); /* the same list in the same order as p */
+        for (int i = 0; i < nc; i++)
+            if (has_compute_copy(pc[i].name)) pc[i].t->dtype = dt;
+        m->compute = dt; /* from here model_free releases the copies too */
     }
     float *host = NULL;
     size_t cap = 0;
-    rc = alloc_params(m, p, n, e);
-    for (int i = 0; i < n && !rc; i++) rc = load_tensor(m, st, dir, &p[i], &host, &cap, e);
+    for (int i = 0; i < n && !rc; i++) {
+        if (skip_linears && is_layer_linear(p[i].name)) continue; /* a hook provides them */
+        const ft_param *dst = pc && has_compute_copy(p[i].name) ? &pc[i] : &p[i];
+        size_t bytes = ft_nbytes(dst->t);
+        dst->t->data = b->alloc(b, bytes);
+        if (!dst->t->data)
+            rc = ft_fail(e, FT_ENOMEM, "out of %s memory for %s (%zu bytes)", b->name, p[i].name, bytes);
+        else
+            rc = load_tensor(m, st, dir, dst, &host, &cap, e);
+    }
+    if (m->cfg.tie_word_embeddings) {
+        m->w.lm_head = m->w.embed;
+        if (pc) m->wc.lm_head = m->wc.embed;
+    }
     free(host);
     free(p);
+    free(pc);
     st_model_close(st);
     if (rc) {
         model_free(m);
@@ -178,6 +212,14 @@ int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **o
     }
     *out = m;
     return FT_OK;
+}
+
+int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **out, ft_error *e) {
+    return load_model(dir, b, skip_linears, FT_F32, out, e);
+}
+
+int model_load_frozen(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, ft_model **out, ft_error *e) {
+    return load_model(dir, b, skip_linears, dt, out, e);
 }
 
 int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float std, ft_model **out, ft_error *e) {
@@ -213,20 +255,26 @@ int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float 
 /* Norm weights are read in fp32 by the fp32 rmsnorm of the residual stream: no compute copy. */
 static int has_compute_copy(const char *name) { return strstr(name, "norm.weight") == NULL; }
 
+static int check_compute_dtype(const ft_backend *b, ft_dtype dt, ft_error *e) {
+    if (dt != FT_BF16 && dt != FT_F16)
+        return ft_fail(e, FT_EINPUT, "precision: compute dtype %s is not one of F32, BF16, F16", ft_dtype_name(dt));
+    if (b->device == FT_DEV_CPU)
+        return ft_fail(e, FT_EINPUT,
+                       "precision=%s needs device=cuda: the CPU backend computes in fp32 (use precision=fp32 or auto)",
+                       dt == FT_BF16 ? "bf16" : "fp16");
+    return FT_OK;
+}
+
 int model_set_precision(ft_model *m, ft_dtype dt, int (*trainable)(const char *name, void *ctx), void *ctx,
                         ft_error *e) {
     if (dt == m->compute) return FT_OK;
     if (m->compute != FT_F32)
         return ft_fail(e, FT_EINTERNAL, "model_set_precision: the compute dtype is already %s",
                        ft_dtype_name(m->compute));
-    if (dt != FT_BF16 && dt != FT_F16)
-        return ft_fail(e, FT_EINPUT, "precision: compute dtype %s is not one of F32, BF16, F16", ft_dtype_name(dt));
-    if (m->b->device == FT_DEV_CPU)
-        return ft_fail(e, FT_EINPUT,
-                       "precision=%s needs device=cuda: the CPU backend computes in fp32 (use precision=fp32 or auto)",
-                       dt == FT_BF16 ? "bf16" : "fp16");
+    int rc = check_compute_dtype(m->b, dt, e);
+    if (rc) return rc;
     weights_shape(&m->cfg, m->b->device, &m->wc);
-    int n = 0, nc = 0, rc = FT_OK;
+    int n = 0, nc = 0;
     ft_param *p = model_params(m, &n), *pc = weights_params(&m->cfg, &m->wc, &nc);
     for (int i = 0; i < n && !rc; i++) {
         /* the same list in the same order: p[i] and pc[i] name one parameter */
@@ -849,6 +897,14 @@ static size_t backward_bytes(const ft_config *c, int64_t T, size_t esz) {
            tensor_bytes(T * c->num_heads);
 }
 
+size_t model_train_arena_bytes(const ft_config *c, int64_t T, ft_dtype compute, int offload) {
+    size_t esz = ft_dtype_size(compute), TD = (size_t)T * (size_t)c->hidden_size;
+    /* saved layer inputs (all, or with offload the two alternating buffers and the last), the final norm's
+     * output, the loss vectors, one layer's working set and backward's buffers */
+    return step_bytes(c, T, esz) + (size_t)(offload ? 3 : c->num_layers + 1) * tensor_bytes((int64_t)TD) +
+           ctensor_bytes((int64_t)TD, esz) + 4 * tensor_bytes(T) + backward_bytes(c, T, esz);
+}
+
 int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
                         const int32_t *targets, float *logp, ft_error *e) {
     const ft_config *c = &m->cfg;
@@ -869,12 +925,8 @@ int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *p
     int L = c->num_layers;
     s->offload = m->offload_activations && L > 0;
     int64_t D = c->hidden_size;
-    size_t esz = model_esz(m), TD = (size_t)T * (size_t)D;
-    /* saved layer inputs (all, or with offload the two alternating buffers and the last), the final norm's
-     * output, the loss vectors, one layer's working set and backward's buffers */
-    size_t need = step_bytes(c, T, esz) + (size_t)(s->offload ? 3 : L + 1) * tensor_bytes((int64_t)TD) +
-                  ctensor_bytes((int64_t)TD, esz) + 4 * tensor_bytes(T) + backward_bytes(c, T, esz);
-    int rc = arena_reserve(A, need, e);
+    size_t TD = (size_t)T * (size_t)D;
+    int rc = arena_reserve(A, model_train_arena_bytes(c, T, m->compute, s->offload), e);
     if (rc) return rc;
     if (s->offload && s->xs_host_bytes < (size_t)L * TD * 4) {
         if (s->xs_host) b->free_host(b, s->xs_host);

@@ -94,6 +94,11 @@ int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e);
 /* skip_linears: leave the decoder layers' seven linear weights unloaded (data NULL), for a caller that
  * provides them through hooks.base_weight (QLoRA's quantized base). */
 int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **out, ft_error *e);
+/* A model nothing of which trains (a LoRA/QLoRA base, a DPO reference), computing in dt: the same result as
+ * model_load_ex then model_set_precision(dt) with every parameter frozen, but each tensor goes to the device
+ * in its final dtype (BF16/F16 rounded on the host), so loading never needs the fp32 model's 4 bytes per
+ * parameter on the GPU. dt F32 is model_load_ex. */
+int model_load_frozen(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, ft_model **out, ft_error *e);
 /* Random init like transformers' _init_weights: normal(0, std) linears and embeddings, ones for norms. */
 int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float std, ft_model **out, ft_error *e);
 /* Write config.json + model.safetensors (dtype F32, F16 or BF16) into dir. */
@@ -107,6 +112,9 @@ int model_set_precision(ft_model *m, ft_dtype dt, int (*trainable)(const char *n
                         ft_error *e);
 /* Refresh the compute copies from the fp32 masters (after an optimizer step, after loading weights). */
 void model_sync_compute(ft_model *m);
+
+/* Bytes of the activation arena model_forward_train reserves for T tokens (memplan's activations). */
+size_t model_train_arena_bytes(const ft_config *c, int64_t T, ft_dtype compute, int offload);
 
 /* Parameters in HF order; *n receives the count. The array is malloc'd (caller frees). */
 ft_param *model_params(ft_model *m, int *n);

@@ -432,9 +432,9 @@ static void hook_backward(void *ctx, ft_model *m, int layer, ft_linear which, co
     }
 }
 
-/* The dequantized base weight, in the dtype the model computes in (scratch->dtype). The scratch was sized
- * in fp32 when quantizing; a 16-bit model gets a buffer half that size on first use (if that allocation
- * fails the fp32 one, which is large enough, is reused). */
+/* The dequantized base weight, in the dtype the model computes in (scratch->dtype). The scratch was made in
+ * the model's compute dtype when quantizing; if the model went 16-bit after that, it gets a buffer half the
+ * size on first use (if that allocation fails the fp32 one, which is large enough, is reused). */
 static const ft_tensor *hook_base_weight(void *ctx, ft_model *m, int layer, ft_linear which, ft_tensor *scratch) {
     lora_adapter *a = ctx;
     size_t k = (size_t)layer * FT_LIN_COUNT + which;
@@ -1008,9 +1008,11 @@ int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_e
     }
     free(h);
     st_model_close(st);
-    if (!rc) rc = ft_backend_tensor(a->b, FT_F32, 1, &biggest, &a->wscratch, e);
+    /* in the dtype the model computes in now (a 16-bit model loaded by model_load_frozen): no fp32 buffer
+     * that the first forward would trade for a 16-bit one while the activations are live */
+    if (!rc) rc = ft_backend_tensor(a->b, m->compute, 1, &biggest, &a->wscratch, e);
     a->wscratch_n = biggest;
-    a->wscratch_dt = FT_F32;
+    a->wscratch_dt = m->compute;
     if (!rc && a->mag_pending) rc = dora_init_magnitudes(a, m, e);
     return rc;
 }

@@ -8,9 +8,10 @@
  * over 50 optimizer steps), bf16 5e-2 and fp16 2e-2 (FT_TOL_TRAIN_BF16 / _F16 override): 16-bit rounding
  * of the activations moves each step's gradient by about the compute dtype's epsilon (2^-8, 2^-11) and
  * AdamW normalises it, so the curves drift apart slowly but must stay together and fall as far.
- * Memory: a Llama of about 120M parameters trains one step (bf16, 2048 tokens) and the backend's measured
- * peak must be within 15% of memplan_estimate for the same config, less its fixed runtime overhead (CUDA
- * context and cuBLAS workspace, which the backend's allocator does not see).
+ * Memory: a Llama of about 120M parameters trains one step (bf16, 2048 tokens) as a full fine-tune, and with
+ * LoRA and QLoRA from its bf16 checkpoint, and each time the backend's measured peak must be within 15% of
+ * memplan_estimate for the same config, less its fixed runtime overhead (CUDA context and cuBLAS workspace,
+ * which the backend's allocator does not see).
  * LoRA, QLoRA and DPO-LoRA: 50 steps of adapter training (r 8, alpha 16, all-linear, lora dropout 0.1, AdamW
  * lr 3e-3, DPO 1e-3) on a frozen random base saved to a temp dir (QLoRA: that checkpoint quantized to NF4 on each
  * backend), in fp32, bf16 (sm_80+) and fp16 with loss scaling on CUDA against the CPU's fp32 curve; the
@@ -176,12 +177,12 @@ static int train_adapter(ft_backend *b, int kind, ft_dtype dt, double *losses) {
     ft_param *pw = NULL, *pg = NULL;
     int np = 0;
     int rc = lora_parse_targets("\"all-linear\"", &lc, "test_cuda_train", &e);
-    if (!rc) rc = model_load_ex(model_dir, b, kind == K_QLORA, &m, &e);
+    if (!rc) rc = model_load_frozen(model_dir, b, kind == K_QLORA, dt, &m, &e); /* as `finetune sft` */
     if (!rc) rc = lora_create(m, &lc, 3, &a, &e);
     if (!rc && kind == K_QLORA) rc = lora_quantize_base(a, m, model_dir, &e);
     if (!rc) {
         lora_attach(a, m);
-        rc = model_set_precision(m, dt, frozen, NULL, &e);
+        rc = model_set_precision(m, dt, frozen, NULL, &e); /* a no-op after model_load_frozen, as in the trainer */
     }
     if (!rc) rc = grads_create(m, frozen, NULL, &g, &e);
     if (!rc) rc = optim_create_ex(m, &g, &oc, 1, &o, &e);
@@ -276,18 +277,20 @@ static int train_adapter(ft_backend *b, int kind, ft_dtype dt, double *losses) {
 
 /* The base the adapter runs train on: a random tiny Llama (std 0.2, so it has structure to adapt) saved as
  * an fp32 checkpoint in a temp dir. */
-static int make_base(const ft_config *cfg) {
+static int make_base_as(const ft_config *cfg, ft_dtype dtype) {
     ft_error e;
     ft_backend *cpu = ft_backend_cpu_create();
     ft_model *m = NULL;
     snprintf(model_dir, sizeof model_dir, "/tmp/ft_cuda_train_XXXXXX");
     int rc = mkdtemp(model_dir) ? 0 : 1;
-    if (!rc) rc = model_init_random(cfg, cpu, 7, 0.2f, &m, &e) || model_save(m, model_dir, FT_F32, &e);
+    if (!rc) rc = model_init_random(cfg, cpu, 7, 0.2f, &m, &e) || model_save(m, model_dir, dtype, &e);
     if (rc) fprintf(stderr, "base model: %s\n", e.msg);
     model_free(m);
     cpu->destroy(cpu);
     return rc;
 }
+
+static int make_base(const ft_config *cfg) { return make_base_as(cfg, FT_F32); }
 
 static void remove_base(void) {
     char cmd[400];
@@ -320,6 +323,81 @@ static void compare_curves(const char *what, ft_dtype dt, const double *ref, con
            ft_dtype_name(dt), ref[0], ref[STEPS - 1], got[0], got[STEPS - 1], worst, at + 1, tol);
     CHECK_MSG(worst <= tol, "%s %s: loss curve differs from the CPU's by %.3g at step %d", what, ft_dtype_name(dt),
               worst, at + 1);
+}
+
+/* One training step of `big` (S tokens, the GPU's 16-bit dtype) in mode on a fresh backend, so that its peak
+ * counts only this run, against memplan_estimate less its fixed overhead: within 15%. Full: a random init;
+ * LoRA/QLoRA (r 16, all linears): the base checkpoint in model_dir loaded as `finetune sft` does it
+ * (model_load_frozen), so the load is measured too. */
+static void memory_check(const ft_config *big, int64_t S, ft_train_mode mode) {
+    static const char *NAME[] = {"full", "lora", "qlora"};
+    ft_error e = {0};
+    const int r = 16;
+    ft_memplan mp;
+    memplan_estimate(big, mode, S, 1, mode == FT_TRAIN_FULL ? 0 : r, &mp);
+    ft_backend *g2 = NULL;
+    CHECK(ft_backend_cuda_create(&g2, &e) == 0);
+    if (!g2) return;
+    ft_dtype dt = g2->arch >= 80 ? FT_BF16 : FT_F16;
+    ft_model *m = NULL;
+    lora_adapter *a = NULL;
+    ft_weights g = {0};
+    ft_optim *o = NULL;
+    ft_optim_cfg oc = optim_defaults();
+    oc.total_steps = 1;
+    int rc;
+    if (mode == FT_TRAIN_FULL) {
+        rc = model_init_random(big, g2, 1, 0.02f, &m, &e);
+        if (!rc) rc = model_set_precision(m, dt, NULL, NULL, &e);
+        if (!rc) rc = grads_create(m, NULL, NULL, &g, &e);
+        if (!rc) rc = optim_create(m, &g, &oc, &o, &e);
+    } else {
+        lora_cfg lc = {0};
+        lc.r = r;
+        lc.alpha = 2 * r;
+        ft_param *pw = NULL, *pg = NULL;
+        int np = 0;
+        rc = lora_parse_targets("\"all-linear\"", &lc, "test_cuda_train", &e);
+        if (!rc) rc = model_load_frozen(model_dir, g2, mode == FT_TRAIN_QLORA, dt, &m, &e);
+        if (!rc) rc = lora_create(m, &lc, 3, &a, &e);
+        if (!rc && mode == FT_TRAIN_QLORA) rc = lora_quantize_base(a, m, model_dir, &e);
+        if (!rc) lora_attach(a, m);
+        if (!rc) rc = grads_create(m, frozen, NULL, &g, &e);
+        if (!rc) rc = optim_create_ex(m, &g, &oc, 1, &o, &e);
+        if (!rc) rc = lora_grads_create(a, &e);
+        if (!rc) lora_params(a, &pw, &pg, &np);
+        for (int i = 0; i < np && !rc; i++) rc = optim_add_param(o, pw[i].name, pw[i].t, pg[i].t, &e);
+        free(pw), free(pg);
+        lora_cfg_free(&lc);
+    }
+    int32_t V = (int32_t)big->vocab_size;
+    int32_t *ids = malloc(S * 4), *pos = malloc(S * 4), *doc = calloc(S, 4), *tg = malloc(S * 4);
+    float *lp = malloc(S * 4), *dl = malloc(S * 4);
+    for (int64_t t = 0; t < S; t++) ids[t] = (int32_t)((t * 31) % V), pos[t] = (int32_t)t,
+                                 tg[t] = t + 1 < S ? (int32_t)(((t + 1) * 31) % V) : -1, dl[t] = -1.0f / S;
+    ft_step_info info;
+    if (!rc) rc = model_forward_train(m, (int)S, ids, pos, doc, tg, lp, &e);
+    if (!rc) rc = model_backward(m, dl, &g, &e);
+    if (!rc) optim_step(o, 1.0f, &info);
+    g2->sync(g2);
+    CHECK_MSG(rc == 0, "%s memory step: %s", NAME[mode], e.msg);
+    if (!rc) {
+        size_t in_use = 0, peak = 0;
+        g2->memory(g2, &in_use, &peak);
+        double est = mp.total - mp.overhead, ratio = (double)peak / est;
+        printf("memory %-5s: measured peak %.3f GiB, memplan %.3f GiB without its %.2f GiB overhead (ratio %.3f; "
+               "weights %.3f, trainable %.3f, activations %.3f GiB)\n",
+               NAME[mode], peak / 1073741824.0, est / 1073741824.0, mp.overhead / 1073741824.0, ratio,
+               mp.weights / 1073741824.0, mp.trainable / 1073741824.0, mp.activations / 1073741824.0);
+        CHECK_MSG(ratio > 0.85 && ratio < 1.15, "%s: measured peak / memplan estimate = %.3f, outside 15%%",
+                  NAME[mode], ratio);
+    }
+    free(ids), free(pos), free(doc), free(tg), free(lp), free(dl);
+    optim_free(o);
+    if (m) grads_free(m, &g);
+    lora_free(a);
+    model_free(m);
+    g2->destroy(g2);
 }
 
 static double env_tol(const char *name, double def) {
@@ -390,47 +468,11 @@ int main(void) {
     int emulated = getenv("FT_CUEMU") != NULL;
     CHECK(tiny_cfg(&big, emulated ? 256 : 1024, emulated ? 2 : 4, emulated ? 8000 : 32000, emulated ? 704 : 2816,
                    &e) == 0);
-    int64_t S = emulated ? 256 : 2048;
-    int32_t V = (int32_t)big.vocab_size;
-    ft_memplan mp;
-    memplan_estimate(&big, FT_TRAIN_FULL, S, 1, 0, &mp);
-    ft_backend *g2 = NULL;
-    CHECK(ft_backend_cuda_create(&g2, &e) == 0); /* a fresh backend: its peak counts only this run */
-    ft_model *m = NULL;
-    ft_weights g = {0};
-    ft_optim *o = NULL;
-    ft_optim_cfg oc = optim_defaults();
-    oc.total_steps = 1;
-    ft_dtype dt = g2->arch >= 80 ? FT_BF16 : FT_F16;
-    if (g2 && !model_init_random(&big, g2, 1, 0.02f, &m, &e) && !model_set_precision(m, dt, NULL, NULL, &e) &&
-        !grads_create(m, NULL, NULL, &g, &e) && !optim_create(m, &g, &oc, &o, &e)) {
-        int32_t *ids = malloc(S * 4), *pos = malloc(S * 4), *doc = calloc(S, 4), *tg = malloc(S * 4);
-        float *lp = malloc(S * 4), *dl = malloc(S * 4);
-        for (int64_t t = 0; t < S; t++) ids[t] = (int32_t)((t * 31) % V), pos[t] = (int32_t)t,
-                                     tg[t] = t + 1 < S ? (int32_t)(((t + 1) * 31) % V) : -1, dl[t] = -1.0f / S;
-        ft_step_info info;
-        int rc = model_forward_train(m, (int)S, ids, pos, doc, tg, lp, &e);
-        if (!rc) rc = model_backward(m, dl, &g, &e);
-        if (!rc) optim_step(o, 1.0f, &info);
-        g2->sync(g2);
-        CHECK_MSG(rc == 0, "big step: %s", e.msg);
-        size_t in_use = 0, peak = 0;
-        g2->memory(g2, &in_use, &peak);
-        double est = mp.total - mp.overhead, ratio = (double)peak / est;
-        printf("memory: measured peak %.3f GiB, memplan %.3f GiB without its %.2f GiB overhead (ratio %.3f; "
-               "weights %.3f, trainable %.3f, activations %.3f GiB)\n",
-               peak / 1073741824.0, est / 1073741824.0, mp.overhead / 1073741824.0, ratio, mp.weights / 1073741824.0,
-               mp.trainable / 1073741824.0, mp.activations / 1073741824.0);
-        CHECK_MSG(ratio > 0.85 && ratio < 1.15, "measured peak / memplan estimate = %.3f, outside 15%%", ratio);
-        free(ids), free(pos), free(doc), free(tg), free(lp), free(dl);
-    } else {
-        fprintf(stderr, "memory test setup: %s\n", e.msg);
-        CHECK(0);
-    }
-    optim_free(o);
-    if (m) grads_free(m, &g);
-    model_free(m);
-    if (g2) g2->destroy(g2);
+    memory_check(&big, emulated ? 256 : 2048, FT_TRAIN_FULL);
+    CHECK(make_base_as(&big, FT_BF16) == 0); /* LoRA/QLoRA load a checkpoint, bf16 as the Danube ones */
+    memory_check(&big, emulated ? 256 : 2048, FT_TRAIN_LORA);
+    memory_check(&big, emulated ? 256 : 2048, FT_TRAIN_QLORA);
+    remove_base();
     gpu->destroy(gpu);
     cpu->destroy(cpu);
     TEST_DONE();
