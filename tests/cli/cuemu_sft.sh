@@ -5,7 +5,8 @@
 #     killed with SIGKILL after a checkpoint and resumed reproduces the uninterrupted run exactly;
 #   - offload_activations=true gives the same run bit for bit;
 #   - QLoRA (NF4 base) with LoRA dropout 0.05 in bf16: the loss falls, resume is exact;
-#   - DPO with LoRA in bf16: the precomputed and the on-the-fly reference give the same run;
+#   - DPO with LoRA in bf16: the precomputed and the on-the-fly reference, and the same checkpoint as a
+#     separate reference model, give the same run;
 #   - bf16 on an sm_75 GPU and any GPU below sm_75 are refused with a clear message;
 #   - a model that does not fit the (emulated) GPU stops with exit 4 and the memory estimate.
 # Skipped (77) without the emulator build (FT_BIN_CUEMU). On a GPU machine tests/gpu/run.sh runs the same
@@ -134,6 +135,12 @@ check "dpo bf16 (reference on the fly): exit 0 ($(tail -1 "$T/dpo_fly.log"))" '[
 check "dpo bf16: both references give the same losses" \
   '[ -n "$(losses "$T/dpo_pre/metrics.jsonl")" ] && [ "$(losses "$T/dpo_pre/metrics.jsonl")" = "$(losses "$T/dpo_fly/metrics.jsonl")" ]'
 check "dpo bf16: reward metrics" 'grep -q "\"rewards/accuracies\"" "$T/dpo_pre/metrics.jsonl"'
+# the same checkpoint as a separate reference model, loaded straight into bf16 (model_load_frozen): the same run
+"$FT" "${DPO[@]}" output_dir="$T/dpo_ref" dpo.reference=model dpo.reference_model="$T/fp16/run" > "$T/dpo_ref.log" 2>&1
+rc=$?
+check "dpo bf16 (reference: a separate model): exit 0 ($(tail -1 "$T/dpo_ref.log"))" '[ $rc = 0 ]'
+check "dpo bf16: the separate reference model gives the same losses" \
+  '[ "$(losses "$T/dpo_ref/metrics.jsonl")" = "$(losses "$T/dpo_pre/metrics.jsonl")" ]'
 check "dpo bf16: adapter written" '[ -s "$T/dpo_pre/adapter_model.safetensors" ]'
 
 [ "$ON_GPU" = 1 ] && exit $fail
