@@ -1,7 +1,7 @@
 /* bench_cuda_ops: CUDA backend timings at model-shaped sizes (Danube3-500M-like:
  * D 1536, 16/8 heads of 96, F 4096, V 32000, 4096 tokens packed).
- * fp32 gemm TFLOP/s (and bf16 gemm through the same op), attention forward and
- * backward, fused lm_head log-probs forward and backward, rmsnorm; each op is
+ * gemm TFLOP/s, attention forward and backward, fused lm_head log-probs forward
+ * and backward, each in fp32, bf16 (sm_80+) and fp16; rmsnorm in fp32. Each op is
  * run until 0.3 s pass, synchronised, and reported per call.
  * Without a usable GPU it says so and exits 0 (nothing to measure).
  * Usage: bench_cuda_ops [scale]   (scale < 1 shrinks the token count) */
@@ -76,6 +76,7 @@ int main(int argc, char **argv) {
     char lab[128];
     ft_dtype dts[3] = {FT_F32, FT_BF16, FT_F16};
     for (int k = 0; k < 3; k++) {
+        if (dts[k] == FT_BF16 && G->arch < 80) continue;
         ft_tensor x = dev(dts[k], 2, T, D, 0, 1), w = dev(dts[k], 2, F, D, 0, 0.02f), y = dev(dts[k], 2, T, F, 0, 0);
         snprintf(lab, sizeof lab, "gemm %s [T,D] x [F,D]^T (mlp up)", ft_dtype_name(dts[k]));
         TIME(lab, 2.0 * T * D * F, G->gemm(G, &x, 0, &w, 1, &y, 1.0f, 0.0f));
@@ -89,29 +90,42 @@ int main(int argc, char **argv) {
     TIME("rmsnorm f32", 0, G->rmsnorm(G, &x, &nw, 1e-5f, &no, &rs));
     TIME("rmsnorm_backward f32", 0, G->rmsnorm_backward(G, &no, &x, &nw, &rs, &dx, &dnw, 0));
 
-    /* attention: 4 packed samples of T/4 tokens */
+    /* attention and the fused lm_head + log-softmax in each dtype training uses (bf16 needs sm_80) */
     int32_t *ds = malloc((size_t)T * 4);
-    for (int64_t i = 0; i < T; i++) ds[i] = (int32_t)(i / (T / 4) * (T / 4));
+    for (int64_t i = 0; i < T; i++) ds[i] = (int32_t)(i / (T / 4) * (T / 4)); /* 4 packed samples of T/4 */
     ft_tensor dsd = dev(FT_I32, 1, T, 0, 0, 0);
     G->upload(G, dsd.data, ds, (size_t)T * 4);
     free(ds);
-    ft_attn_layout L = {0, dsd.data, 0, 1.0f / sqrtf((float)Dh)};
-    ft_tensor q = dev(FT_F32, 3, T, Hq, Dh, 1), k = dev(FT_F32, 3, T, Hkv, Dh, 1), v = dev(FT_F32, 3, T, Hkv, Dh, 1),
-              o = dev(FT_F32, 3, T, Hq, Dh, 0), lse = dev(FT_F32, 2, T, Hq, 0, 0), dout = dev(FT_F32, 3, T, Hq, Dh, 1),
-              dq = dev(FT_F32, 3, T, Hq, Dh, 0), dk = dev(FT_F32, 3, T, Hkv, Dh, 0), dv = dev(FT_F32, 3, T, Hkv, Dh, 0);
-    double seg = (double)(T / 4), aflops = 4.0 * 4 * seg * seg / 2 * Dh * Hq; /* causal: half of QK^T and PV */
-    TIME("attention fwd f32 (4 packed samples)", aflops, G->attention(G, &q, &k, &v, &o, &lse, &L));
-    TIME("attention bwd f32 (4 packed samples)", 2.5 * aflops,
-         G->attention_backward(G, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &L));
-    L.window = 1024;
-    TIME("attention fwd f32 (window 1024)", 0, G->attention(G, &q, &k, &v, &o, &lse, &L));
+    for (int kd = 0; kd < 3; kd++) {
+        ft_dtype dt = dts[kd];
+        const char *nm = ft_dtype_name(dt);
+        if (dt == FT_BF16 && G->arch < 80) continue;
+        ft_attn_layout L = {0, dsd.data, 0, 1.0f / sqrtf((float)Dh)};
+        ft_tensor q = dev(dt, 3, T, Hq, Dh, 1), k = dev(dt, 3, T, Hkv, Dh, 1), v = dev(dt, 3, T, Hkv, Dh, 1),
+                  o = dev(dt, 3, T, Hq, Dh, 0), lse = dev(FT_F32, 2, T, Hq, 0, 0), dout = dev(dt, 3, T, Hq, Dh, 1),
+                  dq = dev(dt, 3, T, Hq, Dh, 0), dk = dev(dt, 3, T, Hkv, Dh, 0), dv = dev(dt, 3, T, Hkv, Dh, 0);
+        double seg = (double)(T / 4), aflops = 4.0 * 4 * seg * seg / 2 * Dh * Hq; /* causal: half of QK^T, PV */
+        snprintf(lab, sizeof lab, "attention fwd %s (4 packed samples)", nm);
+        TIME(lab, aflops, G->attention(G, &q, &k, &v, &o, &lse, &L));
+        snprintf(lab, sizeof lab, "attention bwd %s (4 packed samples)", nm);
+        TIME(lab, 2.5 * aflops, G->attention_backward(G, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &L));
+        L.window = 1024;
+        snprintf(lab, sizeof lab, "attention fwd %s (window 1024)", nm);
+        TIME(lab, 0, G->attention(G, &q, &k, &v, &o, &lse, &L));
+        ft_tensor *att[9] = {&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv};
+        for (int i = 0; i < 9; i++) G->free(G, att[i]->data);
 
-    ft_tensor h = dev(FT_F32, 2, T, D, 0, 1), W = dev(FT_F32, 2, V, D, 0, 0.02f), tg = dev(FT_I32, 1, T, 0, 0, 0),
-              lp = dev(FT_F32, 1, T, 0, 0, 0), ls = dev(FT_F32, 1, T, 0, 0, 0), dl = dev(FT_F32, 1, T, 0, 0, 1),
-              dh = dev(FT_F32, 2, T, D, 0, 0), dW = dev(FT_F32, 2, V, D, 0, 0);
-    TIME("token_logprobs fwd f32 (V 32000)", 2.0 * T * D * V, G->token_logprobs(G, &h, &W, &tg, &lp, &ls));
-    TIME("token_logprobs bwd f32 (V 32000)", 6.0 * T * D * V,
-         G->token_logprobs_backward(G, &h, &W, &tg, &ls, &dl, &dh, &dW));
+        /* the lm_head weight gradient accumulates in fp32, as in training */
+        ft_tensor h = dev(dt, 2, T, D, 0, 1), W = dev(dt, 2, V, D, 0, 0.02f), tg = dev(FT_I32, 1, T, 0, 0, 0),
+                  lp = dev(FT_F32, 1, T, 0, 0, 0), ls = dev(FT_F32, 1, T, 0, 0, 0), dl = dev(FT_F32, 1, T, 0, 0, 1),
+                  dh = dev(dt, 2, T, D, 0, 0), dW = dev(FT_F32, 2, V, D, 0, 0);
+        snprintf(lab, sizeof lab, "token_logprobs fwd %s (V %lld)", nm, (long long)V);
+        TIME(lab, 2.0 * T * D * V, G->token_logprobs(G, &h, &W, &tg, &lp, &ls));
+        snprintf(lab, sizeof lab, "token_logprobs bwd %s (V %lld)", nm, (long long)V);
+        TIME(lab, 6.0 * T * D * V, G->token_logprobs_backward(G, &h, &W, &tg, &ls, &dl, &dh, &dW));
+        ft_tensor *lpt[8] = {&h, &W, &tg, &lp, &ls, &dl, &dh, &dW};
+        for (int i = 0; i < 8; i++) G->free(G, lpt[i]->data);
+    }
 
     size_t used, peak;
     G->memory(G, &used, &peak);
