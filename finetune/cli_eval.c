@@ -21,15 +21,16 @@
 static const char EVAL_HELP[] =
     "usage: finetune eval MODEL_DIR --data FILE --template T [--format F] [--tokenizer DIR]\n"
     "                     [--adapter DIR] [--max-length N] [--batch-size N] [--on-bad-record fail|skip]\n"
-    "                     [--device auto|cpu|cuda]\n"
+    "                     [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n"
     "\n"
     "Score a model on a dataset and print one JSON object. Conversations: mean loss per\n"
     "trained token and perplexity (the SFT loss). Preference pairs: accuracy (chosen\n"
     "log-prob > rejected), per-token accuracy, mean margins. --adapter applies a PEFT\n"
-    "LoRA adapter; the tokenizer defaults to MODEL_DIR's.\n";
+    "LoRA adapter; the tokenizer defaults to MODEL_DIR's. --precision: the compute\n"
+    "dtype, as the recipe key (auto: fp32 on the CPU, bf16 on sm_80+, fp16 on sm_75).\n";
 
 typedef struct eval_opts {
-    const char *model, *data, *format, *template_name, *tokenizer, *adapter, *device;
+    const char *model, *data, *format, *template_name, *tokenizer, *adapter, *device, *precision;
     ds_example_opts ex;
     int batch;
     ds_on_bad on_bad;
@@ -135,7 +136,7 @@ static int eval_pairs(ft_model *m, ds_dataset *d, const tmpl *t, const ft_tokeni
 }
 
 int cmd_eval(int argc, char **argv) {
-    eval_opts o = {.format = "auto", .device = "auto", .batch = 4, .on_bad = DS_BAD_FAIL};
+    eval_opts o = {.format = "auto", .device = "auto", .precision = "auto", .batch = 4, .on_bad = DS_BAD_FAIL};
     o.ex.max_length = 2048;
     ft_error e = {0};
     for (int i = 1; i < argc; i++) {
@@ -151,7 +152,8 @@ int cmd_eval(int argc, char **argv) {
             continue;
         }
         static const char *const VALUED[] = {"--data", "--format", "--template", "--tokenizer", "--adapter",
-                                             "--device", "--on-bad-record", "--max-length", "--batch-size", NULL};
+                                             "--device", "--precision", "--on-bad-record", "--max-length",
+                                             "--batch-size", NULL};
         if (!cli_is_one_of(a, VALUED)) return cli_usage_error("eval", "unknown option %s", a);
         if (i + 1 >= argc) return cli_usage_error("eval", "option %s needs a value", a);
         const char *val = argv[++i];
@@ -161,6 +163,7 @@ int cmd_eval(int argc, char **argv) {
         else if (strcmp(a, "--tokenizer") == 0) o.tokenizer = val;
         else if (strcmp(a, "--adapter") == 0) o.adapter = val;
         else if (strcmp(a, "--device") == 0) o.device = val;
+        else if (strcmp(a, "--precision") == 0) o.precision = val;
         else if (strcmp(a, "--on-bad-record") == 0) {
             if (ds_parse_on_bad(val, &o.on_bad, &e)) return cli_report("eval", &e);
         } else if (strcmp(a, "--max-length") == 0) {
@@ -184,7 +187,7 @@ int cmd_eval(int argc, char **argv) {
     if (!rc) rc = tok_load(o.tokenizer ? o.tokenizer : o.model, &tok, &e);
     if (!rc) rc = ds_open(o.data, o.format, o.on_bad, &d, &e);
     if (!rc) rc = ft_backend_create(o.device, &b, &e);
-    if (!rc) rc = model_load(o.model, b, &m, &e);
+    if (!rc) rc = cli_load_model(o.model, b, o.precision, &m, &e);
     if (!rc && o.adapter) rc = lora_load(o.adapter, m, &ad, &e);
     if (!rc && ad) lora_attach(ad, m);
     if (!rc) rc = ds_dataset_is_preference(d) ? eval_pairs(m, d, t, tok, &o, &e) : eval_conversations(m, d, t, tok, &o, &e);

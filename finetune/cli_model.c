@@ -98,9 +98,11 @@ int cmd_info(int argc, char **argv) {
 
 static const char SCORE_HELP[] =
     "usage: finetune score MODEL_DIR --ids 1,2,3,... [--device auto|cpu|cuda]\n"
+    "                      [--precision auto|fp32|bf16|fp16]\n"
     "\n"
     "Print, as one JSON array, the log-probability of each token after the first\n"
-    "given the tokens before it.\n";
+    "given the tokens before it. --precision: the compute dtype, as the recipe key\n"
+    "(auto: fp32 on the CPU, bf16 on sm_80+, fp16 on sm_75).\n";
 
 static void print_floats(const float *v, int n) {
     putchar('[');
@@ -109,7 +111,7 @@ static void print_floats(const float *v, int n) {
 }
 
 int cmd_score(int argc, char **argv) {
-    const char *dir = NULL, *ids_s = NULL, *device = "auto";
+    const char *dir = NULL, *ids_s = NULL, *device = "auto", *precision = "auto";
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             fputs(SCORE_HELP, stdout);
@@ -120,6 +122,9 @@ int cmd_score(int argc, char **argv) {
         } else if (strcmp(argv[i], "--device") == 0) {
             NEED_VALUE("score", i, argc, argv);
             device = argv[++i];
+        } else if (strcmp(argv[i], "--precision") == 0) {
+            NEED_VALUE("score", i, argc, argv);
+            precision = argv[++i];
         } else if (argv[i][0] == '-') {
             return cli_usage_error("score", "unknown option %s", argv[i]);
         } else if (!dir) {
@@ -137,7 +142,7 @@ int cmd_score(int argc, char **argv) {
     ft_model *m = NULL;
     int rc = cli_parse_ids(ids_s, &ids, &n, &e);
     if (!rc) rc = ft_backend_create(device, &b, &e);
-    if (!rc) rc = model_load(dir, b, &m, &e);
+    if (!rc) rc = cli_load_model(dir, b, precision, &m, &e);
     float *lp = ft_xcalloc(n, sizeof(float));
     if (!rc) rc = model_score(m, ids, (int)n, lp, &e);
     if (!rc) print_floats(lp, n > 0 ? (int)n - 1 : 0);
@@ -227,7 +232,7 @@ static int encode_prompt(const tmpl *t, const ds_conv *c, const char *raw, const
 
 /* Shared options of generate and chat. */
 typedef struct gen_args {
-    const char *dir, *device, *tokenizer, *template_name;
+    const char *dir, *device, *precision, *tokenizer, *template_name;
     long max_new, seed;
     double temp, top_p;
     int greedy, ignore_eos;
@@ -237,8 +242,8 @@ typedef struct gen_args {
 static int parse_gen_option(const char *cmd, gen_args *a, int argc, char **argv, int *i, ft_error *e) {
     const char *o = argv[*i];
     int rc = 0;
-    static const char *VALUED[] = {"--max-new", "--seed", "--temperature", "--top-p", "--device", "--tokenizer",
-                                   "--template"};
+    static const char *VALUED[] = {"--max-new", "--seed", "--temperature", "--top-p", "--device", "--precision",
+                                   "--tokenizer", "--template"};
     for (size_t k = 0; k < sizeof VALUED / sizeof *VALUED; k++)
         if (strcmp(o, VALUED[k]) == 0 && *i + 1 >= argc) return -cli_usage_error(cmd, "option %s needs a value", o);
     if (strcmp(o, "--max-new") == 0) {
@@ -253,6 +258,8 @@ static int parse_gen_option(const char *cmd, gen_args *a, int argc, char **argv,
         if (!rc && !(a->top_p > 0 && a->top_p <= 1)) rc = ft_fail(e, FT_EINPUT, "--top-p must be in (0, 1]");
     } else if (strcmp(o, "--device") == 0) {
         a->device = argv[++*i];
+    } else if (strcmp(o, "--precision") == 0) {
+        a->precision = argv[++*i];
     } else if (strcmp(o, "--tokenizer") == 0) {
         a->tokenizer = argv[++*i];
     } else if (strcmp(o, "--template") == 0) {
@@ -273,8 +280,10 @@ static const char GENERATE_HELP[] =
     "usage: finetune generate MODEL_DIR (--prompt-ids 1,2,3 | --prompt TEXT [--template T]\n"
     "                         [--tokenizer DIR]) [--max-new N] [--greedy] [--temperature T]\n"
     "                         [--top-p P] [--seed S] [--ignore-eos] [--device auto|cpu|cuda]\n"
+    "                         [--precision auto|fp32|bf16|fp16]\n"
     "\n"
-    "Generate up to N new tokens (default 32) after the prompt with a KV cache.\n"
+    "Generate up to N new tokens (default 32) after the prompt with a KV cache, computing\n"
+    "in --precision (as the recipe key; auto: fp32 on the CPU, bf16 on sm_80+, fp16 on sm_75).\n"
     "With --prompt-ids, print them as one JSON array of ids. With --prompt, the text\n"
     "is encoded with the tokenizer (default: MODEL_DIR's tokenizer.json); with\n"
     "--template T (a chat template name, e.g. danube) it is sent as one user turn\n"
@@ -286,7 +295,7 @@ static const char GENERATE_HELP[] =
     "--ignore-eos.\n";
 
 int cmd_generate(int argc, char **argv) {
-    gen_args a = {.device = "auto", .max_new = 32, .temp = 1.0, .top_p = 1.0};
+    gen_args a = {.device = "auto", .precision = "auto", .max_new = 32, .temp = 1.0, .top_p = 1.0};
     const char *ids_s = NULL, *prompt = NULL;
     ft_error e = {0};
     for (int i = 1; i < argc; i++) {
@@ -334,7 +343,7 @@ int cmd_generate(int argc, char **argv) {
         ds_conv_free(&c);
     }
     if (!rc) rc = ft_backend_create(a.device, &b, &e);
-    if (!rc) rc = model_load(a.dir, b, &m, &e);
+    if (!rc) rc = cli_load_model(a.dir, b, a.precision, &m, &e);
     if (!rc && tok && tok_vocab_size(tok) > m->cfg.vocab_size)
         rc = ft_fail(&e, FT_EINPUT, "the tokenizer has %d tokens but %s/config.json says vocab_size %d: wrong --tokenizer?",
                      tok_vocab_size(tok), a.dir, m->cfg.vocab_size);
@@ -367,7 +376,7 @@ int cmd_generate(int argc, char **argv) {
 static const char CHAT_HELP[] =
     "usage: finetune chat MODEL_DIR --template T [--tokenizer DIR] [--system TEXT]\n"
     "                     [--max-new N] [--temperature T] [--top-p P] [--greedy]\n"
-    "                     [--seed S] [--device auto|cpu|cuda]\n"
+    "                     [--seed S] [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n"
     "\n"
     "Talk to a model in the terminal. Each line read from standard input is a user\n"
     "turn; the whole conversation so far is rendered with the chat template T (the\n"
@@ -397,7 +406,7 @@ static char *read_line(FILE *in) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    gen_args a = {.device = "auto", .max_new = 256, .temp = 0.7, .top_p = 0.9};
+    gen_args a = {.device = "auto", .precision = "auto", .max_new = 256, .temp = 0.7, .top_p = 0.9};
     const char *system = NULL;
     ft_error e = {0};
     for (int i = 1; i < argc; i++) {
@@ -429,7 +438,7 @@ int cmd_chat(int argc, char **argv) {
     int rc = tmpl_builtin(a.template_name, &t, &e);
     if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
     if (!rc) rc = ft_backend_create(a.device, &b, &e);
-    if (!rc) rc = model_load(a.dir, b, &m, &e);
+    if (!rc) rc = cli_load_model(a.dir, b, a.precision, &m, &e);
     if (!rc && tok_vocab_size(tok) > m->cfg.vocab_size)
         rc = ft_fail(&e, FT_EINPUT, "the tokenizer has %d tokens but %s/config.json says vocab_size %d: wrong --tokenizer?",
                      tok_vocab_size(tok), a.dir, m->cfg.vocab_size);

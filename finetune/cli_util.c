@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "trainer.h"
 
 int cli_report(const char *cmd, const ft_error *e) {
     fprintf(stderr, "finetune %s: %s\n", cmd, e->msg[0] ? e->msg : "failed");
@@ -78,4 +79,10 @@ int cli_is_one_of(const char *arg, const char *const *names) {
     for (; *names; names++)
         if (strcmp(arg, *names) == 0) return 1;
     return 0;
+}
+
+int cli_load_model(const char *dir, ft_backend *b, const char *precision, ft_model **out, ft_error *e) {
+    ft_dtype dt;
+    int rc = trainer_compute_dtype(precision, b, &dt, e);
+    return rc ? rc : model_load_frozen(dir, b, 0, dt, out, e);
 }

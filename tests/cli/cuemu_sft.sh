@@ -7,6 +7,7 @@
 #   - QLoRA (NF4 base) with LoRA dropout 0.05 in bf16: the loss falls, resume is exact;
 #   - DPO with LoRA in bf16: the precomputed and the on-the-fly reference, and the same checkpoint as a
 #     separate reference model, give the same run;
+#   - score and generate compute in bf16 (--precision) close to fp32;
 #   - bf16 on an sm_75 GPU and any GPU below sm_75 are refused with a clear message;
 #   - a model that does not fit the (emulated) GPU stops with exit 4 and the memory estimate.
 # Skipped (77) without the emulator build (FT_BIN_CUEMU). On a GPU machine tests/gpu/run.sh runs the same
@@ -143,16 +144,31 @@ check "dpo bf16: the separate reference model gives the same losses" \
   '[ "$(losses "$T/dpo_ref/metrics.jsonl")" = "$(losses "$T/dpo_pre/metrics.jsonl")" ]'
 check "dpo bf16: adapter written" '[ -s "$T/dpo_pre/adapter_model.safetensors" ]'
 
+# 6. inference in 16 bits (--precision, auto = bf16 here): score within bf16 rounding of fp32, and greedy
+#    generation runs with the KV cache in bf16
+MODEL=$T/fp16/run
+"$FT" score "$MODEL" --ids 1,5,9,200,7,42 --device cuda --precision fp32 > "$T/score32" 2>&1
+rc32=$?
+"$FT" score "$MODEL" --ids 1,5,9,200,7,42 --device cuda > "$T/score16" 2>&1
+rc=$?
+check "score on the GPU in fp32 and bf16: exit 0 ($(cat "$T/score16"))" '[ $rc32 = 0 ] && [ $rc = 0 ]'
+check "score bf16 within 0.05 of fp32 per token" \
+  'paste -d" " <(tr -d "[] " < "$T/score32" | tr , "\n") <(tr -d "[] " < "$T/score16" | tr , "\n") |
+     awk "{ n++; d = \$1 - \$2; if (d < 0) d = -d; if (d >= 0.05 || \$2 == \"\") bad = 1 } END { exit bad || n != 5 }"'
+"$FT" generate "$MODEL" --prompt-ids 1,5,9 --max-new 6 --greedy --ignore-eos --device cuda --precision bf16 > "$T/gen16" 2>&1
+rc=$?
+check "generate bf16 on the GPU: 6 new tokens ($(cat "$T/gen16"))" '[ $rc = 0 ] && [ "$(tr -cd , < "$T/gen16" | wc -c)" = 5 ]'
+
 [ "$ON_GPU" = 1 ] && exit $fail
 
-# 6. bf16 on a T4-class GPU is refused; fp16 is what auto picks there
+# 7. bf16 on a T4-class GPU is refused; fp16 is what auto picks there
 recipe t4 '"precision": "bf16"'
 CUEMU_SM=75 run t4
 rc=$?
 check "sm_75 bf16: refused with exit 2 (got $rc)" '[ $rc = 2 ]'
 check "sm_75 bf16: message names bf16 and the GPU ($(tail -1 "$T/t4/log"))" 'grep -qi "bf16" "$T/t4/log" && grep -q "75" "$T/t4/log"'
 
-# 7. a GPU older than sm_75 is refused, naming it
+# 8. a GPU older than sm_75 is refused, naming it
 recipe old "$F"
 CUEMU_SM=70 run old
 rc=$?
@@ -160,7 +176,7 @@ check "sm_70: exit 5 (no usable device), not a crash (got $rc)" '[ $rc = 5 ]'
 check "sm_70: message names the compute capability and the minimum ($(tail -1 "$T/old/log"))" \
   'grep -q "compute capability 7.0; finetune needs 7.5 or newer" "$T/old/log"'
 
-# 8. out of GPU memory: exit 4, the estimate and what to lower
+# 9. out of GPU memory: exit 4, the estimate and what to lower
 recipe oom "$F"
 CUEMU_MEM_MIB=24 run oom batch_size=8
 rc=$?

@@ -38,6 +38,14 @@ expect 0 "" -- "$BIN" score "$T/m" --ids 1,5,9,200,7 --device cpu
 n=$(tr -cd ',' <"$T/out" | wc -c)
 [ "$n" = 3 ] && grep -q '^\[-' "$T/out" && ok || bad "score output: $(cat "$T/out")"
 
+# --precision: fp32 is the CPU's (the same numbers), 16 bits on the CPU is refused naming the fix, a bad name too
+p32=$(cat "$T/out")
+expect 0 "" -- "$BIN" score "$T/m" --ids 1,5,9,200,7 --device cpu --precision fp32
+[ "$p32" = "$(cat "$T/out")" ] && ok || bad "score --precision fp32 differs: $(cat "$T/out") vs $p32"
+expect 2 "needs device=cuda" -- "$BIN" score "$T/m" --ids 1,5,9 --device cpu --precision bf16
+expect 2 "needs device=cuda" -- "$BIN" generate "$T/m" --prompt-ids 1,5,9 --device cpu --precision fp16
+expect 2 "expected auto, fp32, bf16 or fp16" -- "$BIN" score "$T/m" --ids 1,5,9 --precision fp8
+
 # generate: greedy is deterministic; sampling with a seed is reproducible
 expect 0 "" -- "$BIN" generate "$T/m" --prompt-ids 1,5,9 --max-new 6 --greedy --ignore-eos
 g1=$(cat "$T/out")
