@@ -5,16 +5,17 @@
 #
 # Detects the GPU's compute capability, builds for just that arch, runs the gpu
 # tests, then every test, then the benchmarks in the build dir, then (when the
-# tool is there) compute-sanitizer's memcheck, racecheck, synccheck and initcheck over the CUDA op test. Every log
-# goes under $OUT, with summary.txt (date, GPU, commit, what passed/failed).
+# tool is there) compute-sanitizer's memcheck, racecheck, synccheck and initcheck
+# over the CUDA op test. Every log goes under $OUT, with summary.txt (date, GPU,
+# commit, what passed/failed); PACK=1 packs the logs into $OUT/logs.tgz.
 # The machine has no network: nothing is installed; a missing dependency is
 # reported in the summary. Knobs: JOBS, CTEST_TIMEOUT (s per test, 300),
 # BENCH_TIMEOUT (s per bench, 120), GPU_TESTS (1: the CUDA tests and the sft scenarios),
-# FULL_CTEST (1), BENCH (1: the bench_* programs), SANITIZE (1), BENCH_TRAIN (1).
+# FULL_CTEST (1), BENCH (1: the bench_* programs), SANITIZE (1), BENCH_TRAIN (1), PACK (0).
 # Everything at once can take more than the device tool's 10 minutes per command; two calls fit
 # (the build is kept between them while the machine stays warm; docs/gpu-log.md, "How to run"):
-#   OUT=$OUT SANITIZE=0 bash tests/gpu/run.sh                                 (tests, scenarios, benchmarks: ~5 min)
-#   OUT=$OUT GPU_TESTS=0 FULL_CTEST=0 BENCH=0 BENCH_TRAIN=0 bash tests/gpu/run.sh   (compute-sanitizer: ~2.5 min)
+#   OUT=$OUT PACK=1 SANITIZE=0 bash tests/gpu/run.sh                   (tests, scenarios, benchmarks: ~5 min)
+#   OUT=$OUT PACK=1 GPU_TESTS=0 FULL_CTEST=0 BENCH=0 BENCH_TRAIN=0 bash tests/gpu/run.sh   (sanitizers: ~2.5 min)
 set -u
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/gpu-out}
@@ -177,4 +178,9 @@ if [ "${BENCH_TRAIN:-1}" = 1 ] && [ -f "$ROOT/bench/train_gpu.sh" ]; then
 fi
 
 say "result: $failures step(s) failed"
+# PACK=1: every log but summary.txt into one logs.tgz (the device tool returns only a few files per call)
+if [ "${PACK:-0}" = 1 ]; then
+    (cd "$OUT" && tar czf logs.tgz --exclude=summary.txt --exclude=logs.tgz -- * &&
+        find . -mindepth 1 -not -name logs.tgz -not -name summary.txt -delete)
+fi
 [ $failures -eq 0 ]
