@@ -276,7 +276,7 @@ static int train_adapter(ft_backend *b, int kind, ft_dtype dt, double *losses) {
 }
 
 /* The base the adapter runs train on: a random tiny Llama (std 0.2, so it has structure to adapt) saved as
- * an fp32 checkpoint in a temp dir. */
+ * a checkpoint of the given dtype in a temp dir (make_base: fp32). */
 static int make_base_as(const ft_config *cfg, ft_dtype dtype) {
     ft_error e;
     ft_backend *cpu = ft_backend_cpu_create();
