@@ -157,6 +157,34 @@ static void dpo_batch(int32_t *ids, int32_t *pos, int32_t *doc, int32_t *tg, int
     }
 }
 
+/* An adapter run set up as `finetune sft` does it: the base checkpoint in model_dir loaded frozen in dt
+ * (QLoRA: its linears quantized to NF4), a LoRA of rank r on all linears, and an optimizer over A and B. */
+static int adapter_setup(ft_backend *b, int quantize, ft_dtype dt, int r, float dropout, const ft_optim_cfg *oc,
+                         ft_model **m, lora_adapter **a, ft_weights *g, ft_optim **o, ft_error *e) {
+    lora_cfg lc = {0};
+    lc.r = r;
+    lc.alpha = 2 * r;
+    lc.dropout = dropout;
+    ft_param *pw = NULL, *pg = NULL;
+    int np = 0;
+    int rc = lora_parse_targets("\"all-linear\"", &lc, "test_cuda_train", e);
+    if (!rc) rc = model_load_frozen(model_dir, b, quantize, dt, m, e);
+    if (!rc) rc = lora_create(*m, &lc, 3, a, e);
+    if (!rc && quantize) rc = lora_quantize_base(*a, *m, model_dir, e);
+    if (!rc) {
+        lora_attach(*a, *m);
+        rc = model_set_precision(*m, dt, frozen, NULL, e); /* a no-op after model_load_frozen, as in the trainer */
+    }
+    if (!rc) rc = grads_create(*m, frozen, NULL, g, e);
+    if (!rc) rc = optim_create_ex(*m, g, oc, 1, o, e);
+    if (!rc) rc = lora_grads_create(*a, e);
+    if (!rc) lora_params(*a, &pw, &pg, &np);
+    for (int i = 0; i < np && !rc; i++) rc = optim_add_param(*o, pw[i].name, pw[i].t, pg[i].t, e);
+    free(pw), free(pg);
+    lora_cfg_free(&lc);
+    return rc;
+}
+
 /* losses[STEPS] of adapter training of `kind` on backend b in compute dtype dt */
 static int train_adapter(ft_backend *b, int kind, ft_dtype dt, double *losses) {
     ft_error e = {0};
@@ -164,33 +192,13 @@ static int train_adapter(ft_backend *b, int kind, ft_dtype dt, double *losses) {
     lora_adapter *a = NULL;
     ft_weights g = {0};
     ft_optim *o = NULL;
-    lora_cfg lc = {0};
-    lc.r = 8;
-    lc.alpha = 16;
-    lc.dropout = 0.1f;
     ft_optim_cfg oc = optim_defaults();
     oc.lr = kind == K_DPO ? 1e-3f : 3e-3f; /* slow enough that the curves still move at step 50 */
     oc.grad_clip = 1.0f;
     oc.weight_decay = 0.0f;
     oc.schedule = FT_SCHED_CONSTANT;
     oc.total_steps = STEPS;
-    ft_param *pw = NULL, *pg = NULL;
-    int np = 0;
-    int rc = lora_parse_targets("\"all-linear\"", &lc, "test_cuda_train", &e);
-    if (!rc) rc = model_load_frozen(model_dir, b, kind == K_QLORA, dt, &m, &e); /* as `finetune sft` */
-    if (!rc) rc = lora_create(m, &lc, 3, &a, &e);
-    if (!rc && kind == K_QLORA) rc = lora_quantize_base(a, m, model_dir, &e);
-    if (!rc) {
-        lora_attach(a, m);
-        rc = model_set_precision(m, dt, frozen, NULL, &e); /* a no-op after model_load_frozen, as in the trainer */
-    }
-    if (!rc) rc = grads_create(m, frozen, NULL, &g, &e);
-    if (!rc) rc = optim_create_ex(m, &g, &oc, 1, &o, &e);
-    if (!rc) rc = lora_grads_create(a, &e);
-    if (!rc) lora_params(a, &pw, &pg, &np);
-    for (int i = 0; i < np && !rc; i++) rc = optim_add_param(o, pw[i].name, pw[i].t, pg[i].t, &e);
-    free(pw), free(pg);
-    lora_cfg_free(&lc);
+    int rc = adapter_setup(b, kind == K_QLORA, dt, 8, 0.1f, &oc, &m, &a, &g, &o, &e);
     int32_t ids[T], pos[T], doc[T], tg[T];
     int sample_of[T], n = 0;
     float logp[T], dlogp[T];
@@ -352,23 +360,7 @@ static void memory_check(const ft_config *big, int64_t S, ft_train_mode mode) {
         if (!rc) rc = grads_create(m, NULL, NULL, &g, &e);
         if (!rc) rc = optim_create(m, &g, &oc, &o, &e);
     } else {
-        lora_cfg lc = {0};
-        lc.r = r;
-        lc.alpha = 2 * r;
-        ft_param *pw = NULL, *pg = NULL;
-        int np = 0;
-        rc = lora_parse_targets("\"all-linear\"", &lc, "test_cuda_train", &e);
-        if (!rc) rc = model_load_frozen(model_dir, g2, mode == FT_TRAIN_QLORA, dt, &m, &e);
-        if (!rc) rc = lora_create(m, &lc, 3, &a, &e);
-        if (!rc && mode == FT_TRAIN_QLORA) rc = lora_quantize_base(a, m, model_dir, &e);
-        if (!rc) lora_attach(a, m);
-        if (!rc) rc = grads_create(m, frozen, NULL, &g, &e);
-        if (!rc) rc = optim_create_ex(m, &g, &oc, 1, &o, &e);
-        if (!rc) rc = lora_grads_create(a, &e);
-        if (!rc) lora_params(a, &pw, &pg, &np);
-        for (int i = 0; i < np && !rc; i++) rc = optim_add_param(o, pw[i].name, pw[i].t, pg[i].t, &e);
-        free(pw), free(pg);
-        lora_cfg_free(&lc);
+        rc = adapter_setup(g2, mode == FT_TRAIN_QLORA, dt, r, 0.0f, &oc, &m, &a, &g, &o, &e);
     }
     int32_t V = (int32_t)big->vocab_size;
     int32_t *ids = malloc(S * 4), *pos = malloc(S * 4), *doc = calloc(S, 4), *tg = malloc(S * 4);
