@@ -2,7 +2,7 @@
  * gemm GFLOP/s at a few model-shaped sizes (all transpose cases at one size),
  * attention forward/backward tokens/s, fused lm_head log-prob tokens/s.
  * Usage: bench_cpu_ops [scale]  (scale < 1 shrinks every size, for a quick run) */
-#include "backend.h"
+#include "finetune/backend/backend.h"
 
 #include <math.h>
 #include <omp.h>

@@ -5,7 +5,7 @@
  * run until 0.3 s pass, synchronised, and reported per call.
  * Without a usable GPU it says so and exits 0 (nothing to measure).
  * Usage: bench_cuda_ops [scale]   (scale < 1 shrinks the token count) */
-#include "backend.h"
+#include "finetune/backend/backend.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "job.h"
+#include "finetune/cli/cli.h"
 
 static const char HELP[] = "usage: bench_sft_batches RECIPE.json [key=value ...] --epochs K\n"
                            "  prints the packed micro-batches finetune sft would train on, one JSON line each\n"
@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     job_args a;
-    int exit_now = job_parse_args("bench_sft_batches", HELP, n, args, &a);
+    int exit_now = cli_parse_job_args("bench_sft_batches", HELP, n, args, &a);
     if (exit_now >= 0) {
         free(args);
         return exit_now;

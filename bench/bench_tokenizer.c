@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 int main(int argc, char **argv) {
     if (argc < 3) {

@@ -14,7 +14,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "util.h"
+#include "finetune/base/util.h"
 
 typedef enum { DS_SYSTEM = 0, DS_USER = 1, DS_ASSISTANT = 2 } ds_role;
 

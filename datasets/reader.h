@@ -14,7 +14,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "finetune/util.h"
+#include "finetune/base/util.h"
 
 #define DS_MAX_RECORD (64u << 20) /* 64 MiB per line / array element */
 

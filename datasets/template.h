@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "datasets/format.h"
-#include "tokenizer.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 typedef struct tmpl_spec {
     const char *begin;                     /* text at the very start ("{bos}" or "") */

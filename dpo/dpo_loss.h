@@ -15,7 +15,7 @@
 #ifndef FT_DPO_LOSS_H
 #define FT_DPO_LOSS_H
 
-#include "finetune/util.h"
+#include "finetune/base/util.h"
 
 typedef enum dpo_loss_type {
     DPO_SIGMOID = 0, /* DPO; with label_smoothing > 0 it is cDPO */

@@ -23,7 +23,7 @@
 
 #include <stdint.h>
 
-#include "finetune/util.h"
+#include "finetune/base/util.h"
 
 typedef enum refc_state {
     REFC_NEW = 0,     /* no usable cache: starting at pair 0 */

@@ -1,4 +1,4 @@
-#include "lora.h"
+#include "lora/lora.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "finetune/safetensors.h"
-#include "nf4.h"
+#include "finetune/io/safetensors.h"
+#include "lora/nf4.h"
 
 static const char *const SHORT[FT_LIN_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                 "gate_proj", "up_proj", "down_proj"};

@@ -25,7 +25,7 @@
 #ifndef FT_LORA_H
 #define FT_LORA_H
 
-#include "finetune/model.h"
+#include "finetune/model/model.h"
 
 typedef struct lora_cfg {
     int r;

@@ -1,4 +1,4 @@
-#include "nf4.h"
+#include "lora/nf4.h"
 
 #include <math.h>
 #include <stdio.h>

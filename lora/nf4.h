@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "finetune/util.h"
+#include "finetune/base/util.h"
 
 #define NF4_BLOCK 64
 #define NF4_NESTED_BLOCK 256

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tok_internal.h"
+#include "datasets/tokenizer/tok_internal.h"
 
 #define CACHE_SLOTS (1u << 15)
 #define CACHE_ARENA (1u << 21)

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tok_internal.h"
+#include "datasets/tokenizer/tok_internal.h"
 
 /* Rust String::from_utf8_lossy: each maximal invalid subpart becomes U+FFFD. */
 static void put_lossy(tok_sbuf *o, const uint8_t *s, size_t n) {

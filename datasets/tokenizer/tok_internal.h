@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 /* ---------- small helpers ---------- */
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tok_internal.h"
-#include "tok_unicode.h"
+#include "datasets/tokenizer/tok_internal.h"
+#include "datasets/tokenizer/tok_unicode.h"
 
 /* ---------- pre-tokenizers ---------- */
 

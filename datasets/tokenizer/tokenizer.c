@@ -5,7 +5,7 @@
  * post-processor's template. This file: loading (tokenizer.json, tokenizer_config.json), added
  * tokens, the post-processor, tok_encode and the accessors; the other stages live in tok_pretok.c,
  * tok_bpe.c and tok_decode.c (tok_internal.h). */
-#include "tokenizer.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tok_internal.h"
-#include "tok_unicode.h"
+#include "datasets/tokenizer/tok_internal.h"
+#include "datasets/tokenizer/tok_unicode.h"
 
 /* ---------- added tokens ---------- */
 

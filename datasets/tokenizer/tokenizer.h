@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "util.h"
+#include "finetune/base/util.h"
 
 typedef struct ft_tokenizer ft_tokenizer;
 

@@ -1,4 +1,4 @@
-#include "arena.h"
+#include "finetune/backend/arena.h"
 
 #define ARENA_ALIGN 256
 

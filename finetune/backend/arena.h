@@ -6,7 +6,7 @@
 #ifndef FT_ARENA_H
 #define FT_ARENA_H
 
-#include "backend.h"
+#include "finetune/backend/backend.h"
 
 typedef struct ft_arena {
     ft_backend *b;

@@ -1,4 +1,4 @@
-#include "backend.h"
+#include "finetune/backend/backend.h"
 
 #include <string.h>
 

@@ -15,8 +15,8 @@
 #ifndef FT_BACKEND_H
 #define FT_BACKEND_H
 
-#include "tensor.h"
-#include "util.h"
+#include "finetune/base/tensor.h"
+#include "finetune/base/util.h"
 
 typedef struct ft_attn_layout {
     int64_t q_start;          /* key index of query 0: 0 in training, cache length when generating */

@@ -1,4 +1,4 @@
-#include "tensor.h"
+#include "finetune/base/tensor.h"
 
 #include <stdio.h>
 #include <string.h>

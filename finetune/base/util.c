@@ -1,5 +1,5 @@
 
-#include "util.h"
+#include "finetune/base/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -8,8 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
-#include "util.h"
+#include "finetune/model/model.h"
+#include "finetune/train/job.h"
+#include "finetune/base/util.h"
 
 int cmd_sft(int argc, char **argv);
 int cmd_dpo(int argc, char **argv);
@@ -40,5 +41,8 @@ int cli_is_help(const char *arg);
 int cli_load_model(const char *dir, ft_backend *b, const char *precision, ft_model **out, ft_error *e);
 /* 1 when arg is one of the NULL-terminated names. */
 int cli_is_one_of(const char *arg, const char *const *names);
+/* The command line of a training job (sft, dpo): RECIPE.json [key=value ...] [--dry-run] [--resume].
+ * Prints help or a usage error itself. Returns -1 to go on, else the exit code (0 after --help). */
+int cli_parse_job_args(const char *cmd, const char *help, int argc, char **argv, job_args *a);
 
 #endif

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "trainer.h"
+#include "finetune/cli/cli.h"
+#include "finetune/train/trainer.h"
 
 int cli_report(const char *cmd, const ft_error *e) {
     fprintf(stderr, "finetune %s: %s\n", cmd, e->msg[0] ? e->msg : "failed");
@@ -85,4 +85,27 @@ int cli_load_model(const char *dir, ft_backend *b, const char *precision, ft_mod
     ft_dtype dt;
     int rc = trainer_compute_dtype(precision, b, &dt, e);
     return rc ? rc : model_load_frozen(dir, b, 0, dt, out, e);
+}
+
+int cli_parse_job_args(const char *cmd, const char *help, int argc, char **argv, job_args *a) {
+    memset(a, 0, sizeof *a);
+    a->argc = argc;
+    a->argv = argv;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            fputs(help, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            a->dry_run = 1;
+        } else if (strcmp(argv[i], "--resume") == 0) {
+            a->resume = 1;
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error(cmd, "unknown option %s", argv[i]);
+        } else if (!strchr(argv[i], '=')) {
+            if (a->recipe) return cli_usage_error(cmd, "unexpected argument %s (overrides are key=value)", argv[i]);
+            a->recipe = argv[i];
+        }
+    }
+    if (!a->recipe) return cli_usage_error(cmd, "missing RECIPE.json");
+    return -1;
 }

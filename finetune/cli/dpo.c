@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "finetune/cli/cli.h"
 #include "dpo/dpo_batch.h"
 #include "dpo/refcache.h"
-#include "job.h"
-#include "memplan.h"
+#include "finetune/train/job.h"
+#include "finetune/model/memplan.h"
 
 static const char DPO_HELP[] =
     "usage: finetune dpo RECIPE.json [key=value ...] [--dry-run] [--resume]\n"
@@ -419,7 +419,7 @@ static int compute_references(dpo_job *d, ft_error *e) {
 
 int cmd_dpo(int argc, char **argv) {
     job_args args;
-    int exit_now = job_parse_args("dpo", DPO_HELP, argc, argv, &args);
+    int exit_now = cli_parse_job_args("dpo", DPO_HELP, argc, argv, &args);
     if (exit_now >= 0) return exit_now;
     ft_error e = {0};
     rcp *r = NULL;

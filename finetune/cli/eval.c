@@ -9,14 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "finetune/cli/cli.h"
 #include "datasets/dataset.h"
 #include "datasets/example.h"
 #include "datasets/template.h"
 #include "dpo/dpo_batch.h"
 #include "lora/lora.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "finetune/model/model.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 static const char EVAL_HELP[] =
     "usage: finetune eval MODEL_DIR --data FILE --template T [--format F] [--tokenizer DIR]\n"

@@ -18,14 +18,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "cli.h"
-#include "config.h"
-#include "export.h"
+#include "finetune/backend/backend.h"
+#include "finetune/cli/cli.h"
+#include "finetune/model/config.h"
+#include "finetune/io/export.h"
 #include "lora/lora.h"
 #include "lora/nf4.h"
-#include "model.h"
-#include "safetensors.h"
+#include "finetune/model/model.h"
+#include "finetune/io/safetensors.h"
 
 #define NEED_VALUE(cmd, i, argc, argv)                                                                     \
     do {                                                                                                   \
@@ -263,7 +263,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
         snprintf(oc.torch_dtype, sizeof oc.torch_dtype, "%s", torch_name(dt));
         rc = cfg_write(tmp, &oc, e);
     }
-    if (!rc) rc = export_generation_config(&cfg, tmp, e);
+    if (!rc) rc = export_generation_config(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, tmp, e);
     if (!rc) {
         tmpl = adapter_chat_template(a->adapter);
         const char *dirs[2] = {a->base, a->adapter};
@@ -521,7 +521,7 @@ static int quantize_run(const char *src, const char *out, const char *dtype, ft_
     /* 2. declare */
     if (!rc) rc = out_prepare(out, &tmp, e);
     if (!rc) rc = write_quant_config(tmp, &cfg, dt, e);
-    if (!rc) rc = export_generation_config(&cfg, tmp, e);
+    if (!rc) rc = export_generation_config(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, tmp, e);
     if (!rc) {
         char *p = ft_path_join(src, "tokenizer.json");
         if (ft_file_exists(p)) rc = export_tokenizer(src, tmp, NULL, e);

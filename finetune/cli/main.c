@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "finetune/cli/cli.h"
 
 typedef struct {
     const char *name;

@@ -4,12 +4,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "finetune/cli/cli.h"
 #include "datasets/format.h"
 #include "datasets/template.h"
-#include "memplan.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "finetune/model/memplan.h"
+#include "finetune/model/model.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 /* Next option value or a usage error. */
 #define NEED_VALUE(cmd, i, argc, argv) \

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli.h"
+#include "finetune/cli/cli.h"
 
 typedef struct {
     char *key;

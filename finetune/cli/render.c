@@ -6,11 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "finetune/cli/cli.h"
 #include "datasets/dataset.h"
 #include "datasets/example.h"
 #include "datasets/template.h"
-#include "tokenizer.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 static void help(void) {
     printf("usage: finetune render --data FILE --template T --tokenizer DIR [options]\n\n"

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "job.h"
-#include "memplan.h"
+#include "finetune/cli/cli.h"
+#include "finetune/train/job.h"
+#include "finetune/model/memplan.h"
 
 static const char SFT_HELP[] =
     "usage: finetune sft RECIPE.json [key=value ...] [--dry-run] [--resume]\n"
@@ -168,7 +168,7 @@ static void print_read_stats(const char *what, const sft_data *d) {
 
 int cmd_sft(int argc, char **argv) {
     job_args args;
-    int exit_now = job_parse_args("sft", SFT_HELP, argc, argv, &args);
+    int exit_now = cli_parse_job_args("sft", SFT_HELP, argc, argv, &args);
     if (exit_now >= 0) return exit_now;
     ft_error e = {0};
     rcp *r = NULL;

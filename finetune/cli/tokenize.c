@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "tokenizer.h"
+#include "finetune/cli/cli.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -1,4 +1,4 @@
-#include "ckpt.h"
+#include "finetune/io/ckpt.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

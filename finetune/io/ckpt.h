@@ -24,9 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "safetensors.h"
-#include "tensor.h"
-#include "util.h"
+#include "finetune/io/safetensors.h"
+#include "finetune/base/tensor.h"
+#include "finetune/base/util.h"
 
 typedef struct ckpt_writer ckpt_writer;
 

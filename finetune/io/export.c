@@ -1,4 +1,4 @@
-#include "export.h"
+#include "finetune/io/export.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -17,12 +17,12 @@ static int write_json(const char *dir, const char *name, cJSON *obj, ft_error *e
     return rc;
 }
 
-int export_generation_config(const ft_config *c, const char *out_dir, ft_error *e) {
+int export_generation_config(int bos_token_id, int eos_token_id, int pad_token_id, const char *out_dir, ft_error *e) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "_from_model_config", 1);
-    if (c->bos_token_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_token_id);
-    if (c->eos_token_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_token_id);
-    if (c->pad_token_id >= 0) cJSON_AddNumberToObject(o, "pad_token_id", c->pad_token_id);
+    if (bos_token_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", bos_token_id);
+    if (eos_token_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", eos_token_id);
+    if (pad_token_id >= 0) cJSON_AddNumberToObject(o, "pad_token_id", pad_token_id);
     int rc = write_json(out_dir, "generation_config.json", o, e);
     cJSON_Delete(o);
     return rc;

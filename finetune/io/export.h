@@ -1,6 +1,6 @@
 /* export: the files around the weights that make an output directory a complete HF model.
  *
- * export_generation_config writes generation_config.json (bos/eos/pad from config.json).
+ * export_generation_config writes generation_config.json (the bos/eos/pad ids of config.json; -1 = absent).
  * export_tokenizer copies tokenizer.json and special_tokens_map.json from the tokenizer
  * directory and writes tokenizer_config.json (the source's, or a minimal one) with
  * "chat_template" set to the Jinja of the template we trained with, so transformers'
@@ -8,9 +8,9 @@
 #ifndef FT_EXPORT_H
 #define FT_EXPORT_H
 
-#include "config.h"
+#include "finetune/base/util.h"
 
-int export_generation_config(const ft_config *cfg, const char *out_dir, ft_error *e);
+int export_generation_config(int bos_token_id, int eos_token_id, int pad_token_id, const char *out_dir, ft_error *e);
 /* chat_template may be NULL (keep the source's). */
 int export_tokenizer(const char *tok_dir, const char *out_dir, const char *chat_template, ft_error *e);
 

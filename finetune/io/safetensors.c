@@ -1,4 +1,4 @@
-#include "safetensors.h"
+#include "finetune/io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>

@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tensor.h"
-#include "util.h"
+#include "finetune/base/tensor.h"
+#include "finetune/base/util.h"
 
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000) /* refuse headers above 100 MB */
 #define ST_DEFAULT_SHARD_BYTES ((uint64_t)5 * 1000 * 1000 * 1000) /* "5GB" as transformers */

@@ -1,4 +1,4 @@
-#include "config.h"
+#include "finetune/model/config.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

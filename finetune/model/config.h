@@ -7,7 +7,7 @@
 #ifndef FT_CONFIG_H
 #define FT_CONFIG_H
 
-#include "util.h"
+#include "finetune/base/util.h"
 
 typedef enum { FT_ARCH_LLAMA = 0, FT_ARCH_MISTRAL, FT_ARCH_QWEN2 } ft_arch;
 typedef enum { FT_ROPE_NONE = 0, FT_ROPE_LINEAR, FT_ROPE_DYNAMIC, FT_ROPE_LLAMA3 } ft_rope_type;

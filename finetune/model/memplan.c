@@ -1,6 +1,6 @@
-#include "memplan.h"
+#include "finetune/model/memplan.h"
 
-#include "model.h"
+#include "finetune/model/model.h"
 
 int64_t memplan_lora_params(const ft_config *c, int r) {
     int64_t D = c->hidden_size, F = c->intermediate_size;

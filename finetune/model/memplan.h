@@ -9,7 +9,7 @@
 #ifndef FT_MEMPLAN_H
 #define FT_MEMPLAN_H
 
-#include "config.h"
+#include "finetune/model/config.h"
 
 typedef enum { FT_TRAIN_FULL = 0, FT_TRAIN_LORA, FT_TRAIN_QLORA } ft_train_mode;
 

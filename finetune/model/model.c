@@ -1,12 +1,12 @@
-#include "model.h"
+#include "finetune/model/model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rope.h"
-#include "safetensors.h"
+#include "finetune/model/rope.h"
+#include "finetune/io/safetensors.h"
 
 static void train_state_free(ft_train_state *s);
 

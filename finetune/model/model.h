@@ -16,9 +16,9 @@
 #ifndef FT_MODEL_H
 #define FT_MODEL_H
 
-#include "arena.h"
-#include "backend.h"
-#include "config.h"
+#include "finetune/backend/arena.h"
+#include "finetune/backend/backend.h"
+#include "finetune/model/config.h"
 
 typedef struct ft_layer {
     ft_tensor ln1, wq, wk, wv, wo, bq, bk, bv, bo; /* biases: ndim 0 when absent (bo: Llama only) */

@@ -1,4 +1,4 @@
-#include "rope.h"
+#include "finetune/model/rope.h"
 
 #include <math.h>
 

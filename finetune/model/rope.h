@@ -8,7 +8,7 @@
 #ifndef FT_ROPE_H
 #define FT_ROPE_H
 
-#include "config.h"
+#include "finetune/model/config.h"
 
 void rope_inv_freq(const ft_config *cfg, int64_t seq_len, float *inv_freq, float *mscale);
 

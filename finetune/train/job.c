@@ -1,14 +1,13 @@
-#include "job.h"
+#include "finetune/train/job.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "export.h"
-#include "memplan.h"
-#include "trainer.h"
+#include "finetune/io/export.h"
+#include "finetune/model/memplan.h"
+#include "finetune/train/trainer.h"
 
 #define GET(call)                 \
     do {                          \
@@ -85,29 +84,6 @@ static int job_read_lora(rcp *r, ft_job *j, ft_error *e) {
         return ft_fail(e, FT_EINPUT, "%s: key '%s': '%s' (expected nf4 or none)", rcp_name(r), k, s);
 #undef KEY
     return lora_check_cfg(&j->lora, sec, e);
-}
-
-int job_parse_args(const char *cmd, const char *help, int argc, char **argv, job_args *a) {
-    memset(a, 0, sizeof *a);
-    a->argc = argc;
-    a->argv = argv;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            fputs(help, stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--dry-run") == 0) {
-            a->dry_run = 1;
-        } else if (strcmp(argv[i], "--resume") == 0) {
-            a->resume = 1;
-        } else if (argv[i][0] == '-') {
-            return cli_usage_error(cmd, "unknown option %s", argv[i]);
-        } else if (!strchr(argv[i], '=')) {
-            if (a->recipe) return cli_usage_error(cmd, "unexpected argument %s (overrides are key=value)", argv[i]);
-            a->recipe = argv[i];
-        }
-    }
-    if (!a->recipe) return cli_usage_error(cmd, "missing RECIPE.json");
-    return -1;
 }
 
 int job_load_recipe(const job_args *a, rcp **r, ft_error *e) {
@@ -397,7 +373,7 @@ int job_save_output(void *ctx, ft_model *m, ft_error *e) {
         return rc;
     }
     int rc = model_save(m, j->output_dir, j->train.save_dtype, e);
-    if (!rc) rc = export_generation_config(&m->cfg, j->output_dir, e);
+    if (!rc) rc = export_generation_config(m->cfg.bos_token_id, m->cfg.eos_token_id, m->cfg.pad_token_id, j->output_dir, e);
     if (!rc) rc = export_tokenizer(j->tokenizer_dir, j->output_dir, jinja, e);
     free(jinja);
     return rc;

@@ -12,9 +12,9 @@
 #include "datasets/dataset.h"
 #include "datasets/example.h"
 #include "datasets/template.h"
-#include "recipe.h"
-#include "tokenizer.h"
-#include "trainer.h"
+#include "finetune/train/recipe.h"
+#include "datasets/tokenizer/tokenizer.h"
+#include "finetune/train/trainer.h"
 #include "lora/lora.h"
 
 typedef struct ft_job {
@@ -47,16 +47,14 @@ typedef struct ft_job {
     tmpl *tmpl;
 } ft_job;
 
-/* The command line of a training job: RECIPE.json [key=value ...] [--dry-run] [--resume]. */
+/* The command line of a training job: RECIPE.json [key=value ...] [--dry-run] [--resume]
+ * (parsed by cli_parse_job_args). */
 typedef struct job_args {
     const char *recipe;
     int dry_run, resume;
     int argc;
     char **argv;
 } job_args;
-/* Parse argv (argv[0] is the command); prints help or a usage error itself. Returns -1 to go on, else
- * the exit code (0 after --help). */
-int job_parse_args(const char *cmd, const char *help, int argc, char **argv, job_args *a);
 /* Load the recipe and apply the key=value overrides in order. */
 int job_load_recipe(const job_args *a, rcp **r, ft_error *e);
 /* Write output_dir/recipe.resolved.json: the effective configuration of the run. */

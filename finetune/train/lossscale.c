@@ -1,4 +1,4 @@
-#include "lossscale.h"
+#include "finetune/train/lossscale.h"
 
 #include <math.h>
 

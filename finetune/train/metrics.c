@@ -1,4 +1,4 @@
-#include "metrics.h"
+#include "finetune/train/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "util.h"
+#include "finetune/base/util.h"
 
 /* ---- metrics.jsonl ---- */
 typedef struct mx_log mx_log;

@@ -1,4 +1,4 @@
-#include "optim.h"
+#include "finetune/train/optim.h"
 
 #include <math.h>
 #include <stdio.h>

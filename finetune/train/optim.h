@@ -9,7 +9,7 @@
 #ifndef FT_OPTIM_H
 #define FT_OPTIM_H
 
-#include "model.h"
+#include "finetune/model/model.h"
 
 typedef enum { FT_SCHED_CONSTANT = 0, FT_SCHED_LINEAR, FT_SCHED_COSINE } ft_schedule;
 

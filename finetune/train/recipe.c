@@ -1,4 +1,4 @@
-#include "recipe.h"
+#include "finetune/train/recipe.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

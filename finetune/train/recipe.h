@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "util.h"
+#include "finetune/base/util.h"
 
 typedef struct rcp rcp;
 

@@ -1,4 +1,4 @@
-#include "trainer.h"
+#include "finetune/train/trainer.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt.h"
-#include "lossscale.h"
-#include "metrics.h"
+#include "finetune/io/ckpt.h"
+#include "finetune/train/lossscale.h"
+#include "finetune/train/metrics.h"
 
 int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch) {
     if (cfg->max_steps > 0) return cfg->max_steps;

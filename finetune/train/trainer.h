@@ -13,7 +13,7 @@
 #define FT_TRAINER_H
 
 #include "datasets/batch.h"
-#include "optim.h"
+#include "finetune/train/optim.h"
 
 typedef struct ft_train_cfg {
     const char *output_dir;

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 extern "C" {
-#include "util.h"
+#include "finetune/base/util.h"
 }
 
 static int failures, checks;

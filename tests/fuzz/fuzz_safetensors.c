@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "safetensors.h"
+#include "finetune/io/safetensors.h"
 
 static volatile uint8_t sink;
 

@@ -3,8 +3,8 @@
 #ifndef FT_GRAD_CHECK_H
 #define FT_GRAD_CHECK_H
 
-#include "finetune/model.h"
-#include "finetune/safetensors.h"
+#include "finetune/model/model.h"
+#include "finetune/io/safetensors.h"
 #include "test.h"
 
 static void t_check_grads(ft_backend *b, const st_file *ref, const ft_param *p, int n, double tol, const char *label) {

@@ -3,8 +3,8 @@
  * final weights close to PyTorch's. */
 #include <cjson/cJSON.h>
 
-#include "finetune/optim.h"
-#include "finetune/safetensors.h"
+#include "finetune/train/optim.h"
+#include "finetune/io/safetensors.h"
 #include "test.h"
 
 int main(void) {

@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include "../test.h"
-#include "finetune/cli.h"
-#include "finetune/safetensors.h"
-#include "finetune/util.h"
+#include "finetune/cli/cli.h"
+#include "finetune/io/safetensors.h"
+#include "finetune/base/util.h"
 
 static cJSON *read_json(const char *path) {
     char *text = NULL;

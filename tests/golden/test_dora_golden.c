@@ -9,8 +9,8 @@
 #include <cjson/cJSON.h>
 #include <unistd.h>
 
-#include "finetune/cli.h"
-#include "finetune/safetensors.h"
+#include "finetune/cli/cli.h"
+#include "finetune/io/safetensors.h"
 #include "lora/lora.h"
 #include "lora/nf4.h"
 #include "test.h"

@@ -5,8 +5,8 @@
 #include <cjson/cJSON.h>
 
 #include "dpo/dpo_batch.h"
-#include "finetune/model.h"
-#include "finetune/safetensors.h"
+#include "finetune/model/model.h"
+#include "finetune/io/safetensors.h"
 #include "grad_check.h"
 
 static int32_t *ints(const cJSON *a, int *n) {

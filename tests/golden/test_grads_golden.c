@@ -3,8 +3,8 @@
  * unmasked tokens; every parameter's gradient within 1e-4 of the largest reference magnitude. */
 #include <cjson/cJSON.h>
 
-#include "finetune/model.h"
-#include "finetune/safetensors.h"
+#include "finetune/model/model.h"
+#include "finetune/io/safetensors.h"
 #include "grad_check.h"
 
 static const char *MODELS[] = {"llama-gqa",         "mistral-swa",        "llama-tied",        "llama-hd12",

@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "../test.h"
-#include "finetune/cli.h"
-#include "finetune/safetensors.h"
-#include "finetune/util.h"
+#include "finetune/cli/cli.h"
+#include "finetune/io/safetensors.h"
+#include "finetune/base/util.h"
 #include "lora/lora.h"
 
 static char base[512], adapter[512], fix[512], bnb[512];

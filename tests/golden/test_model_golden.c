@@ -2,7 +2,7 @@
  * per-token log-probs of single sequences, two samples packed into one row, and greedy generation. */
 #include <cjson/cJSON.h>
 
-#include "finetune/model.h"
+#include "finetune/model/model.h"
 #include "test.h"
 
 static const char *MODELS[] = {"llama-gqa",          "mistral-swa",       "llama-tied",

@@ -5,7 +5,7 @@
 #include <cjson/cJSON.h>
 #include <unistd.h>
 
-#include "finetune/safetensors.h"
+#include "finetune/io/safetensors.h"
 #include "lora/lora.h"
 #include "test.h"
 

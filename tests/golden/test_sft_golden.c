@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "../test.h"
-#include "safetensors.h"
-#include "util.h"
+#include "finetune/io/safetensors.h"
+#include "finetune/base/util.h"
 
 static char *slurp(const char *path) {
     char *text = NULL;

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "test.h"
-#include "tokenizer.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 static void show_ids(const char *label, const int32_t *v, size_t n) {
     fprintf(stderr, "    %s (%zu):", label, n);

@@ -13,8 +13,8 @@
  * fp16 runs with a loss scale of 1024, as training does, and unscales on the host. bf16 is skipped below
  * sm_80, as the trainer refuses it there. Every measured error is printed so a GPU session can record them.
  * Without a usable GPU: exit 77 (skipped). */
-#include "backend.h"
-#include "model.h"
+#include "finetune/backend/backend.h"
+#include "finetune/model/model.h"
 #include "test.h"
 
 #include <stdint.h>

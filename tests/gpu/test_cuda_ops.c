@@ -9,7 +9,7 @@
  * BF16/F16 storage (gemm, rmsnorm, swiglu, attention) is checked against the CPU on
  * the same rounded inputs, within the 16-bit rounding of the output: 1e-2 for bf16,
  * 2e-3 for fp16. */
-#include "backend.h"
+#include "finetune/backend/backend.h"
 #include "test.h"
 
 #include <stdint.h>

@@ -27,13 +27,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "finetune/backend/backend.h"
 #include "dpo/dpo_loss.h"
 #include "lora/lora.h"
-#include "lossscale.h"
-#include "memplan.h"
-#include "model.h"
-#include "optim.h"
+#include "finetune/train/lossscale.h"
+#include "finetune/model/memplan.h"
+#include "finetune/model/model.h"
+#include "finetune/train/optim.h"
 #include "test.h"
 
 #include <stdint.h>

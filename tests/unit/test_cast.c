@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "finetune/backend.h"
+#include "finetune/backend/backend.h"
 #include "test.h"
 
 static float from_bits(uint32_t u) {

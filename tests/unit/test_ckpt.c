@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ckpt.h"
+#include "finetune/io/ckpt.h"
 #include "test.h"
 
 static const char *RUN = "test_ckpt_run";

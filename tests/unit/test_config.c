@@ -1,7 +1,7 @@
 /* config.json: parse configs against what transformers made of them
  * (tests/fixtures/ckpt/configs/expected.txt from tests/reference/make_ckpt_fixtures.py),
  * error cases, and write -> parse round trips. */
-#include "config.h"
+#include "finetune/model/config.h"
 
 #include <stdio.h>
 #include <stdlib.h>

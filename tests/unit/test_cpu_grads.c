@@ -7,7 +7,7 @@
  * dout = R. Covers rmsnorm (dx, dw, acc), embedding (repeated ids, acc),
  * rope (inverse), swiglu, attention (causal, packed, window, GQA, q_start > 0)
  * and token_logprobs (targets -1, several vocab chunks, dW accumulation). */
-#include "backend.h"
+#include "finetune/backend/backend.h"
 #include "test.h"
 
 #include <omp.h>

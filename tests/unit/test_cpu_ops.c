@@ -4,7 +4,7 @@
  * causal, packed, sliding-window, GQA and cached-decoding masks), swiglu,
  * add, add_bias, token_logprobs (full softmax), memory accounting and
  * determinism across thread counts. */
-#include "backend.h"
+#include "finetune/backend/backend.h"
 #include "test.h"
 
 #include <omp.h>

@@ -2,7 +2,7 @@
  * unchanged, A within +-1/sqrt(in)); QLoRA's NF4 base through hooks equals the model with dequantized weights. */
 #include <unistd.h>
 
-#include "finetune/safetensors.h"
+#include "finetune/io/safetensors.h"
 #include "lora/lora.h"
 #include "lora/nf4.h"
 #include "test.h"

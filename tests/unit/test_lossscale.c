@@ -1,7 +1,7 @@
 /* Loss scaler against PyTorch: replays tests/fixtures/precision/lossscale.txt (made by
  * tests/reference/make_lossscale_fixture.py from torch._amp_update_scale_, GradScaler's update) and checks
  * the scale and clean-step counter after every step; plus defaults and the disabled scaler. */
-#include "finetune/lossscale.h"
+#include "finetune/train/lossscale.h"
 #include "test.h"
 
 int main(void) {

@@ -3,7 +3,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 
-#include "metrics.h"
+#include "finetune/train/metrics.h"
 #include "test.h"
 
 static const char *RUN = "test_metrics_run";

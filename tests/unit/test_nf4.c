@@ -3,7 +3,7 @@
  * tests/reference/make_lora_fixtures.py); dequantized values likewise. */
 #include <stdint.h>
 
-#include "finetune/safetensors.h"
+#include "finetune/io/safetensors.h"
 #include "lora/nf4.h"
 #include "test.h"
 

@@ -2,8 +2,8 @@
  * in alloc_host memory, copied back before each layer's recomputation) gives log-probs and gradients
  * bit-identical to keeping them on the device (a fixture model, packed batch); a 16-bit compute dtype on the
  * CPU backend is refused with FT_EINPUT, and the model stays usable in fp32. */
-#include "backend.h"
-#include "model.h"
+#include "finetune/backend/backend.h"
+#include "finetune/model/model.h"
 #include "test.h"
 
 enum { T = 30 };

@@ -1,7 +1,7 @@
 /* recipe: comments, overrides, typed getters, unused-key errors, resolved dump, paths. */
 #include <cjson/cJSON.h>
 
-#include "recipe.h"
+#include "finetune/train/recipe.h"
 #include "test.h"
 
 static const char *TEXT =

@@ -1,6 +1,6 @@
 /* safetensors: read files written by the Python library (tests/reference/make_ckpt_fixtures.py),
  * write byte-identical files, sharded checkpoints both ways, and every corruption is an error. */
-#include "safetensors.h"
+#include "finetune/io/safetensors.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "test.h"
-#include "tokenizer.h"
+#include "datasets/tokenizer/tokenizer.h"
 
 static int load_str(const char *json, ft_tokenizer **t, ft_error *e) {
     return tok_load_json(json, strlen(json), "x/tokenizer.json", t, e);

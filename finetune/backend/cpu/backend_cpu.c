@@ -9,7 +9,7 @@
  * attention: one pass per (query, head), online softmax over key blocks; the
  * Tq x Tk score matrix never exists. token_logprobs: logits chunked over the
  * vocabulary (T x chunk floats at a time). */
-#include "backend_cpu.h"
+#include "finetune/backend/cpu/backend_cpu.h"
 
 #include <math.h>
 #include <omp.h>

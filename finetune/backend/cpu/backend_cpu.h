@@ -11,7 +11,7 @@
 #ifndef FT_BACKEND_CPU_H
 #define FT_BACKEND_CPU_H
 
-#include "backend.h"
+#include "finetune/backend/backend.h"
 
 #include <stdint.h>
 

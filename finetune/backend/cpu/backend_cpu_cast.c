@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cpu.h"
+#include "finetune/backend/cpu/backend_cpu.h"
 
 static int cast_dtype_ok(ft_dtype t) { return t == FT_F32 || t == FT_BF16 || t == FT_F16; }
 

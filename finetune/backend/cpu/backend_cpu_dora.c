@@ -1,7 +1,7 @@
 /* CPU backend: the three small DoRA ops (row norms of W + sBA, per-column scaling, per-column dot products). */
 #include <math.h>
 
-#include "backend_cpu.h"
+#include "finetune/backend/cpu/backend_cpu.h"
 
 void cpu_row_norm(ft_backend *b, const ft_tensor *x, ft_tensor *out) {
     (void)b;

@@ -1,7 +1,7 @@
 /* CPU backend: inverted dropout with a counter-based mask (the hash of backend.h, shared with CUDA). */
 #include <stdint.h>
 
-#include "backend_cpu.h"
+#include "finetune/backend/cpu/backend_cpu.h"
 
 void cpu_dropout(ft_backend *b, const ft_tensor *x, ft_tensor *out, float p, uint64_t seed) {
     (void)b;

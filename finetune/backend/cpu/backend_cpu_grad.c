@@ -4,7 +4,7 @@
  * its sum runs in a fixed order. Parameter gradients that gather over tokens
  * (dtable, dw, dk, dv, dW) are parallelised over their own rows/columns, never
  * over tokens, so no atomics and no order that depends on scheduling. */
-#include "backend_cpu.h"
+#include "finetune/backend/cpu/backend_cpu.h"
 
 #include <math.h>
 #include <omp.h>

@@ -1,7 +1,7 @@
 /* CPU backend: NF4 dequantization of QLoRA base weights (the layout of lora/nf4.h, bitsandbytes'). */
 #include <stdint.h>
 
-#include "backend_cpu.h"
+#include "finetune/backend/cpu/backend_cpu.h"
 
 static const float CPU_NF4[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
                                   -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,

@@ -1,7 +1,7 @@
 /* CPU backend: optimizer ops (AdamW, sum of squares, scale). */
 #include <math.h>
 
-#include "backend_cpu.h"
+#include "finetune/backend/cpu/backend_cpu.h"
 
 void cpu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v, const ft_adamw_args *a) {
     (void)b;

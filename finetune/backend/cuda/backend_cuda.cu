@@ -8,7 +8,7 @@
  * arithmetic stays fp32). The lm_head + log-softmax is chunked over the vocab:
  * only a [T, chunk] logits tile ever exists. No op uses atomics: every result is
  * the same on every run, which exact resume relies on. */
-#include "cuda_internal.cuh"
+#include "finetune/backend/cuda/cuda_internal.cuh"
 
 #include <float.h>
 #include <math.h>

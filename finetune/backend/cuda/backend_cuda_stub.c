@@ -1,5 +1,5 @@
 /* Built only when nvcc is absent: the CUDA backend reports that it is missing. */
-#include "backend.h"
+#include "finetune/backend/backend.h"
 
 int ft_backend_cuda_available(void) { return 0; }
 

@@ -11,7 +11,7 @@
  * (loop over keys) and one for dk, dv (loop over queries and over the query
  * heads of each kv head). Visibility (backend.h): key j is seen by query i when
  * doc_start[i] <= j <= q_start + i and, with a window W > 0, q_start + i - j < W. */
-#include "cuda_internal.cuh"
+#include "finetune/backend/cuda/cuda_internal.cuh"
 
 #include <limits.h>
 #include <math.h>

@@ -3,7 +3,7 @@
  * (__float2bfloat16, __float2half), which is what ft_f32_to_bf16 / ft_f32_to_f16 compute on the host. Host
  * staging memory is pinned (cudaMallocHost) so the copies run on the backend's stream, ordered with the
  * kernels: a layer input offloaded after the kernel that wrote it, and fetched before the one that reads it. */
-#include "cuda_internal.cuh"
+#include "finetune/backend/cuda/cuda_internal.cuh"
 
 #include <stdio.h>
 

@@ -1,5 +1,5 @@
 /* CUDA backend: the three small DoRA ops (the CPU twins are in backend_cpu_dora.c). */
-#include "cuda_internal.cuh"
+#include "finetune/backend/cuda/cuda_internal.cuh"
 
 /* one block per row, double accumulation */
 __global__ void k_row_norm(const float *x, float *out, int64_t C) {

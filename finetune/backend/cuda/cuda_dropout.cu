@@ -1,5 +1,5 @@
 /* CUDA backend: inverted dropout with the counter-based mask of backend.h (the CPU twin draws the same mask). */
-#include "cuda_internal.cuh"
+#include "finetune/backend/cuda/cuda_internal.cuh"
 
 template <typename T>
 __global__ void k_dropout(const T *x, T *out, int64_t n, uint64_t key, uint64_t thr, float keep_scale) {

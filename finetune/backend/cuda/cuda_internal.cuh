@@ -10,7 +10,7 @@
 #define FT_CUDA_INTERNAL_CUH
 
 extern "C" {
-#include "backend.h"
+#include "finetune/backend/backend.h"
 }
 #include <cublasLt.h>
 #include <cublas_v2.h>

@@ -1,5 +1,5 @@
 /* CUDA backend: NF4 dequantization of QLoRA base weights (bitsandbytes' layout; see backend.h). */
-#include "cuda_internal.cuh"
+#include "finetune/backend/cuda/cuda_internal.cuh"
 
 __constant__ float c_nf4[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
                                 -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,

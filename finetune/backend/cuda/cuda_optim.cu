@@ -1,5 +1,5 @@
 /* CUDA backend: optimizer ops (AdamW, sum of squares, scale), fp32 master state. */
-#include "cuda_internal.cuh"
+#include "finetune/backend/cuda/cuda_internal.cuh"
 
 #include <math.h>
 
