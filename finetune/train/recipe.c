@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -374,9 +375,45 @@ int rcp_get_string_list(rcp *r, const char *key, const char *const *def, size_t 
     return FT_OK;
 }
 
+/* p spelled without "." components, repeated slashes and "dir/.." pairs, in place ("recipes/../out/x" ->
+ * "out/x"), so the paths we print are the ones a user would type. A "dir/.." pair is kept when dir is a
+ * symbolic link, where removing it would name another place. */
+static void normalize_path(char *p) {
+    int absolute = p[0] == '/';
+    char *src = ft_xstrdup(p), *save = NULL;
+    size_t n = 0, *starts = ft_xmalloc((strlen(p) / 2 + 2) * sizeof *starts); /* start of each kept component */
+    char *out = p;
+    size_t len = 0;
+    if (absolute) out[len++] = '/';
+    for (char *c = strtok_r(src, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (strcmp(c, ".") == 0) continue;
+        if (strcmp(c, "..") == 0 && n > 0) {
+            const char *last = out + starts[n - 1];
+            struct stat st;
+            out[len] = 0;
+            if (strcmp(last, "..") != 0 && !(lstat(out, &st) == 0 && S_ISLNK(st.st_mode))) {
+                len = starts[--n];
+                if (len > (size_t)absolute) len--; /* the slash before it */
+                continue;
+            }
+        }
+        if (strcmp(c, "..") == 0 && absolute && n == 0) continue; /* "/.." is "/" */
+        if (len > (size_t)absolute) out[len++] = '/';
+        starts[n++] = len;
+        size_t cl = strlen(c);
+        memcpy(out + len, c, cl);
+        len += cl;
+    }
+    if (len == 0) out[len++] = '.';
+    out[len] = 0;
+    free(starts);
+    free(src);
+}
+
 static char *resolve(const rcp *r, const char *key, const char *v) {
-    if (v[0] == '/' || !r->base_dir[0] || is_override(r, key)) return ft_xstrdup(v);
-    return ft_path_join(r->base_dir, v);
+    char *p = v[0] == '/' || !r->base_dir[0] || is_override(r, key) ? ft_xstrdup(v) : ft_path_join(r->base_dir, v);
+    normalize_path(p);
+    return p;
 }
 
 /* The resolved dump holds absolute paths, so recipe.resolved.json works from the run dir. */

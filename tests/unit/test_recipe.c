@@ -4,6 +4,8 @@
 #include "finetune/train/recipe.h"
 #include "test.h"
 
+#include <errno.h>
+
 static const char *TEXT =
     "// a training recipe\n"
     "{\n"
@@ -218,10 +220,48 @@ static void test_load_file(void) {
     remove("test_recipe_tmp");
 }
 
+/* Paths are printed as a user would type them: "recipes/../out" is "out"; "dir/.." stays where dir is a
+ * symbolic link (removing it would name another place). */
+static void test_path_spelling(void) {
+    ft_error e = {0};
+    ft_mkdir_p("test_recipe_norm/recipes", &e);
+    CHECK(symlink("recipes", "test_recipe_norm/link") == 0 || errno == EEXIST);
+    static const char *const cases[][2] = {
+        {"../out/quickstart-sft", "test_recipe_norm/out/quickstart-sft"},
+        {"./data//t.jsonl", "test_recipe_norm/recipes/data/t.jsonl"},
+        {"../../x", "x"},
+        {"../../../x", "../x"},
+        {"/abs/./a/../b/", "/abs/b"},
+        {"/../..", "/"},
+        {".", "test_recipe_norm/recipes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "{\"p\": \"%s\"}", cases[i][0]);
+        rcp *r = NULL;
+        char *p = NULL;
+        CHECK(rcp_parse(text, "test_recipe_norm/recipes/r.json", "test_recipe_norm/recipes", &r, &e) == FT_OK);
+        CHECK(r && rcp_get_path(r, "p", NULL, &p, &e) == FT_OK);
+        CHECK_MSG(p && strcmp(p, cases[i][1]) == 0, "%s -> %s, expected %s", cases[i][0], p ? p : "NULL", cases[i][1]);
+        free(p);
+        rcp_free(r);
+    }
+    rcp *r = NULL;
+    char *p = NULL;
+    CHECK(rcp_parse("{\"p\": \"../out\"}", "r.json", "test_recipe_norm/link", &r, &e) == FT_OK);
+    CHECK(r && rcp_get_path(r, "p", NULL, &p, &e) == FT_OK && p && strcmp(p, "test_recipe_norm/link/../out") == 0);
+    free(p);
+    rcp_free(r);
+    remove("test_recipe_norm/link");
+    remove("test_recipe_norm/recipes");
+    remove("test_recipe_norm");
+}
+
 int main(void) {
     test_comments_and_getters();
     test_overrides();
     test_errors();
     test_load_file();
+    test_path_spelling();
     TEST_DONE();
 }
