@@ -6,7 +6,7 @@
 
 Encodes every line (or, with --whole, the whole file) N times with Tokenizer.encode(...,
 add_special_tokens=False) and prints MB/s for the first and the best pass. --make-corpus writes
-every string value of the shared dataset rows (../shared/assets/datasets/*.jsonl) one per line
+every string value of the real dataset rows (tests/fixtures/assets/datasets/*.jsonl) one per line
 (newlines inside a string kept as "\\n" escapes so lines stay documents).
 """
 import glob
@@ -47,7 +47,7 @@ def main():
     args = sys.argv[1:]
     if args and args[0] == "--make-corpus":
         here = os.path.dirname(os.path.abspath(__file__))
-        ddir = args[2] if len(args) > 2 else os.path.join(here, "..", "..", "shared", "assets", "datasets")
+        ddir = args[2] if len(args) > 2 else os.path.join(here, "..", "tests", "fixtures", "assets", "datasets")
         return make_corpus(args[1], ddir)
     from tokenizers import Tokenizer
 

@@ -16,7 +16,7 @@
 set -u
 ON_GPU=${FT_SFT_ON_GPU:-0}
 FT=${FT_BIN_CUEMU:-}
-[ -n "$FT" ] && [ -x "$FT" ] || { echo "skipping: FT_BIN_CUEMU (finetune built for the CUDA emulator) not set"; exit 77; }
+[ -n "$FT" ] && [ -x "$FT" ] || { echo "skipped: FT_BIN_CUEMU (finetune built for the CUDA emulator) not set; configure with -DFT_CUEMU=ON to run it"; exit 77; }
 SRC=${FT_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 T=$(mktemp -d "${PWD:-/tmp}/cuemu_sft.XXXXXX")
 BG=

@@ -1,5 +1,23 @@
 # lib.bash: helpers the CLI test scripts share, sourced by them (not a test itself: ctest runs tests/cli/*.sh).
 
+# skip REASON...: print one line "skipped: REASON" (the test runner lists these lines) and exit 77, which
+# ctest reports as skipped. REASON says what is missing and, where the user can supply it, how.
+skip() { echo "skipped: $*"; exit 77; }
+
+# The small committed assets (real tokenizers, dataset rows, tiny-random-llama; tests/fixtures/assets/
+# PROVENANCE.md): always there, so a missing one is a failure, never a skip.
+ASSETS_DIR=${FT_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}/tests/fixtures/assets
+
+# large_asset REL WHAT: an asset too large to commit (models/smollm2-135m-instruct/...), read from
+# $FT_ASSETS (default ../shared/assets; ctest sets it from the CMake variable FT_SHARED_ASSETS). Sets
+# LARGE_ASSET to its path; when it is absent, skips the test with one line naming WHAT and the path tried.
+# Call it directly (not in $(...)), so that the skip ends the script.
+large_asset() {
+  LARGE_ASSET=${FT_ASSETS:-../shared/assets}/$1
+  [ -e "$LARGE_ASSET" ] ||
+    skip "$2 ($LARGE_ASSET); set FT_ASSETS=/path/to/shared/assets (it needs $1) to run it"
+}
+
 # check NAME EXPR: evaluate EXPR; print "ok   NAME" or "FAIL: NAME" (and set fail=1 for the script's exit).
 fail=0
 check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; else echo "ok   $1"; fi; }

@@ -3,10 +3,11 @@
 # bad records under fail/skip, --help, unknown options.
 set -u
 BIN=${FT_BIN:-./finetune}
-A=${FT_ASSETS:-../shared/assets}
 SRC=${FT_SOURCE_DIR:-.}
+. "$(dirname "$0")/lib.bash"
+A=$ASSETS_DIR
 TOK=$A/tokenizers/mistral-7b-v0.1
-[ -f "$TOK/tokenizer.json" ] && [ -f "$A/datasets/alpaca.jsonl" ] || { echo "assets missing"; exit 77; }
+[ -f "$TOK/tokenizer.json" ] && [ -f "$A/datasets/alpaca.jsonl" ] || { echo "FAIL: committed assets missing under $A"; exit 1; }
 fail() { echo "FAIL: $*"; exit 1; }
 out=$("$BIN" render --data "$A/datasets/alpaca.jsonl" --template danube --tokenizer "$TOK" -n 2) || fail "render alpaca"
 echo "$out" | grep -q "format alpaca" || fail "format not reported"

@@ -3,10 +3,10 @@
 # (taken from tests/fixtures/tokenizer), error paths and exit codes.
 set -u
 BIN=${FT_BIN:?FT_BIN not set}
-ASSETS=${FT_ASSETS:-../shared/assets}
-M=$ASSETS/tokenizers/mistral-7b-v0.1
-S=$ASSETS/tokenizers/smollm-135m
-[ -f "$M/tokenizer.json" ] && [ -f "$S/tokenizer.json" ] || { echo "assets absent: skipped"; exit 77; }
+. "$(dirname "$0")/lib.bash"
+M=$ASSETS_DIR/tokenizers/mistral-7b-v0.1
+S=$ASSETS_DIR/tokenizers/smollm-135m
+[ -f "$M/tokenizer.json" ] && [ -f "$S/tokenizer.json" ] || { echo "FAIL: committed tokenizers missing under $ASSETS_DIR"; exit 1; }
 fail=0
 check() { # name expected actual
     if [ "$2" != "$3" ]; then echo "FAIL $1: expected [$2] got [$3]"; fail=1; else echo "ok   $1"; fi

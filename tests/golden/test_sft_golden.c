@@ -23,10 +23,7 @@ static char *slurp(const char *path) {
 
 int main(void) {
     const char *bin = getenv("FT_BIN");
-    if (!bin) {
-        fprintf(stderr, "FT_BIN is not set: skipped\n");
-        return 77;
-    }
+    if (!bin) t_skip("FT_BIN is not set (the finetune binary; ctest sets it, or run FT_BIN=build/finetune ./test_sft_golden)");
     char recipe[1024], expected[1024], weights[1024], dir[] = "sft_golden.XXXXXX", cmd[4096], path[2048];
     t_src("tests/fixtures/sft/recipe.json", recipe, sizeof recipe);
     t_src("tests/fixtures/sft/expected.json", expected, sizeof expected);

@@ -411,8 +411,7 @@ int main(void) {
         if (t_failures) TEST_DONE();
     }
     if (!ft_backend_cuda_available()) {
-        fprintf(stderr, "no usable CUDA GPU: skipping\n");
-        return 77;
+        t_skip("no usable CUDA GPU (it needs a CUDA build on a machine with a GPU: tests/gpu/run.sh)");
     }
     ft_error e;
     ft_backend *cpu = ft_backend_cpu_create(), *gpu = NULL;

@@ -1,16 +1,16 @@
 """Expected values for the dataset reader tests, computed independently in
-Python from the shared real rows (docs/datasets.md gives the rules):
+Python from the real rows (tests/fixtures/assets/datasets) (docs/datasets.md gives the rules):
   oasst: one SFT conversation per tree following the best-ranked reply
   (lowest rank; a lone unranked reply counts), preference pairs for every
   prompter message with >=2 assistant replies (chosen = lowest rank,
   rejected = highest), deleted subtrees and rows with a missing parent left
   out and counted.
 Writes tests/fixtures/datasets/expected.json. Run from the repo root:
-  /work/venv/bin/python tests/reference/make_dataset_fixtures.py ../shared/assets
+  /work/venv/bin/python tests/reference/make_dataset_fixtures.py tests/fixtures/assets
 """
 import json, sys, os
 
-assets = sys.argv[1] if len(sys.argv) > 1 else "../shared/assets"
+assets = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/assets"
 D = os.path.join(assets, "datasets")
 out = {}
 

@@ -3,8 +3,8 @@
 
 Run:  /work/venv/bin/python tests/reference/make_model_fixtures.py
 Writes tests/fixtures/models/<name>/{config.json, generation_config.json, model.safetensors,
-expected.json, grads.safetensors} for tiny random models, expected.json only for the shared
-asset tiny-random-llama, and llama-gqa/after_adamw.safetensors. Deterministic (fixed seeds,
+expected.json, grads.safetensors} for tiny random models, expected.json only for the real
+checkpoint tiny-random-llama (tests/fixtures/assets/models), and llama-gqa/after_adamw.safetensors. Deterministic (fixed seeds,
 float32, CPU, eager attention). See tests/reference/README.md for what each fixture means.
 """
 import json
@@ -22,7 +22,7 @@ from transformers import (AutoModelForCausalLM, GenerationConfig, LlamaConfig, L
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(ROOT, "tests", "fixtures", "models")
-ASSET_LLAMA = os.path.join(os.path.dirname(ROOT), "shared", "assets", "models", "tiny-random-llama")
+ASSET_LLAMA = os.path.join(ROOT, "tests", "fixtures", "assets", "models", "tiny-random-llama")
 
 torch.set_num_threads(2)
 transformers.utils.logging.disable_progress_bar()
@@ -294,7 +294,7 @@ def main():
         write_json(os.path.join(d, "expected.json"), exp)
         report[name] = notes
 
-    # The real shared checkpoint: expected outputs only (its weights stay in shared/assets).
+    # The real Hub checkpoint: expected outputs only (its weights are in tests/fixtures/assets/models).
     if os.path.isdir(ASSET_LLAMA):
         d = os.path.join(OUT, "tiny-random-llama")
         os.makedirs(d, exist_ok=True)

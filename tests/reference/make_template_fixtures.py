@@ -7,13 +7,13 @@ then record the text, the ids of tokenizer(text, add_special_tokens=False)
 and the reference loss mask (a token is trained when its character span
 overlaps an assistant content + end-marker span).
 Run from the repo root:
-  /work/venv/bin/python tests/reference/make_template_fixtures.py build-x/finetune ../shared/assets
+  /work/venv/bin/python tests/reference/make_template_fixtures.py build-x/finetune tests/fixtures/assets
 """
 import json, os, subprocess, sys
 from transformers import AutoTokenizer
 
 ft_bin = sys.argv[1]
-assets = sys.argv[2] if len(sys.argv) > 2 else "../shared/assets"
+assets = sys.argv[2] if len(sys.argv) > 2 else "tests/fixtures/assets"
 TOK = os.path.join(assets, "tokenizers")
 llama2_ref = json.load(open(os.path.join(TOK, "llama-2", "tokenizer_config.json")))["chat_template"]
 

@@ -6,7 +6,7 @@ Tokenizer.encode(text, add_special_tokens=special).ids, decoded is
 decode(ids, skip_special_tokens=False) and decoded_skip the same with True.
 
 Run: /work/venv/bin/python tests/reference/make_tokenizer_fixtures.py [ASSETS_DIR]
-(ASSETS_DIR defaults to ../shared/assets beside the checkout).
+(ASSETS_DIR defaults to tests/fixtures/assets in the checkout).
 """
 import json
 import os
@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-ASSETS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "assets")
+ASSETS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests", "fixtures", "assets")
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
 NAMES = ["mistral-7b-v0.1", "llama-2", "smollm-135m"]
 

@@ -145,7 +145,7 @@ static void test_assets(void) {
     ft_error e = {0};
     if (tok_load(t_asset("tokenizers/mistral-7b-v0.1", dir, sizeof dir), &m, &e) ||
         tok_load(t_asset("tokenizers/smollm-135m", dir, sizeof dir), &s, &e)) {
-        fprintf(stderr, "assets absent (%s): asset checks skipped\n", e.msg);
+        CHECK_MSG(0, "%s", e.msg);
         tok_free(m);
         return;
     }
