@@ -261,16 +261,17 @@ int refc_open(const char *path, const char *key, int64_t n_pairs, refc_cache **o
             return rc;
         }
         size_t valid = parse(c, (const unsigned char *)buf, len, key);
-        free(buf);
         if (valid == 0) {
             c->state = REFC_INVALIDATED;
             c->done = 0;
             rc = write_fresh(c, key, e);
         } else {
             c->state = c->complete ? REFC_COMPLETE : c->done > 0 ? REFC_RESUMED : REFC_NEW;
-            if (valid < len && truncate(path, (off_t)valid) != 0)
-                rc = ft_fail(e, FT_EIO, "%s: cannot cut the damaged tail at byte %zu: %s", path, valid, strerror(errno));
+            /* the damaged tail goes by rewriting the valid prefix beside and renaming, not in place */
+            if (valid < len && (rc = ft_write_file_atomic(path, buf, valid, e)))
+                ft_error_prefix(e, "%s: cannot cut the damaged tail at byte %zu", path, valid);
         }
+        free(buf);
     }
     if (!rc && !c->complete) {
         c->fd = open(path, O_WRONLY | O_APPEND);

@@ -431,6 +431,10 @@ int cmd_dpo(int argc, char **argv) {
     if (!rc) rc = job_read_common(r, j, args.resume, &e);
     if (!rc) rc = rcp_get_string(r, "save_dtype", "auto", &j->train.save_dtype_name, &e);
     if (!rc) rc = read_dpo_keys(r, d, &e);
+    if (!rc) {
+        ft_path_input ref = {d->ref_model_dir, "dpo.reference_model directory"};
+        rc = job_claim_output_dir(j, &ref, 1, args.dry_run, &e);
+    }
     if (!rc && strcmp(d->ref_mode, "adapters_disabled") == 0 && !j->use_lora)
         rc = ft_fail(&e, FT_EINPUT, "dpo.reference 'adapters_disabled' needs a lora or qlora section");
     int on_the_fly = !rc && strcmp(d->ref_mode, "adapters_disabled") == 0 && dpo_needs_reference(d->loss.type);

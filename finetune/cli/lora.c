@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "finetune/backend/backend.h"
+#include "finetune/base/paths.h"
 #include "finetune/cli/cli.h"
 #include "finetune/model/config.h"
 #include "finetune/io/export.h"
@@ -390,6 +391,10 @@ int cmd_merge(int argc, char **argv) {
     }
     if (!rc && (!a.base || !a.adapter || !a.out))
         return cli_usage_error("merge", "--base, --adapter and --out are required");
+    if (!rc) {
+        const ft_path_input in[2] = {{a.base, "--base model directory"}, {a.adapter, "--adapter directory"}};
+        rc = ft_path_guard_output(a.out, "--out", in, 2, &e);
+    }
     if (!rc) rc = merge_run(&a, &e);
     return rc ? cli_report("merge", &e) : 0;
 }
@@ -609,6 +614,8 @@ int cmd_quantize(int argc, char **argv) {
         }
     }
     if (!src || !out) return cli_usage_error("quantize", "MODEL_DIR and --out are required");
-    int rc = quantize_run(src, out, dtype, &e);
+    const ft_path_input in = {src, "model directory"};
+    int rc = ft_path_guard_output(out, "--out", &in, 1, &e);
+    if (!rc) rc = quantize_run(src, out, dtype, &e);
     return rc ? cli_report("quantize", &e) : 0;
 }

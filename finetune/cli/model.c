@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "finetune/base/paths.h"
 #include "finetune/cli/cli.h"
 #include "datasets/format.h"
 #include "datasets/template.h"
@@ -550,6 +551,8 @@ int cmd_init(int argc, char **argv) {
     }
     if (!cfg_path) return cli_usage_error("init", "missing --config");
     if (!out) return cli_usage_error("init", "missing --out");
+    const ft_path_input in = {cfg_path, "--config file"};
+    if (ft_path_guard_output(out, "--out", &in, 1, &e)) return cli_report("init", &e);
     ft_dtype dt;
     if (strcmp(dtype_s, "f32") == 0)
         dt = FT_F32;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "finetune/base/paths.h"
 #include "finetune/cli/cli.h"
 
 typedef struct {
@@ -401,6 +402,10 @@ int cmd_plot(int argc, char **argv) {
     int rc = FT_OK;
     if (!is_file && !ft_file_exists(metrics))
         rc = ft_fail(&e, FT_EINPUT, "%s: no such file (is '%s' a run directory?)", metrics, run);
+    if (rc == FT_OK) {
+        const ft_path_input in = {metrics, "metrics file"};
+        rc = ft_path_guard_output(outp, "--out", &in, 1, &e);
+    }
     if (rc == FT_OK) rc = pl_read(metrics, &d, &e);
     char *buf = NULL;
     size_t len = 0;

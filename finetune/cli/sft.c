@@ -35,6 +35,7 @@ int cmd_sft(int argc, char **argv) {
     const char *s;
     int rc = job_load_recipe(&args, &r, &e);
     if (!rc) rc = job_read_common(r, &j, args.resume, &e);
+    if (!rc) rc = job_claim_output_dir(&j, NULL, 0, args.dry_run, &e);
     if (!rc) rc = rcp_get_string(r, "save_dtype", "auto", &j.train.save_dtype_name, &e);
     if (!rc) rc = rcp_get_string(r, "loss_normalization", "tokens", &s, &e);
     if (!rc) rc = sft_norm_parse(s, &norm, &e);

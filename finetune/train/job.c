@@ -221,6 +221,23 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
     return job_read_lora(r, j, e);
 }
 
+int job_claim_output_dir(ft_job *j, const ft_path_input *extra, int n_extra, int dry_run, ft_error *e) {
+    int n = 0, cap = 4 + (int)j->n_data + (int)j->n_eval_data + n_extra;
+    ft_path_input *in = ft_xcalloc((size_t)cap, sizeof *in);
+    in[n++] = (ft_path_input){j->model_dir, "model directory"};
+    in[n++] = (ft_path_input){j->model_init, "model_init file"};
+    if (!j->model_dir || strcmp(j->tokenizer_dir, j->model_dir) != 0)
+        in[n++] = (ft_path_input){j->tokenizer_dir, "tokenizer directory"};
+    in[n++] = (ft_path_input){j->lora_init_from, "LoRA init_from adapter directory"};
+    for (size_t i = 0; i < j->n_data; i++) in[n++] = (ft_path_input){j->data[i], "data file"};
+    for (size_t i = 0; i < j->n_eval_data; i++) in[n++] = (ft_path_input){j->eval_data[i], "eval_data file"};
+    for (int i = 0; i < n_extra; i++) in[n++] = extra[i];
+    int rc = ft_path_guard_output(j->output_dir, "output_dir", in, n, e);
+    free(in);
+    if (!rc && !dry_run) rc = ft_dirlock_acquire(j->output_dir, &j->lock, e);
+    return rc;
+}
+
 static int read_template(ft_job *j, rcp *r, ft_error *e) {
     char *json = NULL;
     GET(rcp_get_json(r, "template", &json, e));
@@ -380,6 +397,7 @@ int job_save_output(void *ctx, ft_model *m, ft_error *e) {
 }
 
 void job_free(ft_job *j) {
+    ft_dirlock_release(j->lock);
     lora_free(j->adapter);
     lora_cfg_free(&j->lora);
     free(j->lora_init_from);

@@ -12,6 +12,8 @@
 #include "datasets/dataset.h"
 #include "datasets/example.h"
 #include "datasets/template.h"
+#include "finetune/base/dirlock.h"
+#include "finetune/base/paths.h"
 #include "finetune/train/recipe.h"
 #include "datasets/tokenizer/tokenizer.h"
 #include "finetune/train/trainer.h"
@@ -40,6 +42,8 @@ typedef struct ft_job {
     lora_cfg lora;
     char *lora_init_from; /* PEFT adapter dir to continue from */
     lora_adapter *adapter;
+    /* set up by job_claim_output_dir */
+    ft_dirlock *lock;
     /* set up by job_setup */
     ft_backend *backend;
     ft_model *model;
@@ -62,6 +66,12 @@ int job_write_resolved(const ft_job *j, const rcp *r, ft_error *e);
 
 /* Read the shared keys; `dry_run` and `resume` come from the command line. */
 int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e);
+/* Before anything is loaded or read: refuse (FT_EINPUT) an output_dir that is, lies inside or contains one
+ * of the job's inputs (model, model_init, tokenizer, lora init_from, each data and eval_data file) or one
+ * of the n_extra more (e.g. DPO's reference model); then, unless dry_run, take output_dir's lock
+ * (output_dir/.finetune.lock, see finetune/base/dirlock.h), held until job_free: a second run on the
+ * same output_dir is refused. --resume into one's own output_dir is a run like any other. */
+int job_claim_output_dir(ft_job *j, const ft_path_input *extra, int n_extra, int dry_run, ft_error *e);
 /* Tokenizer and template only (enough for planning a dry run). */
 int job_setup_data(ft_job *j, rcp *r, ft_error *e);
 /* Backend and model. */

@@ -56,14 +56,14 @@ int mx_open(const char *run_dir, int64_t resume_step, mx_log **out, ft_error *e)
     int rc = ft_mkdir_p(run_dir, e);
     if (rc) return rc;
     char *path = ft_path_join(run_dir, "metrics.jsonl");
-    if (resume_step >= 0) {
-        rc = mx_truncate_file(path, resume_step, e);
-        if (rc) {
-            free(path);
-            return rc;
-        }
+    /* never truncated in place: a resume rewrites the kept records beside and renames, a fresh run
+     * replaces any old file by an empty one the same way; then the run appends */
+    rc = resume_step >= 0 ? mx_truncate_file(path, resume_step, e) : ft_write_file_atomic(path, "", 0, e);
+    if (rc) {
+        free(path);
+        return rc;
     }
-    FILE *f = fopen(path, resume_step >= 0 ? "a" : "w");
+    FILE *f = fopen(path, "a");
     if (!f) {
         rc = ft_fail(e, FT_EIO, "%s: cannot open for writing: %s", path, strerror(errno));
         free(path);

@@ -29,14 +29,15 @@
 
 /* ---- metrics.jsonl ---- */
 typedef struct mx_log mx_log;
-/* resume_step < 0: start a new (empty) file; >= 0: keep records with step <= resume_step. */
+/* resume_step < 0: start a new (empty) file; >= 0: keep records with step <= resume_step. Either way the
+ * old file is replaced by temp file + rename, never truncated in place; records are then appended. */
 int mx_open(const char *run_dir, int64_t resume_step, mx_log **out, ft_error *e);
 void mx_close(mx_log *m);
 void mx_begin(mx_log *m, int64_t step);
 /* Add a named number to the current record (a key added twice keeps the last value). */
 void mx_add(mx_log *m, const char *key, double v);
 int mx_write(mx_log *m, ft_error *e);
-/* Cut a metrics file to the records with step <= max_step (used by mx_open). */
+/* Rewrite a metrics file with only the records with step <= max_step (temp file + rename; used by mx_open). */
 int mx_truncate_file(const char *path, int64_t max_step, ft_error *e);
 
 /* ---- progress ---- */

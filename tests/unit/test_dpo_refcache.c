@@ -102,7 +102,12 @@ int main(void) {
     CHECK(append(c, 8, 2) == FT_OK);
     refc_close(c);
     CHECK(truncate(path, two_chunks + 20) == 0);
+    char kept[600];
+    snprintf(kept, sizeof kept, "%s/kept", dir);
+    CHECK(link(path, kept) == 0); /* the tail is cut by rewriting beside + rename: the old inode is untouched */
     CHECK(refc_open(path, k.s, NP, &c, &e) == FT_OK);
+    CHECK(file_size(kept) == two_chunks + 20);
+    unlink(kept);
     CHECK(refc_status(c) == REFC_RESUMED && refc_done(c) == 8 && values_ok(c, 8));
     CHECK_MSG(strstr(refc_note(c), "cut short") && strstr(refc_note(c), "resuming at pair 8"), "%s", refc_note(c));
     CHECK(file_size(path) == two_chunks); /* the torn tail is cut off */

@@ -96,6 +96,28 @@ static void test_file(void) {
     free(cut);
     free(resumed);
     free(full);
+    /* an old metrics.jsonl is replaced (temp file + rename), never truncated in place: a hard link to it
+     * keeps the old records, for a resume's rewrite and for a fresh run's empty start alike */
+    CHECK(system("rm -rf test_metrics_run") == 0);
+    CHECK(mx_open(RUN, -1, &m, &e) == FT_OK);
+    log_steps(m, 1, 10);
+    mx_close(m);
+    char *old = slurp("test_metrics_run/metrics.jsonl");
+    CHECK(link("test_metrics_run/metrics.jsonl", "test_metrics_run/kept") == 0);
+    CHECK(mx_open(RUN, 6, &m, &e) == FT_OK);
+    mx_close(m);
+    char *kept = slurp("test_metrics_run/kept");
+    CHECK(strcmp(kept, old) == 0);
+    free(kept);
+    CHECK(mx_open(RUN, -1, &m, &e) == FT_OK);
+    mx_close(m);
+    kept = slurp("test_metrics_run/metrics.jsonl");
+    CHECK(kept[0] == 0);
+    free(kept);
+    kept = slurp("test_metrics_run/kept");
+    CHECK(strcmp(kept, old) == 0);
+    free(kept);
+    free(old);
     /* resume with no file yet is fine */
     CHECK(system("rm -rf test_metrics_run") == 0);
     CHECK(mx_open(RUN, 5, &m, &e) == FT_OK);
