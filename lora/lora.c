@@ -980,6 +980,12 @@ int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_e
         }
         if (t->dtype == FT_U8) {
             rc = read_bnb4(st, name, rows, cols, &packed, &absmax, model_dir, e);
+            if (!rc) { /* a non-finite block scale makes its whole block non-finite */
+                int64_t nb = (rows * cols + NF4_BLOCK - 1) / NF4_BLOCK;
+                char an[192];
+                snprintf(an, sizeof an, "%s.absmax", name);
+                model_note_nonfinite(&m->nonfinite, an, model_count_nonfinite(absmax, (size_t)nb), nb);
+            }
         } else {
             nf4_weight q;
             h = ft_xrealloc(h, (size_t)(rows * cols) * sizeof(float));
@@ -987,6 +993,7 @@ int lora_quantize_base(lora_adapter *a, ft_model *m, const char *model_dir, ft_e
                 rc = ft_fail(e, FT_EINPUT, "%s: tensor %s should be [%lld, %lld]", model_dir, name, (long long)rows,
                              (long long)cols);
             if (!rc) rc = st_read_f32(t, h, (size_t)(rows * cols), e);
+            if (!rc) model_note_nonfinite(&m->nonfinite, name, model_count_nonfinite(h, (size_t)(rows * cols)), rows * cols);
             if (!rc) rc = nf4_weight_quantize(h, rows, cols, &q, e);
             if (!rc) {
                 packed = q.packed;

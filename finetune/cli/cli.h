@@ -37,7 +37,8 @@ int cli_parse_int(const char *name, const char *s, long lo, long hi, long *out, 
 int cli_parse_float(const char *name, const char *s, double *out, ft_error *e);
 int cli_is_help(const char *arg);
 /* Load MODEL_DIR for inference on b, computing in precision (auto | fp32 | bf16 | fp16, as the recipe key;
- * auto: fp32 on the CPU, bf16 on sm_80+, fp16 on sm_75): 16-bit weights go straight to the device. */
+ * auto: fp32 on the CPU, bf16 on sm_80+, fp16 on sm_75): 16-bit weights go straight to the device.
+ * NaN/Inf weights are a warning on stderr naming the tensors (inference still runs). */
 int cli_load_model(const char *dir, ft_backend *b, const char *precision, ft_model **out, ft_error *e);
 /* 1 when arg is one of the NULL-terminated names. */
 int cli_is_one_of(const char *arg, const char *const *names);

@@ -84,7 +84,14 @@ int cli_is_one_of(const char *arg, const char *const *names) {
 int cli_load_model(const char *dir, ft_backend *b, const char *precision, ft_model **out, ft_error *e) {
     ft_dtype dt;
     int rc = trainer_compute_dtype(precision, b, &dt, e);
-    return rc ? rc : model_load_frozen(dir, b, 0, dt, out, e);
+    if (!rc) rc = model_load_frozen(dir, b, 0, dt, out, e);
+    if (!rc && (*out)->nonfinite.values) {
+        char d[1024];
+        model_nonfinite_describe(&(*out)->nonfinite, d, sizeof d);
+        fprintf(stderr, "warning: %s: the weights hold %s; outputs computed from them may be NaN or meaningless\n",
+                dir, d);
+    }
+    return rc;
 }
 
 int cli_parse_job_args(const char *cmd, const char *help, int argc, char **argv, job_args *a) {

@@ -133,6 +133,14 @@ static int plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error
     return FT_OK;
 }
 
+/* The trainer's sample_where: a token's sample is 2 * pair + (0 chosen, 1 rejected). */
+static const char *pair_where(void *ctx, int32_t sample, char *buf, size_t cap) {
+    const dpo_job *d = ctx;
+    if (sample < 0 || sample / 2 >= d->train.n) return NULL;
+    snprintf(buf, cap, "%s (%s)", d->train.p[sample / 2].where, sample % 2 ? "rejected" : "chosen");
+    return buf;
+}
+
 /* ---------- reference log-probs ---------- */
 
 /* Summed completion log-probs of every pair of s under model m, in batches of `per` pairs, through the
@@ -355,7 +363,10 @@ static int reference_key(dpo_job *d, const char *split, refc_key *k, ft_error *e
  * the quantized weights (its forward hook is switched off, so it adds nothing). */
 static int load_reference_model(dpo_job *d, ft_dtype compute, ft_model **out, lora_adapter **holder, ft_error *e) {
     *holder = NULL;
-    if (!d->ref_nf4) return model_load_frozen(d->ref_model_dir, d->j.backend, 0, compute, out, e);
+    if (!d->ref_nf4) {
+        int rc = model_load_frozen(d->ref_model_dir, d->j.backend, 0, compute, out, e);
+        return rc ? rc : job_check_weights(&d->j, *out, "reference model", d->ref_model_dir, e);
+    }
     *out = NULL;
     int rc = model_load_frozen(d->ref_model_dir, d->j.backend, 1, compute, out, e);
     lora_cfg cfg;
@@ -367,6 +378,7 @@ static int load_reference_model(dpo_job *d, ft_dtype compute, ft_model **out, lo
     if (!rc) rc = lora_quantize_base(*holder, *out, d->ref_model_dir, e);
     if (!rc) lora_attach(*holder, *out);
     lora_cfg_free(&cfg);
+    if (!rc) rc = job_check_weights(&d->j, *out, "reference model", d->ref_model_dir, e);
     return rc;
 }
 
@@ -483,6 +495,7 @@ int cmd_dpo(int argc, char **argv) {
                             .trainable_ctx = j,
                             .plan = plan_epoch,
                             .plan_ctx = d,
+                            .sample_where = pair_where,
                             .batches_per_epoch = n_probe,
                             .eval_fn = {.ctx = d, .run = d->eval.n ? dpo_eval : NULL, .n_values = 7, .names = EVAL_NAMES},
                             .save_output = job_save_output,

@@ -25,7 +25,12 @@ static const char INFO_HELP[] =
     "\n"
     "Describe an HF checkpoint (config.json + safetensors): architecture, sizes,\n"
     "parameter count, dtype, and the accelerator memory that full, LoRA and QLoRA\n"
-    "training would need at the given sequence length and batch (defaults 2048, 1, r=16).\n";
+    "training would need at the given sequence length and batch (defaults 2048, 1, r=16).\n"
+    "The safetensors headers (model.safetensors, or every shard of\n"
+    "model.safetensors.index.json) are checked against config.json as loading checks\n"
+    "them: a truncated file, a missing tensor or one of the wrong shape or dtype is an\n"
+    "error naming the file and tensor. A directory with config.json only is described\n"
+    "with its weights marked as not checked.\n";
 
 static void print_gib(const char *what, double bytes) { printf("  %-13s %8.2f GiB\n", what, bytes / (1u << 30)); }
 
@@ -58,7 +63,12 @@ int cmd_info(int argc, char **argv) {
     }
     if (!dir) return cli_usage_error("info", "missing MODEL_DIR");
     ft_config c;
-    if (cfg_load(dir, &c, &e)) return cli_report("info", &e);
+    char *single = ft_path_join(dir, "model.safetensors"), *index = ft_path_join(dir, "model.safetensors.index.json");
+    int has_weights = ft_file_exists(single) || ft_file_exists(index), n_checked = 0, n_unused = 0;
+    free(single);
+    free(index);
+    if (has_weights ? model_check_checkpoint(dir, &c, &n_checked, &n_unused, &e) : cfg_load(dir, &c, &e))
+        return cli_report("info", &e);
     int64_t P = cfg_param_count(&c);
     printf("%s\n", dir);
     printf("  architecture  %s (%s)\n", c.architecture, c.model_type);
@@ -75,6 +85,12 @@ int cmd_info(int argc, char **argv) {
         printf("\n  sliding window none\n");
     printf("  dtype         %s\n", c.torch_dtype[0] ? c.torch_dtype : "unspecified");
     printf("  parameters    %lld (%.3f B)\n", (long long)P, (double)P / 1e9);
+    if (has_weights)
+        printf("  checkpoint    weights checked: %d tensors with the shapes config.json implies%s", n_checked,
+               n_unused ? "" : "\n");
+    else
+        printf("  checkpoint    weights not checked (no model.safetensors or model.safetensors.index.json)\n");
+    if (has_weights && n_unused) printf("; %d more in the checkpoint, not read\n", n_unused);
     printf("\ntraining memory estimate at seq_len %ld, batch %ld (16-bit compute, recomputed activations):\n",
            seq, batch);
     static const char *MODES[] = {"full", "LoRA", "QLoRA"};

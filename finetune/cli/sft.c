@@ -81,6 +81,7 @@ int cmd_sft(int argc, char **argv) {
                             .trainable_ctx = &j,
                             .plan = sft_plan_epoch,
                             .plan_ctx = &plan,
+                            .sample_where = sft_sample_where,
                             .batches_per_epoch = n_probe,
                             .eval = eval_batches,
                             .n_eval = n_eval_batches,

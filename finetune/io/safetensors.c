@@ -125,6 +125,7 @@ static int parse_tensor(st_file *f, const cJSON *ent, st_tensor_info *ti, st_ran
                        (unsigned long long)need);
     ti->data = f->data + b;
     ti->nbytes = (size_t)(en - b);
+    ti->file = f->path;
     r->begin = b;
     r->end = en;
     return FT_OK;

@@ -34,6 +34,7 @@ typedef struct st_tensor_info {
     int64_t shape[4];
     const void *data; /* mmapped bytes */
     size_t nbytes;
+    const char *file; /* path of the file holding it (for messages; valid while the file is open) */
 } st_tensor_info;
 
 /* ---- one file ---- */

@@ -112,20 +112,76 @@ static ft_model *model_new(const ft_config *cfg, ft_backend *b) {
 
 static void convert_from_f32(const float *src, void *dst, size_t n, ft_dtype dt);
 
+/* ---------- non-finite weights ---------- */
+
+int64_t model_count_nonfinite(const float *x, size_t n) {
+    int64_t c = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        c += (u & 0x7f800000u) == 0x7f800000u; /* exponent all ones: Inf or NaN */
+    }
+    return c;
+}
+
+void model_note_nonfinite(ft_nonfinite *nf, const char *name, int64_t count, int64_t numel) {
+    if (count <= 0) return;
+    if (nf->tensors < FT_NONFINITE_NAMED) {
+        snprintf(nf->first[nf->tensors].name, sizeof nf->first[0].name, "%s", name);
+        nf->first[nf->tensors].count = count;
+        nf->first[nf->tensors].numel = numel;
+    }
+    nf->tensors++;
+    nf->values += count;
+}
+
+void model_nonfinite_describe(const ft_nonfinite *nf, char *buf, size_t cap) {
+    size_t k = 0;
+    if (!cap) return;
+    buf[0] = 0;
+#define PUT(...) (k < cap ? (void)(k += (size_t)snprintf(buf + k, cap - k, __VA_ARGS__)) : (void)0)
+    PUT("%lld non-finite value%s (NaN/Inf) in %d tensor%s: ", (long long)nf->values, nf->values == 1 ? "" : "s",
+        nf->tensors, nf->tensors == 1 ? "" : "s");
+    int named = nf->tensors < FT_NONFINITE_NAMED ? nf->tensors : FT_NONFINITE_NAMED;
+    for (int i = 0; i < named; i++)
+        PUT("%s%s (%lld of %lld)", i ? ", " : "", nf->first[i].name, (long long)nf->first[i].count,
+            (long long)nf->first[i].numel);
+    if (nf->tensors > named) PUT(", and %d more", nf->tensors - named);
+#undef PUT
+}
+
+/* ---------- checking a checkpoint's tensors ---------- */
+
+/* The checkpoint tensor for model tensor `name` shaped like `want`: present, of that shape and of a float
+ * dtype (what st_read_f32 converts). The message names the file, the tensor and the reason. */
+static int check_tensor(const st_model *st, const char *dir, const char *name, const ft_tensor *want,
+                        const st_tensor_info **out, ft_error *e) {
+    const st_tensor_info *info = st_model_find(st, name);
+    *out = info;
+    if (!info) return ft_fail(e, FT_EINPUT, "%s: tensor '%s' is missing from the checkpoint", dir, name);
+    const char *file = info->file ? info->file : dir;
+    int same = info->ndim == want->ndim;
+    for (int d = 0; same && d < info->ndim; d++) same = info->shape[d] == want->shape[d];
+    if (!same) {
+        char w[64], got[64];
+        ft_tensor g = ft_tensor_make(NULL, info->dtype, FT_DEV_CPU, info->ndim, info->shape);
+        return ft_fail(e, FT_EINPUT, "%s: tensor '%s' has shape %s, config.json implies %s", file, name,
+                       ft_shape_str(&g, got, sizeof got), ft_shape_str(want, w, sizeof w));
+    }
+    if (info->dtype != FT_F32 && info->dtype != FT_F16 && info->dtype != FT_BF16)
+        return ft_fail(e, FT_EINPUT, "%s: tensor '%s' has dtype %s; model weights must be F32, F16 or BF16", file,
+                       name, ft_dtype_name(info->dtype));
+    return FT_OK;
+}
+
 /* One checkpoint tensor into p->t on the device, in p->t's dtype: F32, or BF16/F16 rounded on the host
- * (to nearest even, as the backends' cast). host/host_cap: a reused staging buffer of floats. */
+ * (to nearest even, as the backends' cast). host/host_cap: a reused staging buffer of floats. Its
+ * non-finite values are counted into m->nonfinite from that host copy. */
 static int load_tensor(ft_model *m, const st_model *st, const char *dir, const ft_param *p, float **host,
                        size_t *host_cap, ft_error *e) {
-    const st_tensor_info *info = st_model_find(st, p->name);
-    if (!info) return ft_fail(e, FT_EINPUT, "%s: tensor '%s' is missing from the checkpoint", dir, p->name);
-    int same = info->ndim == p->t->ndim;
-    for (int d = 0; same && d < info->ndim; d++) same = info->shape[d] == p->t->shape[d];
-    if (!same) {
-        char want[64], got[64];
-        ft_tensor g = ft_tensor_make(NULL, info->dtype, FT_DEV_CPU, info->ndim, info->shape);
-        return ft_fail(e, FT_EINPUT, "%s: tensor '%s' has shape %s, config.json implies %s", dir, p->name,
-                       ft_shape_str(&g, got, sizeof got), ft_shape_str(p->t, want, sizeof want));
-    }
+    const st_tensor_info *info = NULL;
+    int rc = check_tensor(st, dir, p->name, p->t, &info, e);
+    if (rc) return rc;
     size_t n = (size_t)ft_numel(p->t);
     size_t want = p->t->dtype == FT_F32 ? n : n + (n + 1) / 2; /* a 16-bit copy after the floats */
     if (want > *host_cap) {
@@ -134,8 +190,9 @@ static int load_tensor(ft_model *m, const st_model *st, const char *dir, const f
         *host_cap = *host ? want : 0;
         if (!*host) return ft_fail(e, FT_ENOMEM, "out of host memory loading '%s'", p->name);
     }
-    int rc = st_model_read_f32(st, p->name, *host, n, e);
+    rc = st_read_f32(info, *host, n, e);
     if (rc) return rc;
+    model_note_nonfinite(&m->nonfinite, p->name, model_count_nonfinite(*host, n), (int64_t)n);
     if (p->t->dtype == FT_F32) {
         m->b->upload(m->b, p->t->data, *host, n * sizeof(float));
     } else {
@@ -158,6 +215,62 @@ static int is_layer_linear(const char *name) {
 }
 
 int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e) { return model_load_ex(dir, b, 0, out, e); }
+
+static int cmp_param_name(const void *a, const void *b) {
+    return strcmp(((const ft_param *)a)->name, ((const ft_param *)b)->name);
+}
+
+/* A decoder linear stored as bitsandbytes NF4 (U8, packed two to a byte, with its quant state beside it):
+ * what QLoRA's loader reads (lora_quantize_base checks the quant state in full). */
+static int check_nf4_linear(const st_model *st, const st_tensor_info *t, const char *name, const ft_tensor *want,
+                            ft_error *e) {
+    char k[160];
+    snprintf(k, sizeof k, "%s.quant_state.bitsandbytes__nf4", name);
+    int64_t n = ft_numel(want);
+    if (!st_model_find(st, k))
+        return ft_fail(e, FT_EINPUT, "%s: tensor '%s' is U8 but %s is missing (only NF4 4-bit checkpoints are read)",
+                       t->file, name, k);
+    if ((int64_t)t->nbytes != (n + 1) / 2)
+        return ft_fail(e, FT_EINPUT, "%s: 4-bit tensor '%s' has %zu bytes; config.json implies %lld elements, %lld bytes",
+                       t->file, name, t->nbytes, (long long)n, (long long)((n + 1) / 2));
+    return FT_OK;
+}
+
+int model_check_checkpoint(const char *dir, ft_config *cfg, int *n_tensors, int *n_unused, ft_error *e) {
+    int rc = cfg_load(dir, cfg, e);
+    if (rc) return rc;
+    st_model *st = NULL;
+    rc = st_model_open(dir, &st, e);
+    if (rc) return rc;
+    ft_weights w;
+    weights_shape(cfg, FT_DEV_CPU, &w);
+    int n = 0;
+    ft_param *p = weights_params(cfg, &w, &n);
+    for (int i = 0; i < n && !rc; i++) {
+        const st_tensor_info *t = st_model_find(st, p[i].name);
+        if (t && t->dtype == FT_U8 && is_layer_linear(p[i].name))
+            rc = check_nf4_linear(st, t, p[i].name, p[i].t, e);
+        else
+            rc = check_tensor(st, dir, p[i].name, p[i].t, &t, e);
+    }
+    if (!rc && n_tensors) *n_tensors = n;
+    if (!rc && n_unused) { /* tensors that are neither a parameter nor a parameter's quant state ("<name>.absmax") */
+        qsort(p, (size_t)n, sizeof *p, cmp_param_name);
+        int unused = 0;
+        for (size_t i = 0; i < st_model_count(st); i++) {
+            ft_param key;
+            snprintf(key.name, sizeof key.name, "%s", st_model_at(st, i)->name);
+            char *q = strstr(key.name, ".weight.");
+            if (q) q[7] = 0;
+            unused += bsearch(&key, p, (size_t)n, sizeof *p, cmp_param_name) == NULL;
+        }
+        *n_unused = unused;
+    }
+    free(p);
+    free(w.layers);
+    st_model_close(st);
+    return rc;
+}
 
 static int has_compute_copy(const char *name);
 static int check_compute_dtype(const ft_backend *b, ft_dtype dt, ft_error *e);

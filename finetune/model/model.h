@@ -2,7 +2,7 @@
  *
  * model_load reads an HF checkpoint dir (config.json + safetensors, sharded or
  * not) into fp32 weights on the backend, checking every tensor's presence and
- * shape. model_forward runs a flat token layout (see backend.h: packed
+ * shape and counting its non-finite values (m->nonfinite). model_forward runs a flat token layout (see backend.h: packed
  * samples, position ids restarting per sample, doc_start confining attention)
  * and returns the log-probability of each position's target. model_generate
  * decodes with a KV cache. Weights are only touched through backend ops.
@@ -60,6 +60,19 @@ typedef struct ft_linear_hooks {
                                  const ft_tensor *dy);
 } ft_linear_hooks;
 
+/* Non-finite values (NaN, +-Inf) found in a checkpoint's weights: counted on the host while each tensor is
+ * read from the file (the loader's own copy, no second pass over device memory). The first
+ * FT_NONFINITE_NAMED tensors holding any are named; model_nonfinite_describe says it in one line. */
+#define FT_NONFINITE_NAMED 4
+typedef struct ft_nonfinite {
+    int64_t values; /* non-finite values in all tensors */
+    int tensors;    /* tensors holding any */
+    struct {
+        char name[96];
+        int64_t count, numel;
+    } first[FT_NONFINITE_NAMED];
+} ft_nonfinite;
+
 typedef struct ft_model {
     ft_config cfg;
     ft_backend *b;
@@ -75,7 +88,16 @@ typedef struct ft_model {
      * model_forward_train from (seed, global micro-batch index), so model_backward's recomputation draws the
      * same masks as the forward and a resumed run draws the same masks as an uninterrupted one. */
     uint64_t step_seed;
+    ft_nonfinite nonfinite; /* what load found (all zero after model_init_random) */
 } ft_model;
+
+/* Non-finite floats among x[0..n). */
+int64_t model_count_nonfinite(const float *x, size_t n);
+/* Record `count` non-finite values in tensor `name` of `numel` elements (nothing when count is 0); for a
+ * caller that reads checkpoint tensors itself (QLoRA's base linears). */
+void model_note_nonfinite(ft_nonfinite *nf, const char *name, int64_t count, int64_t numel);
+/* "3 non-finite values (NaN/Inf) in 1 tensor: model.norm.weight (3 of 64)" (more tensors: "..., and 2 more"). */
+void model_nonfinite_describe(const ft_nonfinite *nf, char *buf, size_t cap);
 
 /* The weight tensor of one linear of a layer (data NULL when a hook provides it). */
 ft_tensor *model_linear_weight(ft_layer *L, ft_linear which);
@@ -90,6 +112,13 @@ typedef struct ft_param {
 void weights_shape(const ft_config *cfg, ft_device dev, ft_weights *w);
 ft_param *weights_params(const ft_config *cfg, ft_weights *w, int *n);
 
+/* Check a checkpoint dir against its config.json without loading any weight: every safetensors header
+ * (one file, or every shard of model.safetensors.index.json; sizes, offsets, dtypes, overlaps), then each
+ * tensor the config implies present, of that shape and of a float dtype, exactly as model_load checks
+ * them (a decoder linear may also be a bitsandbytes NF4 U8 tensor, which QLoRA reads); the message names
+ * the file, the tensor and the reason. *cfg receives the config; *n_tensors (may be NULL) the number of
+ * tensors checked, *n_unused (may be NULL) the checkpoint's tensors the model does not read. */
+int model_check_checkpoint(const char *dir, ft_config *cfg, int *n_tensors, int *n_unused, ft_error *e);
 int model_load(const char *dir, ft_backend *b, ft_model **out, ft_error *e);
 /* skip_linears: leave the decoder layers' seven linear weights unloaded (data NULL), for a caller that
  * provides them through hooks.base_weight (QLoRA's quantized base). */

@@ -196,6 +196,7 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
         return ft_fail(e, FT_EINPUT, "%s: loss_scale_init must be > 0 and loss_scale_growth_interval >= 1",
                        rcp_name(r));
     GET(rcp_get_bool(r, "freeze_embeddings", 0, &j->freeze_embeddings, e));
+    GET(rcp_get_bool(r, "allow_nonfinite_weights", 0, &j->allow_nonfinite_weights, e));
     char *layers = NULL;
     GET(rcp_get_json(r, "freeze_layers", &layers, e));
     if (layers) {
@@ -288,15 +289,33 @@ static int job_setup_lora(ft_job *j, ft_error *e) {
     return rc;
 }
 
+int job_check_weights(const ft_job *j, const ft_model *m, const char *what, const char *dir, ft_error *e) {
+    if (!m || m->nonfinite.values == 0) return FT_OK;
+    char d[1024];
+    model_nonfinite_describe(&m->nonfinite, d, sizeof d);
+    if (!j->allow_nonfinite_weights)
+        return ft_fail(e, FT_EINPUT,
+                       "%s: the %s's weights hold %s; training from them gives NaN losses. Fix or re-export the "
+                       "checkpoint, or set allow_nonfinite_weights=true to train anyway",
+                       dir, what, d);
+    fprintf(stderr, "warning: %s: the %s's weights hold %s (allow_nonfinite_weights=true: training anyway)\n", dir,
+            what, d);
+    return FT_OK;
+}
+
 int job_setup_model(ft_job *j, ft_error *e) {
     GET(ft_backend_create(j->device, &j->backend, e));
     if (j->model_dir && j->use_lora) { /* the base is frozen: straight into the compute dtype */
         ft_dtype compute;
         GET(trainer_compute_dtype(j->train.precision, j->backend, &compute, e));
         GET(model_load_frozen(j->model_dir, j->backend, j->quantize_nf4, compute, &j->model, e));
-        return job_setup_lora(j, e);
+        GET(job_setup_lora(j, e)); /* QLoRA reads (and counts) the base linears here */
+        return job_check_weights(j, j->model, "model", j->model_dir, e);
     }
-    if (j->model_dir) return model_load(j->model_dir, j->backend, &j->model, e);
+    if (j->model_dir) {
+        GET(model_load(j->model_dir, j->backend, &j->model, e));
+        return job_check_weights(j, j->model, "model", j->model_dir, e);
+    }
     char *text = NULL;
     size_t len = 0;
     ft_config c;

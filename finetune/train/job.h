@@ -4,7 +4,7 @@
  * model / model_init, tokenizer, output_dir, data, eval_data, format, template, on_bad_record,
  * max_length, truncation, overlong, packing, batch_size, grad_accum, epochs, max_steps, the
  * optimizer and schedule keys, seed, eval_fraction, eval_every, save_every, keep_last, log_every,
- * device, freeze_embeddings, freeze_layers, save_dtype, max_bad_steps. job_setup then creates the
+ * device, freeze_embeddings, freeze_layers, save_dtype, max_bad_steps, allow_nonfinite_weights. job_setup then creates the
  * backend, loads (or randomly initialises) the model and loads the tokenizer and chat template. */
 #ifndef FT_JOB_H
 #define FT_JOB_H
@@ -33,6 +33,7 @@ typedef struct ft_job {
     int packing, batch_size, bucket_window;
     double eval_fraction;
     int freeze_embeddings;
+    int allow_nonfinite_weights; /* train from a checkpoint holding NaN/Inf weights (a warning, not a refusal) */
     int *freeze_layers;
     size_t n_freeze_layers;
     ft_train_cfg train;
@@ -74,8 +75,11 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e);
 int job_claim_output_dir(ft_job *j, const ft_path_input *extra, int n_extra, int dry_run, ft_error *e);
 /* Tokenizer and template only (enough for planning a dry run). */
 int job_setup_data(ft_job *j, rcp *r, ft_error *e);
-/* Backend and model. */
+/* Backend and model. A loaded checkpoint holding NaN/Inf weights is refused (FT_EINPUT, naming the
+ * tensors and counts) unless allow_nonfinite_weights, which turns it into a warning on stderr. */
 int job_setup_model(ft_job *j, ft_error *e);
+/* That check for any model the job loaded from `dir` (`what`: "model", "reference model"). */
+int job_check_weights(const ft_job *j, const ft_model *m, const char *what, const char *dir, ft_error *e);
 /* The model's config without loading weights (model dir or model_init file), for plans and estimates. */
 int job_model_config(const ft_job *j, ft_config *c, ft_error *e);
 /* Print the --dry-run memory estimate for this job's mode (full, LoRA or QLoRA), for micro-batches of

@@ -75,6 +75,13 @@ int sft_plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error *e
     return ds_batches_bucketed(p->d->ex, p->d->n, p->j->batch_size, p->j->bucket_window, seed, p->pad, batches, n, e);
 }
 
+const char *sft_sample_where(void *ctx, int32_t sample, char *buf, size_t cap) {
+    const sft_plan *p = ctx;
+    if (sample < 0 || sample >= p->d->n) return NULL;
+    snprintf(buf, cap, "%s", p->d->ex[sample].where);
+    return buf;
+}
+
 void sft_data_print_stats(const char *what, const sft_data *d) {
     long tokens = 0, trained = 0;
     for (int i = 0; i < d->n; i++) {

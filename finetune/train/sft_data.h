@@ -29,6 +29,8 @@ typedef struct sft_plan {
     int32_t pad;
 } sft_plan;
 int sft_plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error *e);
+/* The trainer's sample_where: "file:line" of the planned example `sample` (ctx = sft_plan). */
+const char *sft_sample_where(void *ctx, int32_t sample, char *buf, size_t cap);
 
 /* To stderr: examples and tokens; what reading did to the records (every truncated, dropped or skipped one). */
 void sft_data_print_stats(const char *what, const sft_data *d);

@@ -169,6 +169,60 @@ static int evaluate(ft_train_job *job, double *mean_nll, ft_error *e) {
 
 /* ---------- the loop ---------- */
 
+/* What one micro-batch was when the step's loss first became non-finite (step 0's diagnosis). */
+typedef struct bad_batch {
+    int index;           /* micro-batch of the step, -1: none yet */
+    int64_t trained;     /* trained tokens (targets >= 0) */
+    int64_t bad_logp;    /* of which the model's log-prob was non-finite */
+    int32_t first_sample;
+} bad_batch;
+
+static void note_bad_batch(const ds_batch *b, const float *logp, int index, bad_batch *bb) {
+    bb->index = index;
+    bb->trained = bb->bad_logp = 0;
+    bb->first_sample = -1;
+    for (int t = 0; t < b->n_tokens; t++) {
+        if (bb->first_sample < 0 && b->sample[t] >= 0) bb->first_sample = b->sample[t];
+        if (b->targets[t] < 0) continue;
+        bb->trained++;
+        bb->bad_logp += !isfinite(logp[t]);
+    }
+}
+
+/* A non-finite loss at the very first step is not divergence: say what is known about the weights and the
+ * micro-batch that made it so. */
+static void explain_first_bad_loss(const ft_train_job *job, const bad_batch *bb, int n_micro, double loss,
+                                   mx_term *term) {
+    const ft_model *m = job->model;
+    char weights[1200], where[300] = "";
+    if (m->nonfinite.values) {
+        char d[1024];
+        model_nonfinite_describe(&m->nonfinite, d, sizeof d);
+        snprintf(weights, sizeof weights, "the weights held %s when loaded (allow_nonfinite_weights)", d);
+    } else {
+        snprintf(weights, sizeof weights, "the weights were finite when loaded");
+    }
+    if (bb->index < 0) {
+        mx_print(term, "step 1: loss %g before any training: %s; no single micro-batch's contribution was non-finite",
+                 loss, weights);
+        return;
+    }
+    if (bb->first_sample >= 0) {
+        char buf[256];
+        const char *w = job->sample_where ? job->sample_where(job->plan_ctx, bb->first_sample, buf, sizeof buf) : NULL;
+        snprintf(where, sizeof where, ", first example %s", w && *w ? w : "(unknown origin)");
+    }
+    const char *why = bb->trained == 0
+                          ? "it has no trained tokens, so a per-token average divides by zero"
+                      : bb->bad_logp
+                          ? "the forward pass gave non-finite log-probs"
+                          : "its log-probs were all finite, so the loss itself (not the model) was non-finite";
+    mx_print(term,
+             "step 1: loss %g before any training, from micro-batch %d of %d%s: %lld trained tokens, %lld with "
+             "non-finite log-probs; %s; %s",
+             loss, bb->index + 1, n_micro, where, (long long)bb->trained, (long long)bb->bad_logp, weights, why);
+}
+
 /* Add a batch's trained tokens and trained samples to the step's totals. */
 static void count_trained(const ds_batch *b, ft_step_norm *n) {
     int32_t last_sample = -1;
@@ -249,8 +303,10 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         grads_zero(m, &g);
         for (int i = 0; i < o->n; i++) /* the model's again (cheap), and any extra (adapter) gradients */
             if (job->add_params) b->zero(b, o->g[i].t->data, ft_nbytes(o->g[i].t));
+        bad_batch bb = {-1, 0, 0, -1};
         for (int i = first; i < last && !rc; i++) {
             const ds_batch *bt = &batches[i];
+            double before = loss;
             logp = ft_xrealloc(logp, (size_t)bt->n_tokens * sizeof(float));
             dlogp = ft_xrealloc(dlogp, (size_t)bt->n_tokens * sizeof(float));
             /* the micro-batch's global index: a resumed run draws the same dropout masks */
@@ -259,6 +315,8 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             if (job->loss.prepare) rc = job->loss.prepare(job->loss.ctx, m, bt, e);
             if (!rc) rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
             if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, extra, e);
+            if (!rc && step == 0 && bb.index < 0 && isfinite(before) && !isfinite(loss))
+                note_bad_batch(bt, logp, i - first, &bb);
             if (!rc && ls.enabled)
                 for (int t = 0; t < bt->n_tokens; t++) dlogp[t] *= ls.scale;
             if (!rc) rc = model_backward(m, dlogp, &g, e);
@@ -287,6 +345,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         else if (info.skipped)
             mx_print(&term, "step %" PRId64 ": non-finite loss or gradients (loss %g, grad norm %g): step skipped",
                      step + 1, loss, info.grad_norm);
+        if (step == 0 && !isfinite(loss)) explain_first_bad_loss(job, &bb, last - first, loss, &term);
 
         size_t in_use = 0, peak = 0;
         b->memory(b, &in_use, &peak);

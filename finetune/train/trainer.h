@@ -78,6 +78,9 @@ typedef struct ft_train_job {
     void *trainable_ctx;
     ft_plan_fn plan;
     void *plan_ctx;
+    /* Where example `sample` of a planned batch (ds_batch.sample) came from, e.g. "data.jsonl:12", for the
+     * diagnosis of a non-finite loss at step 0 (may be NULL; called with plan_ctx). */
+    const char *(*sample_where)(void *plan_ctx, int32_t sample, char *buf, size_t cap);
     int batches_per_epoch;
     const ds_batch *eval; /* eval batches for the mean-NLL evaluation (may be NULL) */
     int n_eval;
