@@ -1,12 +1,15 @@
 #include "datasets/template.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct tmpl {
     char *name;
-    tmpl_spec s; /* strings owned */
+    tmpl_spec s;     /* strings owned */
+    jinja_tmpl *jt;  /* a Hugging Face chat_template (then s is unused) */
+    char *jsrc;      /* its text */
 };
 
 static const struct {
@@ -35,7 +38,10 @@ static const struct {
 const char *tmpl_builtin_names(void) { return "danube, chatml, llama2, llama3, mistral, zephyr, alpaca"; }
 const char *tmpl_name(const tmpl *t) { return t->name; }
 
+static int jinja_end_of_turn(const tmpl *t, char *buf, size_t n);
+
 int tmpl_end_of_turn(const tmpl *t, char *buf, size_t n) {
+    if (t->jt) return jinja_end_of_turn(t, buf, n);
     const char *s = t->s.assistant_end;
     if (!s) return 0;
     while (*s == ' ' || *s == '\n') s++;
@@ -82,6 +88,8 @@ void tmpl_free(tmpl *t) {
                        t->s.user_prefix, t->s.user_suffix, t->s.assistant_prefix, t->s.assistant_end,
                        t->s.assistant_trailer, t->s.generation_prompt};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) free((char *)f[i]);
+    jinja_free(t->jt);
+    free(t->jsrc);
     free(t->name);
     free(t);
 }
@@ -165,8 +173,12 @@ static void put_content(rbuf *b, const tmpl *t, const char *s, int turn) {
     put(b, s, n, turn);
 }
 
+static int jinja_render_conv(const tmpl *t, const ds_conv *c, const char *bos, const char *eos, int gen,
+                             tmpl_text *out, ft_error *e);
+
 int tmpl_render(const tmpl *t, const ds_conv *c, const char *bos, const char *eos, int gen, tmpl_text *out,
                 ft_error *e) {
+    if (t->jt) return jinja_render_conv(t, c, bos, eos, gen, out, e);
     memset(out, 0, sizeof *out);
     rbuf b = {out, 0, 0, bos ? bos : "", eos ? eos : ""};
     const tmpl_spec *s = &t->s;
@@ -282,6 +294,61 @@ static size_t surface(const char *tokstr, int bytelevel, const int inv[512], cha
     return o;
 }
 
+/* Text the tokenizer drops: a byte-level vocabulary without the symbol of some byte and without an unk
+ * token leaves that byte out of the ids, as HF's BPE does (SmolLM has no symbol for 0x04, 0x1d, 0xf1, ...),
+ * even in the middle of a token ("\x04<" is the one token "<"); a character-level one may drop a
+ * character it has no piece for. No token stands for such text, so nothing trains there. */
+typedef struct drop_map {
+    const ft_tokenizer *tok;
+    int bytelevel;
+    uint8_t byte_dropped[256]; /* byte-level: the byte's symbol is not in the vocabulary */
+} drop_map;
+
+static void drop_map_init(drop_map *d, const ft_tokenizer *tok, int bytelevel, const int inv[512]) {
+    d->tok = tok;
+    d->bytelevel = bytelevel;
+    memset(d->byte_dropped, 0, sizeof d->byte_dropped);
+    if (!bytelevel) return;
+    for (int cp = 0; cp < 512; cp++) {
+        if (inv[cp] < 0) continue;
+        char sym[3] = {0};
+        if (cp < 0x80) sym[0] = (char)cp;
+        else sym[0] = (char)(0xC0 | (cp >> 6)), sym[1] = (char)(0x80 | (cp & 0x3F));
+        d->byte_dropped[inv[cp]] = tok_token_id(tok, sym) < 0;
+    }
+}
+
+/* Bytes to skip at text[p]: 0 when the text there is encoded. */
+static size_t dropped_at(const tmpl_text *r, size_t p, const drop_map *d) {
+    if (p >= r->len) return 0;
+    if (d->bytelevel) return d->byte_dropped[(unsigned char)r->text[p]];
+    unsigned cp;
+    size_t len = (size_t)utf8_next((const unsigned char *)r->text + p, r->len - p, &cp);
+    int32_t *ids = NULL;
+    size_t n = 1;
+    ft_error e;
+    if (tok_encode(d->tok, r->text + p, len, 0, &ids, &n, &e) != 0) n = 1;
+    free(ids);
+    return n == 0 ? len : 0;
+}
+
+/* Match a token's surface sf[0..sl) against the text at p, over dropped text; the end of the match. A
+ * SentencePiece surface's ' ' is the token's U+2581, which stands for a space the normalizer replaced or
+ * for a U+2581 the text itself holds. */
+static int match_surface(const tmpl_text *r, size_t p, const char *sf, size_t sl, const drop_map *d, size_t *end) {
+    if (sl == 0) return 0;
+    for (size_t i = 0; i < sl;) {
+        size_t k;
+        if (p < r->len && r->text[p] == sf[i]) p++, i++;
+        else if (!d->bytelevel && sf[i] == ' ' && p + 3 <= r->len && memcmp(r->text + p, "\xE2\x96\x81", 3) == 0)
+            p += 3, i++;
+        else if ((k = dropped_at(r, p, d)) > 0) p += k;
+        else return 0;
+    }
+    *end = p;
+    return 1;
+}
+
 int tmpl_tokenize(const tmpl_text *r, const ft_tokenizer *tok, tmpl_tokens *out, ft_error *e) {
     memset(out, 0, sizeof *out);
     int32_t *ids;
@@ -291,6 +358,8 @@ int tmpl_tokenize(const tmpl_text *r, const ft_tokenizer *tok, tmpl_tokens *out,
     int inv[512];
     bytelevel_inverse(inv);
     int bytelevel = tok_token_id(tok, "\xC4\xA0") >= 0 && tok_token_id(tok, "\xE2\x96\x81") < 0; /* "Ġ" vs "▁" */
+    drop_map dm;
+    drop_map_init(&dm, tok, bytelevel, inv);
     int32_t *turn = ft_xmalloc((n ? n : 1) * sizeof *turn);
     /* map each text byte to its segment's turn */
     size_t p = 0;
@@ -298,30 +367,35 @@ int tmpl_tokenize(const tmpl_text *r, const ft_tokenizer *tok, tmpl_tokens *out,
     char buf[1024];
     for (size_t i = 0; i < n; i++) {
         const char *ts = tok_token_str(tok, ids[i]);
-        size_t sl = ts ? surface(ts, bytelevel, inv, buf, sizeof buf) : 0;
-        const char *sf = buf;
-        if (sl > 0 && p + sl <= r->len && memcmp(r->text + p, sf, sl) == 0) {
-        } else if (sl > 0 && sf[0] == ' ' && (p + sl - 1 <= r->len) && memcmp(r->text + p, sf + 1, sl - 1) == 0) {
-            sl--; /* a space the tokenizer prepended (Metaspace / legacy SentencePiece) */
+        size_t sl = ts ? surface(ts, bytelevel, inv, buf, sizeof buf) : 0, end = p, k;
+        while (!match_surface(r, p, buf, sl, &dm, &end) && (k = dropped_at(r, p, &dm)) > 0)
+            p += k; /* dropped text before the token: no token's */
+        if (match_surface(r, p, buf, sl, &dm, &end)) {
+        } else if (sl > 0 && buf[0] == ' ' && (sl == 1 || match_surface(r, p, buf + 1, sl - 1, &dm, &end))) {
+            /* a space the tokenizer prepended (Metaspace / legacy SentencePiece); alone, it covers no text */
+            if (sl == 1) end = p;
         } else {
+            /* the message before the free: it names ids[i] (reading it after the free was a use-after-free) */
+            rc = ft_fail(e, FT_EINTERNAL,
+                         "chat template: cannot align token %zu (id %d, '%s') with the rendered text at byte %zu; the tokenizer's normalizer changes the text",
+                         i, ids[i], ts ? ts : "?", p);
             free(ids);
             free(turn);
-            return ft_fail(e, FT_EINTERNAL,
-                           "chat template: cannot align token %zu (id %d, '%s') with the rendered text at byte %zu; the tokenizer's normalizer changes the text",
-                           i, ids[i], ts ? ts : "?", p);
+            return rc;
         }
-        /* trained if any byte of [p, p+sl) (or, for an empty span, byte p) is in a trained segment */
+        /* trained if any byte of [p, end) (or, for an empty span, byte p) is in a trained segment */
         int t = -1;
-        size_t end = sl ? p + sl : p + 1;
+        size_t hi = end > p ? end : p + 1;
         while (seg < r->n_segs && r->segs[seg].start + r->segs[seg].len <= p) seg++;
-        for (int k = seg; k < r->n_segs && r->segs[k].start < end; k++)
-            if (r->segs[k].turn >= 0) {
-                t = r->segs[k].turn;
+        for (int s = seg; s < r->n_segs && r->segs[s].start < hi; s++)
+            if (r->segs[s].turn >= 0) {
+                t = r->segs[s].turn;
                 break;
             }
         turn[i] = t;
-        p += sl;
+        p = end;
     }
+    for (size_t k; p < r->len && (k = dropped_at(r, p, &dm)) > 0;) p += k;
     if (p != r->len) {
         free(ids);
         free(turn);
@@ -400,6 +474,7 @@ static void sb_expr(sbuf *b, const char *s) {
 }
 
 char *tmpl_jinja(const tmpl *t) {
+    if (t->jt) return ft_xstrdup(t->jsrc);
     const tmpl_spec *s = &t->s;
     const char *tr = s->strip ? "|trim" : "";
     sbuf b = {0};
@@ -443,4 +518,214 @@ char *tmpl_jinja(const tmpl *t) {
     sb_expr(&b, s->generation_prompt);
     sb_put(&b, " }}{% endif %}");
     return b.s;
+}
+
+/* ---- a model's own chat_template (datasets/jinja) ---- */
+
+int tmpl_is_jinja(const tmpl *t) { return t->jt != NULL; }
+
+int tmpl_from_jinja(const char *text, const char *name, tmpl **out, ft_error *e) {
+    *out = NULL;
+    jinja_tmpl *jt;
+    int rc = jinja_parse(text, strlen(text), name, &jt, e);
+    if (rc) {
+        ft_error_prefix(e, "the chat template cannot be used (name a built-in instead: %s)", tmpl_builtin_names());
+        return rc;
+    }
+    tmpl *t = ft_xcalloc(1, sizeof *t);
+    t->name = ft_xstrdup(name);
+    t->jt = jt;
+    t->jsrc = ft_xstrdup(text);
+    *out = t;
+    return FT_OK;
+}
+
+/* The chat_template of one directory: tokenizer_config.json's "chat_template" (a string, or a list of
+ * {name, template} where "default" is taken), else chat_template.jinja. NULL when it has none. */
+static int dir_chat_template(const char *dir, char **text, char **where, ft_error *e) {
+    *text = NULL;
+    *where = NULL;
+    char *p = ft_path_join(dir, "tokenizer_config.json");
+    int rc = FT_OK;
+    if (ft_file_exists(p)) {
+        char *data = NULL;
+        size_t len = 0;
+        rc = ft_read_file(p, &data, &len, e);
+        cJSON *j = rc ? NULL : cJSON_Parse(data);
+        free(data);
+        if (!rc && !j) rc = ft_fail(e, FT_EINPUT, "%s: not valid JSON", p);
+        const cJSON *ct = j ? cJSON_GetObjectItem(j, "chat_template") : NULL;
+        if (cJSON_IsString(ct)) {
+            *text = ft_xstrdup(ct->valuestring);
+        } else if (cJSON_IsArray(ct)) {
+            const cJSON *x, *pick = NULL;
+            cJSON_ArrayForEach(x, ct) {
+                const char *nm = cJSON_GetStringValue(cJSON_GetObjectItem(x, "name"));
+                if (!pick || (nm && strcmp(nm, "default") == 0)) pick = x;
+            }
+            const char *tt = pick ? cJSON_GetStringValue(cJSON_GetObjectItem(pick, "template")) : NULL;
+            if (tt) *text = ft_xstrdup(tt);
+        } else if (ct && !cJSON_IsNull(ct)) {
+            rc = ft_fail(e, FT_EINPUT, "%s: chat_template must be a string or a list of {name, template}", p);
+        }
+        cJSON_Delete(j);
+        if (*text) {
+            size_t n = strlen(p) + 32;
+            *where = ft_xmalloc(n);
+            snprintf(*where, n, "%s chat_template", p);
+        }
+    }
+    free(p);
+    if (rc || *text) return rc;
+    p = ft_path_join(dir, "chat_template.jinja");
+    if (ft_file_exists(p)) {
+        size_t len;
+        rc = ft_read_file(p, text, &len, e);
+        if (!rc) *where = ft_xstrdup(p);
+    }
+    free(p);
+    return rc;
+}
+
+int tmpl_auto(const char *const *dirs, int n, tmpl **out, ft_error *e) {
+    *out = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!dirs[i]) continue;
+        char *text, *where;
+        int rc = dir_chat_template(dirs[i], &text, &where, e);
+        if (!rc && text) rc = tmpl_from_jinja(text, where, out, e);
+        free(text);
+        free(where);
+        if (rc || *out) return rc;
+    }
+    return FT_OK;
+}
+
+/* The variables apply_chat_template gives the template: messages, tools/documents (None),
+ * add_generation_prompt and the special tokens the tokenizer has. */
+static cJSON *conv_vars(const ds_conv *c, int upto, const char *bos, const char *eos, int gen) {
+    cJSON *v = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(v, "messages");
+    for (int i = 0; i < upto; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", ds_role_name(c->msgs[i].role));
+        cJSON_AddStringToObject(m, "content", c->msgs[i].content);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    cJSON_AddNullToObject(v, "tools");
+    cJSON_AddNullToObject(v, "documents");
+    cJSON_AddBoolToObject(v, "add_generation_prompt", gen);
+    if (bos && *bos) cJSON_AddStringToObject(v, "bos_token", bos);
+    if (eos && *eos) cJSON_AddStringToObject(v, "eos_token", eos);
+    return v;
+}
+
+static int render_upto(const tmpl *t, const ds_conv *c, int upto, const char *bos, const char *eos, int gen,
+                       char **text, size_t *len, ft_error *e) {
+    cJSON *v = conv_vars(c, upto, bos, eos, gen);
+    int rc = jinja_render(t->jt, v, text, len, e);
+    cJSON_Delete(v);
+    return rc;
+}
+
+static int is_prefix(const char *p, size_t pn, const char *s, size_t sn) { return pn <= sn && memcmp(p, s, pn) == 0; }
+
+/* The whole conversation rendered once; the assistant turns found the way TRL does without
+ * {% generation %} markers: what rendering the first k messages with the generation prompt gives is
+ * the text before turn k (not trained), and rendering the first k+1 messages without it ends where
+ * turn k ends (trained: the content and its end marker, trailing whitespace not). Both must be
+ * prefixes of the whole text, else the template rewrites earlier turns and masking would be wrong. */
+static int jinja_render_conv(const tmpl *t, const ds_conv *c, const char *bos, const char *eos, int gen,
+                             tmpl_text *out, ft_error *e) {
+    memset(out, 0, sizeof *out);
+    char *full = NULL;
+    size_t flen = 0;
+    int rc = render_upto(t, c, c->n, bos, eos, gen, &full, &flen, e);
+    if (rc) {
+        ft_error_prefix(e, "%s", c->where);
+        return rc;
+    }
+    rbuf b = {out, 0, 0, "", ""};
+    size_t cursor = 0;
+    int turn = 0;
+    size_t eosn = eos ? strlen(eos) : 0;
+    for (int k = 0; k < c->n && !rc; k++) {
+        if (c->msgs[k].role != DS_ASSISTANT) continue;
+        char *g = NULL, *en = NULL;
+        size_t gl = 0, el = 0;
+        rc = render_upto(t, c, k, bos, eos, 1, &g, &gl, e);
+        if (!rc) rc = render_upto(t, c, k + 1, bos, eos, 0, &en, &el, e);
+        if (rc) {
+            ft_error_prefix(e, "%s", c->where);
+        } else if (!is_prefix(g, gl, full, flen) || gl < cursor) {
+            rc = ft_fail(e, FT_EINPUT,
+                         "%s: chat template %s: the first %d messages with the generation prompt do not render as a "
+                         "prefix of the whole conversation (the template rewrites earlier turns), so the assistant "
+                         "turns cannot be masked; name a built-in template (%s)",
+                         c->where, t->name, k, tmpl_builtin_names());
+        } else {
+            size_t end = 0;
+            if (is_prefix(en, el, full, flen)) end = el;
+            else if (eosn && el >= eosn && memcmp(en + el - eosn, eos, eosn) == 0 && is_prefix(en, el - eosn, full, flen))
+                end = el - eosn; /* the template closes a conversation with EOS (Phi-3) */
+            if (end <= gl) {
+                rc = ft_fail(e, FT_EINPUT,
+                             "%s: chat template %s: assistant turn %d (message %d) does not render as a continuation "
+                             "of the conversation before it, so it cannot be masked; name a built-in template (%s)",
+                             c->where, t->name, turn, k, tmpl_builtin_names());
+            } else {
+                while (end > gl && (full[end - 1] == ' ' || full[end - 1] == '\n' || full[end - 1] == '\t' ||
+                                    full[end - 1] == '\r'))
+                    end--;
+                put(&b, full + cursor, gl - cursor, -1);
+                put(&b, full + gl, end - gl, turn);
+                cursor = end;
+                turn++;
+            }
+        }
+        free(g);
+        free(en);
+    }
+    if (!rc) {
+        put(&b, full + cursor, flen - cursor, -1);
+        out->n_turns = turn;
+        if (!out->text) out->text = ft_xstrdup("");
+    } else
+        tmpl_text_free(out);
+    free(full);
+    return rc;
+}
+
+/* A one-turn probe: the text right after the assistant's content, up to the first whitespace, when
+ * it is not EOS itself (chatml <|im_end|>, Llama-3 <|eot_id|>, Gemma <end_of_turn>, Phi-3 <|end|>). */
+static int jinja_end_of_turn(const tmpl *t, char *buf, size_t n) {
+    static const char *probe = "Zq9xProbeReply";
+    ds_conv c = {0};
+    snprintf(c.where, sizeof c.where, "end-of-turn probe");
+    ds_conv_add(&c, DS_USER, "Hello");
+    ds_conv_add(&c, DS_ASSISTANT, probe);
+    const char *bos = "\x01" "BOS\x01", *eos = "\x01" "EOS\x01";
+    char *g = NULL, *en = NULL;
+    size_t gl = 0, el = 0;
+    ft_error e;
+    int found = 0;
+    if (!render_upto(t, &c, 1, bos, eos, 1, &g, &gl, &e) && !render_upto(t, &c, 2, bos, eos, 0, &en, &el, &e) &&
+        is_prefix(g, gl, en, el)) {
+        const char *p = strstr(en + gl, probe);
+        if (p) {
+            p += strlen(probe);
+            while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+            size_t len = 0;
+            while (p[len] && p[len] != ' ' && p[len] != '\n' && p[len] != '\t' && p[len] != '\r' && p[len] != '\x01')
+                len++;
+            if (len && len < n && strncmp(p, eos, strlen(eos)) != 0) {
+                memcpy(buf, p, len);
+                buf[len] = 0;
+                found = 1;
+            }
+        }
+    }
+    free(g);
+    free(en);
+    ds_conv_free(&c);
+    return found;
 }

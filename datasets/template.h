@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "datasets/format.h"
+#include "datasets/jinja.h"
 #include "datasets/tokenizer/tokenizer.h"
 
 typedef struct tmpl_spec {
@@ -82,7 +83,21 @@ void tmpl_tokens_free(tmpl_tokens *t);
 int tmpl_encode(const tmpl *t, const ds_conv *c, const ft_tokenizer *tok, int add_generation_prompt,
                 tmpl_tokens *out, ft_error *e);
 
-/* The equivalent HF chat_template (malloc'd). */
+/* The equivalent HF chat_template (malloc'd); a Jinja template's own text. */
 char *tmpl_jinja(const tmpl *t);
+
+/* A Hugging Face chat_template (Jinja text) rendered by datasets/jinja, exactly as
+ * apply_chat_template renders it; name is what errors call it (e.g. the file). The loss mask is
+ * found the way TRL does without {% generation %} markers: the first k messages rendered with the
+ * generation prompt give the text before assistant turn k, the first k+1 without it where the turn
+ * ends; the turn's text from there (its content and end marker, not the whitespace after) is
+ * trained. When those renders are not prefixes of the whole conversation (the template rewrites
+ * earlier turns) tmpl_render fails with an error saying so rather than mask wrongly. */
+int tmpl_from_jinja(const char *text, const char *name, tmpl **out, ft_error *e);
+int tmpl_is_jinja(const tmpl *t);
+/* "auto": the first of dirs (NULL entries skipped) with a chat template of its own
+ * (tokenizer_config.json "chat_template", a string or the "default" of a list; else
+ * chat_template.jinja); *out = NULL (and FT_OK) when none has one. */
+int tmpl_auto(const char *const *dirs, int n, tmpl **out, ft_error *e);
 
 #endif
