@@ -1526,6 +1526,28 @@ static size_t u8_off(const char *p, size_t n, size_t ci) {
     return n;
 }
 static int py_isspace(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || c == 0x1c || c == 0x1d || c == 0x1e || c == 0x1f; }
+/* Python's str.isspace() for the code point at s[0..n), as str.strip() and str.split() use it (also
+ * U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000): its byte length, or 0.
+ * Found by fuzz_template: `|trim` left a no-break space that jinja2 (and tmpl_render) strip. */
+static size_t py_space_at(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    if (n == 0) return 0;
+    if (py_isspace(p[0])) return 1;
+    if (n >= 2 && p[0] == 0xC2 && (p[1] == 0x85 || p[1] == 0xA0)) return 2;
+    if (n < 3) return 0;
+    if (p[0] == 0xE1 && p[1] == 0x9A && p[2] == 0x80) return 3;
+    if (p[0] == 0xE2 && p[1] == 0x80 && ((p[2] >= 0x80 && p[2] <= 0x8A) || p[2] == 0xA8 || p[2] == 0xA9 || p[2] == 0xAF))
+        return 3;
+    if (p[0] == 0xE2 && p[1] == 0x81 && p[2] == 0x9F) return 3;
+    if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80) return 3;
+    return 0;
+}
+/* The same for the code point ending at s[b) (not before s[a)). */
+static size_t py_space_before(const char *s, size_t a, size_t b) {
+    for (size_t k = 1; k <= 3 && k <= b - a; k++)
+        if (py_space_at(s + b - k, k) == k) return k;
+    return 0;
+}
 
 static jv *str_strip(jctx *C, const jv *s, const jv *chars, int l, int r) {
     const char *p = s->u.s.p;
@@ -1534,8 +1556,8 @@ static jv *str_strip(jctx *C, const jv *s, const jv *chars, int l, int r) {
         while (l && a < b && memchr(chars->u.s.p, p[a], chars->u.s.n)) a++;
         while (r && b > a && memchr(chars->u.s.p, p[b - 1], chars->u.s.n)) b--;
     } else {
-        while (l && a < b && py_isspace((unsigned char)p[a])) a++;
-        while (r && b > a && py_isspace((unsigned char)p[b - 1])) b--;
+        for (size_t k; l && a < b && (k = py_space_at(p + a, b - a)) > 0;) a += k;
+        for (size_t k; r && b > a && (k = py_space_before(p, a, b)) > 0;) b -= k;
     }
     return mkstr(&C->ar, p + a, b - a);
 }
@@ -1589,16 +1611,16 @@ static jv *str_split(jctx *C, const jv *s, const jv *sep, long long maxsplit) {
     long long done = 0;
     if (!sep || sep->t == V_NONE) {
         while (i < n) {
-            while (i < n && py_isspace((unsigned char)p[i])) i++;
+            for (size_t k; i < n && (k = py_space_at(p + i, n - i)) > 0;) i += k;
             if (i >= n) break;
             if (maxsplit >= 0 && done >= maxsplit) {
                 size_t e = n;
-                while (e > i && py_isspace((unsigned char)p[e - 1])) e--;
+                for (size_t k; e > i && (k = py_space_before(p, i, e)) > 0;) e -= k;
                 list_push(C, l, mkstr(&C->ar, p + i, e - i));
                 break;
             }
             size_t j = i;
-            while (j < n && !py_isspace((unsigned char)p[j])) j++;
+            while (j < n && !py_space_at(p + j, n - j)) j++;
             list_push(C, l, mkstr(&C->ar, p + i, j - i));
             done++;
             i = j;

@@ -1,9 +1,11 @@
 
 #include "finetune/base/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +21,43 @@ int ft_fail(ft_error *e, int code, const char *fmt, ...) {
         vsnprintf(e->msg, sizeof e->msg, fmt, ap);
         va_end(ap);
         e->code = code;
+        e->sys_errno = 0;
     }
     return code;
+}
+
+int ft_fail_sys(ft_error *e, int err, const char *fmt, ...) {
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+        size_t n = strlen(e->msg);
+        snprintf(e->msg + n, sizeof e->msg - n, ": %s", strerror(err));
+        e->code = FT_EIO;
+        e->sys_errno = err;
+    }
+    return FT_EIO;
+}
+
+int ft_error_no_space(const ft_error *e) {
+    return e && e->code != FT_OK && (e->sys_errno == ENOSPC
+#ifdef EDQUOT
+                                     || e->sys_errno == EDQUOT
+#endif
+                                    );
+}
+
+int ft_error_append(ft_error *e, const char *fmt, ...) {
+    if (!e) return FT_EINTERNAL;
+    size_t n = strnlen(e->msg, sizeof e->msg);
+    if (n + 1 < sizeof e->msg) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg + n, sizeof e->msg - n, fmt, ap);
+        va_end(ap);
+    }
+    return e->code;
 }
 
 int ft_error_prefix(ft_error *e, const char *fmt, ...) {
@@ -103,45 +140,145 @@ int ft_read_file(const char *path, char **out, size_t *out_len, ft_error *e) {
     return FT_OK;
 }
 
+/* ---------- the test-only fault hook (FT_FAULT, see util.h) ---------- */
+
+/* The byte limit FT_FAULT=enospc:SUBSTR[:BYTES] puts on path, or -1 when none applies. */
+static int64_t fault_enospc_limit(const char *path) {
+    const char *f = getenv("FT_FAULT");
+    if (!f || strncmp(f, "enospc:", 7) != 0 || !path) return -1;
+    f += 7;
+    const char *colon = strchr(f, ':');
+    char sub[256];
+    size_t n = colon ? (size_t)(colon - f) : strlen(f);
+    if (n == 0 || n >= sizeof sub) return -1;
+    memcpy(sub, f, n);
+    sub[n] = 0;
+    if (!strstr(path, sub)) return -1;
+    return colon ? (int64_t)strtoll(colon + 1, NULL, 10) : 0;
+}
+
+void ft_fault_point(const char *name) {
+    const char *f = getenv("FT_FAULT");
+    if (!f || strncmp(f, "kill:", 5) != 0) return;
+    f += 5;
+    size_t n = strlen(name);
+    if (strncmp(f, name, n) != 0 || (f[n] != 0 && f[n] != ':')) return;
+    long want = f[n] == ':' ? strtol(f + n + 1, NULL, 10) : 1;
+    static long hits;
+    if (++hits != want) return;
+    fprintf(stderr, "FT_FAULT: SIGKILL at %s (hit %ld)\n", name, hits);
+    raise(SIGKILL);
+}
+
+static int write_all_real(int fd, const char *p, size_t n, int64_t off) {
+    while (n > 0) {
+        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
+        ssize_t w = off >= 0 ? pwrite(fd, p, chunk, (off_t)off) : write(fd, p, chunk);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) { /* no progress and no error: treat as a full disk rather than spin */
+            errno = ENOSPC;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        if (off >= 0) off += w;
+    }
+    return 0;
+}
+
+int ft_write_all(int fd, const void *buf, size_t n, int64_t off, const char *path) {
+    int64_t limit = fault_enospc_limit(path);
+    if (limit >= 0) {
+        int64_t pos = off >= 0 ? off : (int64_t)lseek(fd, 0, SEEK_CUR);
+        if (pos + (int64_t)n > limit) {
+            size_t room = pos < limit ? (size_t)(limit - pos) : 0;
+            if (room && write_all_real(fd, buf, room, off) != 0) return -1;
+            errno = ENOSPC;
+            return -1;
+        }
+    }
+    return write_all_real(fd, buf, n, off);
+}
+
+/* best effort: makes a rename in dir durable (some filesystems refuse fsync on a directory) */
+static void fsync_dir_of(const char *path) {
+    char *d = ft_xstrdup(path);
+    char *slash = strrchr(d, '/');
+    if (slash == d) slash[1] = 0;
+    else if (slash) *slash = 0;
+    int fd = open(slash ? d : ".", O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
 int ft_write_file_atomic(const char *path, const void *data, size_t len, ft_error *e) {
     size_t n = strlen(path) + 32;
     char *tmp = ft_xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        int rc = ft_fail(e, FT_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+        int rc = ft_fail_sys(e, errno, "%s: cannot create", tmp);
         free(tmp);
         return rc;
     }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            int rc = ft_fail(e, FT_EIO, "%s: write failed: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return rc;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int rc = ft_fail(e, FT_EIO, "%s: fsync/close failed: %s", tmp, strerror(errno));
+    int rc = FT_OK;
+    if (ft_write_all(fd, data, len, -1, tmp) != 0) rc = ft_fail_sys(e, errno, "%s: write failed", tmp);
+    if (rc == FT_OK && fsync(fd) != 0) rc = ft_fail_sys(e, errno, "%s: fsync failed", tmp);
+    if (close(fd) != 0 && rc == FT_OK) rc = ft_fail_sys(e, errno, "%s: close failed", tmp);
+    if (rc == FT_OK && rename(tmp, path) != 0) rc = ft_fail_sys(e, errno, "%s: rename to %s failed", tmp, path);
+    if (rc == FT_OK)
+        fsync_dir_of(path);
+    else
         unlink(tmp);
-        free(tmp);
-        return rc;
-    }
-    if (rename(tmp, path) != 0) {
-        int rc = ft_fail(e, FT_EIO, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return rc;
-    }
     free(tmp);
-    return FT_OK;
+    return rc;
+}
+
+/* "NAME.tmp.PID" / "NAME.tmp-PID" -> PID (> 0), else 0. */
+static long tmp_name_pid(const char *name) {
+    size_t n = strlen(name), i = n;
+    while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9') i--;
+    if (i == n || i < 5 || strncmp(name + i - 5, ".tmp", 4) != 0 || (name[i - 1] != '.' && name[i - 1] != '-')) return 0;
+    if (n - i > 9) return 0;
+    return strtol(name + i, NULL, 10);
+}
+
+int ft_remove_stale_tmp(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    size_t pl = prefix ? strlen(prefix) : 0;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (pl && strncmp(de->d_name, prefix, pl) != 0) continue;
+        long pid = tmp_name_pid(de->d_name);
+        if (pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno == EPERM) continue;
+        char *p = ft_path_join(dir, de->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+            DIR *sd = opendir(p);
+            struct dirent *se;
+            while (sd && (se = readdir(sd)) != NULL) {
+                if (!strcmp(se->d_name, ".") || !strcmp(se->d_name, "..")) continue;
+                char *q = ft_path_join(p, se->d_name);
+                unlink(q);
+                free(q);
+            }
+            if (sd) closedir(sd);
+            if (rmdir(p) == 0) removed++;
+        } else if (unlink(p) == 0) {
+            removed++;
+        }
+        free(p);
+    }
+    closedir(d);
+    return removed;
 }
 
 int ft_mkdir_p(const char *path, ft_error *e) {
@@ -150,7 +287,7 @@ int ft_mkdir_p(const char *path, ft_error *e) {
         if (*s == '/') {
             *s = 0;
             if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-                int rc = ft_fail(e, FT_EIO, "%s: cannot create directory: %s", p, strerror(errno));
+                int rc = ft_fail_sys(e, errno, "%s: cannot create directory", p);
                 free(p);
                 return rc;
             }
@@ -158,7 +295,7 @@ int ft_mkdir_p(const char *path, ft_error *e) {
         }
     }
     if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-        int rc = ft_fail(e, FT_EIO, "%s: cannot create directory: %s", p, strerror(errno));
+        int rc = ft_fail_sys(e, errno, "%s: cannot create directory", p);
         free(p);
         return rc;
     }

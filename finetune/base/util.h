@@ -21,6 +21,7 @@ enum {
 
 typedef struct ft_error {
     int code;
+    int sys_errno; /* errno of the system call that failed (set by ft_fail_sys), 0 otherwise */
     char msg[2048];
 } ft_error;
 
@@ -30,6 +31,14 @@ int ft_fail(ft_error *e, int code, const char *fmt, ...)
 
 /* Prefix an existing message: "prefix: old message". Returns e->code. */
 int ft_error_prefix(ft_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append to an existing message: "old message<suffix>". Returns e->code. */
+int ft_error_append(ft_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A failed system call: the message gets ": <strerror(err)>" appended, the code is FT_EIO and
+ * e->sys_errno = err, so a caller can tell a full disk from other failures (ft_error_no_space). */
+int ft_fail_sys(ft_error *e, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* True when e is a full disk or an exhausted quota (ENOSPC, EDQUOT). */
+int ft_error_no_space(const ft_error *e);
 
 /* Allocation that exits the process on failure: only for small host-side
  * bookkeeping whose failure means the machine is unusable anyway. Large
@@ -42,8 +51,31 @@ char *ft_xstrdup(const char *s);
 /* Read a whole (small) file into a NUL-terminated buffer. */
 int ft_read_file(const char *path, char **out, size_t *out_len, ft_error *e);
 
-/* Write a file atomically: temp file in the same dir, fsync, rename. */
+/* Write a file atomically: PATH.tmp.PID in the same dir, fsync, rename, fsync of the dir. On any
+ * failure (a full disk included) the temp file is removed and PATH is untouched. */
 int ft_write_file_atomic(const char *path, const void *data, size_t len, ft_error *e);
+
+/* Write all n bytes to fd: at offset off (pwrite), or at the file position when off < 0 (write).
+ * Retries short writes and EINTR; returns 0, or -1 with errno set. path names the file for the
+ * fault hook below. Every writer of output files (atomic files, safetensors) goes through it. */
+int ft_write_all(int fd, const void *buf, size_t n, int64_t off, const char *path);
+
+/* Remove what killed writers left in dir: entries named NAME.tmp.PID or NAME.tmp-PID (a file, or a
+ * flat directory of files) whose PID is not a running process, NAME starting with prefix (NULL or
+ * "": any). Best effort; returns the number of entries removed. */
+int ft_remove_stale_tmp(const char *dir, const char *prefix);
+
+/* TEST-ONLY fault hook, driven by the environment variable FT_FAULT (unset: no effect, one getenv).
+ * It exists so that tests can hit a full disk or a SIGKILL at an exact point:
+ *   FT_FAULT=enospc:SUBSTR[:BYTES]  ft_write_all to a file whose path contains SUBSTR fails with
+ *                                   errno ENOSPC once the file would pass BYTES bytes (default 0),
+ *                                   after writing what fits, as a full disk does;
+ *   FT_FAULT=kill:POINT[:N]         the N-th (default 1st) ft_fault_point(POINT) raises SIGKILL.
+ * Points: train-mid-step (after a step's backward, before the update; once per step),
+ * ckpt-mid-write (half the checkpoint's tensors written; once per checkpoint), ckpt-before-rename
+ * (the checkpoint complete in its temp dir, not yet renamed), merge-mid-write (half the merged
+ * tensors written). Never set it outside tests. */
+void ft_fault_point(const char *name);
 
 /* mkdir -p */
 int ft_mkdir_p(const char *path, ft_error *e);

@@ -95,6 +95,16 @@ static int out_prepare(const char *out, char **tmp, ft_error *e) {
     } else if (errno != ENOENT) {
         return ft_fail(e, FT_EIO, "--out %s: %s", out, strerror(errno));
     }
+    /* what an earlier, killed run into the same --out left beside it (OUT.tmp-PID of a dead PID) */
+    char *dir = ft_xstrdup(out), *prefix = ft_xmalloc(strlen(out) + 8);
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dir[--dl] = 0; /* "x/" is x */
+    char *slash = strrchr(dir, '/');
+    sprintf(prefix, "%s.tmp-", slash ? slash + 1 : dir);
+    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+    ft_remove_stale_tmp(slash ? dir : ".", prefix);
+    free(prefix);
+    free(dir);
     size_t n = strlen(out) + 32;
     *tmp = ft_xmalloc(n);
     snprintf(*tmp, n, "%s.tmp-%ld", out, (long)getpid());
@@ -117,8 +127,15 @@ static void rm_flat_dir(const char *dir) {
 
 static int out_commit(const char *tmp, const char *out, ft_error *e) {
     rmdir(out); /* an empty dir given as --out */
-    if (rename(tmp, out) != 0) return ft_fail(e, FT_EIO, "rename %s -> %s: %s", tmp, out, strerror(errno));
+    if (rename(tmp, out) != 0) return ft_fail_sys(e, errno, "rename %s -> %s", tmp, out);
     return FT_OK;
+}
+
+/* A full disk: nothing was written under --out (the temp dir beside it is removed), the inputs are read only. */
+static void no_space_hint(const char *cmd, ft_error *e) {
+    if (ft_error_no_space(e))
+        ft_error_append(e, ". The disk is full: nothing was written under --out and the inputs are unchanged; free "
+                           "space and run 'finetune %s' again", cmd);
 }
 
 /* tokenizer files from the first of dirs that has tokenizer.json (none: nothing to copy). */
@@ -336,6 +353,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
         }
         convert_out(buf, conv, (size_t)n, dt);
         rc = st_sharded_write(w, t->name, conv, e);
+        if (!rc && i == st_model_count(st) / 2) ft_fault_point("merge-mid-write"); /* test-only kill point */
     }
     int shards = w && !rc ? st_sharded_num_shards(w) : 0; /* finish frees w */
     if (w) {
@@ -396,6 +414,7 @@ int cmd_merge(int argc, char **argv) {
         rc = ft_path_guard_output(a.out, "--out", in, 2, &e);
     }
     if (!rc) rc = merge_run(&a, &e);
+    if (rc) no_space_hint("merge", &e);
     return rc ? cli_report("merge", &e) : 0;
 }
 

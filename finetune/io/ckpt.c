@@ -23,13 +23,13 @@
 
 static int fsync_dir(const char *dir, ft_error *e) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return ft_fail(e, FT_EIO, "%s: cannot open directory to fsync: %s", dir, strerror(errno));
+    if (fd < 0) return ft_fail_sys(e, errno, "%s: cannot open directory to fsync", dir);
     int rc = fsync(fd);
     int err = errno;
     close(fd);
     /* some filesystems refuse fsync on a directory; that is not a data loss we can fix */
     if (rc != 0 && err != EINVAL && err != EROFS)
-        return ft_fail(e, FT_EIO, "%s: fsync of directory failed: %s", dir, strerror(err));
+        return ft_fail_sys(e, err, "%s: fsync of directory failed", dir);
     return FT_OK;
 }
 
@@ -119,8 +119,14 @@ struct ckpt_writer {
     st_writer *st;
     pending *pend;
     size_t npend, cap;
+    size_t ndecl, nwritten; /* for the ckpt-mid-write fault point */
     char *state;
 };
+
+/* One tensor's bytes are in the temp file: halfway through, the test-only kill point. */
+static void wrote_one(ckpt_writer *w) {
+    if (++w->nwritten == (w->ndecl + 1) / 2) ft_fault_point("ckpt-mid-write");
+}
 
 static void writer_free(ckpt_writer *w) {
     for (size_t i = 0; i < w->npend; i++) free(w->pend[i].name);
@@ -147,8 +153,7 @@ int ckpt_writer_begin(const char *run_dir, int64_t step, ckpt_writer **out, ft_e
     int rc = ft_mkdir_p(w->ck_dir, e);
     if (rc == FT_OK) {
         rm_rf(w->tmp_dir); /* ours from an earlier aborted attempt */
-        if (mkdir(w->tmp_dir, 0755) != 0)
-            rc = ft_fail(e, FT_EIO, "%s: cannot create directory: %s", w->tmp_dir, strerror(errno));
+        if (mkdir(w->tmp_dir, 0755) != 0) rc = ft_fail_sys(e, errno, "%s: cannot create directory", w->tmp_dir);
     }
     if (rc == FT_OK) {
         char *p = ft_path_join(w->tmp_dir, CKPT_TENSORS);
@@ -166,13 +171,16 @@ int ckpt_writer_begin(const char *run_dir, int64_t step, ckpt_writer **out, ft_e
 
 int ckpt_writer_declare(ckpt_writer *w, const char *name, ft_dtype dt, int ndim, const int64_t *shape,
                         ft_error *e) {
-    return st_writer_declare(w->st, name, dt, ndim, shape, e);
+    int rc = st_writer_declare(w->st, name, dt, ndim, shape, e);
+    if (!rc) w->ndecl++;
+    return rc;
 }
 
 int ckpt_writer_add_tensor(ckpt_writer *w, const char *name, ft_dtype dt, int ndim, const int64_t *shape,
                            const void *host_data, ft_error *e) {
     int rc = st_writer_declare(w->st, name, dt, ndim, shape, e);
     if (rc) return rc;
+    w->ndecl++;
     if (w->npend == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 64;
         w->pend = ft_xrealloc(w->pend, w->cap * sizeof *w->pend);
@@ -182,7 +190,9 @@ int ckpt_writer_add_tensor(ckpt_writer *w, const char *name, ft_dtype dt, int nd
 }
 
 int ckpt_writer_write(ckpt_writer *w, const char *name, const void *host_data, ft_error *e) {
-    return st_writer_write(w->st, name, host_data, e);
+    int rc = st_writer_write(w->st, name, host_data, e);
+    if (!rc) wrote_one(w);
+    return rc;
 }
 
 int ckpt_writer_set_state(ckpt_writer *w, const char *json_text, ft_error *e) {
@@ -255,7 +265,7 @@ static int prune(const char *run_dir, int64_t keep_step, int keep_last, ft_error
         char *m = ft_path_join(d, CKPT_MANIFEST);
         unlink(m);
         free(m);
-        if (rm_rf(d) != 0) rc = ft_fail(e, FT_EIO, "%s: cannot remove old checkpoint: %s", d, strerror(errno));
+        if (rm_rf(d) != 0) rc = ft_fail_sys(e, errno, "%s: cannot remove old checkpoint", d);
         free(d);
         if (rc) break;
     }
@@ -266,7 +276,10 @@ static int prune(const char *run_dir, int64_t keep_step, int keep_last, ft_error
 int ckpt_writer_commit(ckpt_writer *w, int keep_last, char **path_out, ft_error *e) {
     if (path_out) *path_out = NULL;
     int rc = FT_OK;
-    for (size_t i = 0; rc == FT_OK && i < w->npend; i++) rc = st_writer_write(w->st, w->pend[i].name, w->pend[i].data, e);
+    for (size_t i = 0; rc == FT_OK && i < w->npend; i++) {
+        rc = st_writer_write(w->st, w->pend[i].name, w->pend[i].data, e);
+        if (!rc) wrote_one(w);
+    }
     if (rc) {
         ckpt_writer_abort(w);
         return rc;
@@ -289,10 +302,11 @@ int ckpt_writer_commit(ckpt_writer *w, int keep_last, char **path_out, ft_error 
         snprintf(old, n, "%s.tmp-%d-old", w->final_dir, (int)getpid());
         rm_rf(old);
         if (rename(w->final_dir, old) != 0)
-            rc = ft_fail(e, FT_EIO, "%s: cannot move the previous checkpoint aside: %s", w->final_dir, strerror(errno));
+            rc = ft_fail_sys(e, errno, "%s: cannot move the previous checkpoint aside", w->final_dir);
     }
+    if (rc == FT_OK) ft_fault_point("ckpt-before-rename"); /* test-only: complete in its temp dir, not renamed */
     if (rc == FT_OK && rename(w->tmp_dir, w->final_dir) != 0)
-        rc = ft_fail(e, FT_EIO, "%s: rename to %s failed: %s", w->tmp_dir, w->final_dir, strerror(errno));
+        rc = ft_fail_sys(e, errno, "%s: rename to %s failed", w->tmp_dir, w->final_dir);
     if (rc == FT_OK) rc = fsync_dir(w->ck_dir, e);
     if (old) {
         if (rc == FT_OK)
@@ -345,7 +359,21 @@ static int scan(const char *run_dir, int cleanup, int64_t **steps, size_t *n, ft
             int alive = pid == (long)getpid() || (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM));
             if (!alive) {
                 char *dir = ft_path_join(ck, de->d_name);
-                rm_rf(dir);
+                size_t dl = strlen(de->d_name);
+                char *fin = ckpt_dir_for_step(run_dir, step), *m = ft_path_join(dir, CKPT_MANIFEST);
+                /* killed while re-saving a step, after moving the previous one aside: put it back */
+                if (dl > 4 && strcmp(de->d_name + dl - 4, "-old") == 0 && !ft_file_exists(fin) && ft_file_exists(m) &&
+                    rename(dir, fin) == 0) {
+                    if (*n == cap) {
+                        cap = cap ? 2 * cap : 16;
+                        *steps = ft_xrealloc(*steps, cap * sizeof **steps);
+                    }
+                    (*steps)[(*n)++] = step;
+                } else {
+                    rm_rf(dir);
+                }
+                free(m);
+                free(fin);
                 free(dir);
             }
         }
@@ -353,6 +381,10 @@ static int scan(const char *run_dir, int cleanup, int64_t **steps, size_t *n, ft
     closedir(d);
     free(ck);
     if (*n) qsort(*steps, *n, sizeof **steps, cmp_i64);
+    size_t k = 0; /* a dir put back above may also have been listed under its final name */
+    for (size_t i = 0; i < *n; i++)
+        if (k == 0 || (*steps)[k - 1] != (*steps)[i]) (*steps)[k++] = (*steps)[i];
+    *n = k;
     return FT_OK;
 }
 

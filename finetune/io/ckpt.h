@@ -48,7 +48,8 @@ void ckpt_writer_abort(ckpt_writer *w);
 
 /* Newest complete checkpoint of a run: *path_out malloc'd (NULL and FT_OK when
  * there is none), *step_out its step (may be NULL). Removes leftover .tmp dirs
- * of processes that no longer run. */
+ * of processes that no longer run (a previous checkpoint that a killed writer
+ * had moved aside to re-save its step is put back instead). */
 int ckpt_latest(const char *run_dir, char **path_out, int64_t *step_out, ft_error *e);
 /* Steps of all complete checkpoints, ascending (malloc'd). */
 int ckpt_list_steps(const char *run_dir, int64_t **steps, size_t *n, ft_error *e);

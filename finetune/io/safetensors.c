@@ -643,22 +643,6 @@ static void sb_json_str(sbuf *b, const char *s) {
     sb_put(b, "\"", 1);
 }
 
-static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off) {
-    const char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t w = pwrite(fd, p, chunk, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 int st_writer_open(const char *path, st_writer **out, ft_error *e) {
     *out = NULL;
     st_writer *w = ft_xcalloc(1, sizeof *w);
@@ -668,7 +652,7 @@ int st_writer_open(const char *path, st_writer **out, ft_error *e) {
     snprintf(w->tmp, n, "%s.tmp.%d", path, (int)getpid());
     w->fd = open(w->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (w->fd < 0) {
-        int rc = ft_fail(e, FT_EIO, "%s: cannot create: %s", w->tmp, strerror(errno));
+        int rc = ft_fail_sys(e, errno, "%s: cannot create", w->tmp);
         free(w->tmp);
         free(w->path);
         free(w);
@@ -783,9 +767,9 @@ static int writer_layout(st_writer *w, ft_error *e) {
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)b.len >> (8 * i));
     w->data_start = 8 + b.len;
     int rc = FT_OK;
-    if (pwrite_all(w->fd, len8, 8, 0) != 0 || pwrite_all(w->fd, b.s, b.len, 8) != 0 ||
+    if (ft_write_all(w->fd, len8, 8, 0, w->tmp) != 0 || ft_write_all(w->fd, b.s, b.len, 8, w->tmp) != 0 ||
         ftruncate(w->fd, (off_t)(w->data_start + off)) != 0)
-        rc = ft_fail(e, FT_EIO, "%s: writing the header failed: %s", w->tmp, strerror(errno));
+        rc = ft_fail_sys(e, errno, "%s: writing the header failed", w->tmp);
     free(b.s);
     w->laid_out = 1;
     return rc;
@@ -796,9 +780,9 @@ int st_writer_write(st_writer *w, const char *name, const void *data, ft_error *
     if (rc) return rc;
     st_decl *d = find_decl(w, name);
     if (!d) return ft_fail(e, FT_EINTERNAL, "%s: tensor '%s' written but never declared", w->path, name);
-    if (d->nbytes && pwrite_all(w->fd, data, d->nbytes, w->data_start + d->begin) != 0)
-        return ft_fail(e, FT_EIO, "%s: writing tensor '%s' (%llu bytes) failed: %s", w->tmp, name,
-                       (unsigned long long)d->nbytes, strerror(errno));
+    if (d->nbytes && ft_write_all(w->fd, data, d->nbytes, (int64_t)(w->data_start + d->begin), w->tmp) != 0)
+        return ft_fail_sys(e, errno, "%s: writing tensor '%s' (%llu bytes) failed", w->tmp, name,
+                           (unsigned long long)d->nbytes);
     d->written = 1;
     return FT_OK;
 }
@@ -829,11 +813,11 @@ int st_writer_finish(st_writer *w, ft_error *e) {
         if (!w->d[i].written && w->d[i].nbytes)
             rc = ft_fail(e, FT_EINTERNAL, "%s: tensor '%s' was declared but its data never written", w->path,
                          w->d[i].name);
-    if (rc == FT_OK && fsync(w->fd) != 0) rc = ft_fail(e, FT_EIO, "%s: fsync failed: %s", w->tmp, strerror(errno));
-    if (close(w->fd) != 0 && rc == FT_OK) rc = ft_fail(e, FT_EIO, "%s: close failed: %s", w->tmp, strerror(errno));
+    if (rc == FT_OK && fsync(w->fd) != 0) rc = ft_fail_sys(e, errno, "%s: fsync failed", w->tmp);
+    if (close(w->fd) != 0 && rc == FT_OK) rc = ft_fail_sys(e, errno, "%s: close failed", w->tmp);
     w->fd = -1;
     if (rc == FT_OK && rename(w->tmp, w->path) != 0)
-        rc = ft_fail(e, FT_EIO, "%s: rename to %s failed: %s", w->tmp, w->path, strerror(errno));
+        rc = ft_fail_sys(e, errno, "%s: rename to %s failed", w->tmp, w->path);
     if (rc == FT_OK)
         fsync_parent(w->path);
     else

@@ -139,8 +139,7 @@ int mx_write(mx_log *m, ft_error *e) {
     }
     fputs("}\n", m->f);
     clear_record(m);
-    if (fflush(m->f) != 0 || ferror(m->f))
-        return ft_fail(e, FT_EIO, "%s: write failed: %s", m->path, strerror(errno));
+    if (fflush(m->f) != 0 || ferror(m->f)) return ft_fail_sys(e, errno, "%s: write failed", m->path);
     return FT_OK;
 }
 

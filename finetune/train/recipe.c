@@ -410,6 +410,7 @@ static void normalize_path(char *p) {
     free(src);
 }
 
+/* v: not empty (the getters refuse "": normalize_path rewrites in place and "." would not fit). */
 static char *resolve(const rcp *r, const char *key, const char *v) {
     char *p = v[0] == '/' || !r->base_dir[0] || is_override(r, key) ? ft_xstrdup(v) : ft_path_join(r->base_dir, v);
     normalize_path(p);
@@ -450,6 +451,7 @@ int rcp_get_path(rcp *r, const char *key, const char *def, char **out, ft_error 
     rc = rcp_get_string(r, key, def, &s, e);
     if (rc) return rc;
     if (!s) return FT_OK;
+    if (present && !s[0]) return ft_fail(e, FT_EINPUT, "%s: key '%s' is an empty path", rcp_name(r), key);
     *out = present ? resolve(r, key, s) : ft_xstrdup(s);
     set_dump(r, key, abs_path_json(*out));
     return FT_OK;
@@ -465,6 +467,12 @@ int rcp_get_path_list(rcp *r, const char *key, char ***out, size_t *n, ft_error 
         free(v);
         return FT_OK;
     }
+    for (size_t i = 0; i < *n; i++)
+        if (!v[i][0]) {
+            free(v);
+            *n = 0;
+            return ft_fail(e, FT_EINPUT, "%s: key '%s': entry %zu is an empty path", rcp_name(r), key, i);
+        }
     *out = ft_xcalloc(*n, sizeof **out);
     cJSON *dump = cJSON_CreateArray();
     for (size_t i = 0; i < *n; i++) {

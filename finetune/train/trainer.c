@@ -146,6 +146,24 @@ static int load_checkpoint(ft_train_job *job, ft_optim *o, const char *dir, int6
     return rc;
 }
 
+/* A full disk: every write failed cleanly (temp files removed, older checkpoints and the inputs
+ * untouched); say what is still there and what to do. */
+static void no_space_hint(const char *run_dir, ft_error *e) {
+    int64_t *steps = NULL;
+    size_t n = 0;
+    ft_error le = {0};
+    if (ckpt_list_steps(run_dir, &steps, &n, &le) == FT_OK && n > 0) {
+        char *d = ckpt_dir_for_step(run_dir, steps[n - 1]);
+        ft_error_append(e, ". The disk is full: free space on it, then run the same command again with --resume; it "
+                           "continues from %s (intact) exactly as if never interrupted", d);
+        free(d);
+    } else {
+        ft_error_append(e, ". The disk is full: free space on it, then run the same command again (there is no "
+                           "checkpoint to --resume from yet)");
+    }
+    free(steps);
+}
+
 /* ---------- evaluation ---------- */
 
 /* Mean negative log-likelihood per trained token over the eval batches. */
@@ -276,6 +294,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         if (!rc && !dir)
             rc = ft_fail(e, FT_EINPUT, "--resume: %s has no complete checkpoint to resume from", cfg->output_dir);
         if (!rc) rc = load_checkpoint(job, o, dir, &start, &bad_streak, &tokens_seen, &ls, e);
+        if (!rc) ft_remove_stale_tmp(cfg->output_dir, NULL); /* temp files of the killed run's last writes */
         if (!rc) model_sync_compute(m); /* the 16-bit compute copies of the loaded masters */
         if (!rc) fprintf(stderr, "resuming from %s (step %" PRId64 " of %d)\n", dir, start, total);
         free(dir);
@@ -323,6 +342,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             step_tokens += bt->n_tokens;
         }
         if (rc) break;
+        ft_fault_point("train-mid-step"); /* test-only: killed between the backward and the update */
         ft_step_info info = {0};
         if (isfinite(loss)) {
             optim_step(o, 1.0f / ls.scale, &info); /* unscales the gradients */
@@ -424,6 +444,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
     mx_term_finish(&term);
     if (!rc && job->save_output) rc = job->save_output(job->save_ctx, m, e);
     if (!rc) fprintf(stderr, "trained %d steps, %.0f tokens; output in %s\n", total, tokens_seen, cfg->output_dir);
+    if (rc && ft_error_no_space(e)) no_space_hint(cfg->output_dir, e);
     free(logp);
     free(dlogp);
     ds_batches_free(batches, n_batches);

@@ -257,7 +257,27 @@ static void test_path_spelling(void) {
     remove("test_recipe_norm");
 }
 
+/* An empty path ("" in the recipe, `output_dir=` on the command line) is an error naming the key; found by
+ * fuzz_recipe: normalizing "" in place wrote "." past its one-byte buffer. */
+static void test_empty_paths(void) {
+    ft_error e = {0};
+    rcp *r = NULL;
+    char *p = NULL, **pl = NULL;
+    size_t n = 9;
+    CHECK(rcp_parse("{\"model\": \"\", \"data\": [\"a.jsonl\", \"\"]}", "r.json", "base", &r, &e) == FT_OK);
+    if (!r) return;
+    CHECK(rcp_get_path(r, "model", "dflt", &p, &e) == FT_EINPUT && !p);
+    CHECK_MSG(strstr(e.msg, "r.json: key 'model' is an empty path") != NULL, "%s", e.msg);
+    CHECK(rcp_get_path_list(r, "data", &pl, &n, &e) == FT_EINPUT && !pl && n == 0);
+    CHECK_MSG(strstr(e.msg, "key 'data': entry 1 is an empty path") != NULL, "%s", e.msg);
+    CHECK(rcp_override(r, "output_dir=", &e) == FT_OK);
+    CHECK(rcp_get_path(r, "output_dir", NULL, &p, &e) == FT_EINPUT && !p);
+    CHECK_MSG(strstr(e.msg, "key 'output_dir' is an empty path") != NULL, "%s", e.msg);
+    rcp_free(r);
+}
+
 int main(void) {
+    test_empty_paths();
     test_comments_and_getters();
     test_overrides();
     test_errors();
