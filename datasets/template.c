@@ -601,6 +601,15 @@ int tmpl_auto(const char *const *dirs, int n, tmpl **out, ft_error *e) {
     return FT_OK;
 }
 
+int tmpl_resolve(const char *name, const char *const *dirs, int n, const char *fallback, tmpl **out, ft_error *e) {
+    *out = NULL;
+    if (name && strcmp(name, "none") == 0) return FT_OK;
+    if (name && strcmp(name, "auto") != 0) return tmpl_builtin(name, out, e);
+    int rc = tmpl_auto(dirs, n, out, e);
+    if (!rc && !*out && fallback) rc = tmpl_builtin(fallback, out, e);
+    return rc;
+}
+
 /* The variables apply_chat_template gives the template: messages, tools/documents (None),
  * add_generation_prompt and the special tokens the tokenizer has. */
 static cJSON *conv_vars(const ds_conv *c, int upto, const char *bos, const char *eos, int gen) {

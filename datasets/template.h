@@ -99,5 +99,8 @@ int tmpl_is_jinja(const tmpl *t);
  * (tokenizer_config.json "chat_template", a string or the "default" of a list; else
  * chat_template.jinja); *out = NULL (and FT_OK) when none has one. */
 int tmpl_auto(const char *const *dirs, int n, tmpl **out, ft_error *e);
+/* A --template / recipe `template` value: a built-in name; "auto" (or NULL): tmpl_auto over dirs, and
+ * when none has a template the built-in `fallback` (NULL: *out stays NULL); "none": *out = NULL. */
+int tmpl_resolve(const char *name, const char *const *dirs, int n, const char *fallback, tmpl **out, ft_error *e);
 
 #endif

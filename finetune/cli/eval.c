@@ -19,7 +19,7 @@
 #include "datasets/tokenizer/tokenizer.h"
 
 static const char EVAL_HELP[] =
-    "usage: finetune eval MODEL_DIR --data FILE --template T [--format F] [--tokenizer DIR]\n"
+    "usage: finetune eval MODEL_DIR --data FILE [--template auto|T] [--format F] [--tokenizer DIR]\n"
     "                     [--adapter DIR] [--max-length N] [--batch-size N] [--on-bad-record fail|skip]\n"
     "                     [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n"
     "\n"
@@ -176,14 +176,18 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!o.model) return cli_usage_error("eval", "missing MODEL_DIR");
     if (!o.data) return cli_usage_error("eval", "missing --data");
-    if (!o.template_name) return cli_usage_error("eval", "missing --template");
     ft_backend *b = NULL;
     ft_model *m = NULL;
     ft_tokenizer *tok = NULL;
     tmpl *t = NULL;
     ds_dataset *d = NULL;
     lora_adapter *ad = NULL;
-    int rc = tmpl_builtin(o.template_name, &t, &e);
+    const char *dirs[1] = {o.tokenizer ? o.tokenizer : o.model};
+    int rc = tmpl_resolve(o.template_name, dirs, 1, NULL, &t, &e);
+    if (rc) return cli_report("eval", &e);
+    if (!t)
+        return cli_usage_error("eval", "missing --template: %s has no chat template of its own (auto); name one of %s",
+                               dirs[0], tmpl_builtin_names());
     if (!rc) rc = tok_load(o.tokenizer ? o.tokenizer : o.model, &tok, &e);
     if (!rc) rc = ds_open(o.data, o.format, o.on_bad, &d, &e);
     if (!rc) rc = ft_backend_create(o.device, &b, &e);

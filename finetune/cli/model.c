@@ -294,7 +294,7 @@ static int parse_gen_option(const char *cmd, gen_args *a, int argc, char **argv,
 /* ---------- generate ---------- */
 
 static const char GENERATE_HELP[] =
-    "usage: finetune generate MODEL_DIR (--prompt-ids 1,2,3 | --prompt TEXT [--template T]\n"
+    "usage: finetune generate MODEL_DIR (--prompt-ids 1,2,3 | --prompt TEXT [--template auto|none|T]\n"
     "                         [--tokenizer DIR]) [--max-new N] [--greedy] [--temperature T]\n"
     "                         [--top-p P] [--seed S] [--ignore-eos] [--device auto|cpu|cuda]\n"
     "                         [--precision auto|fp32|bf16|fp16]\n"
@@ -303,8 +303,10 @@ static const char GENERATE_HELP[] =
     "in --precision (as the recipe key; auto: fp32 on the CPU, bf16 on sm_80+, fp16 on sm_75).\n"
     "With --prompt-ids, print them as one JSON array of ids. With --prompt, the text\n"
     "is encoded with the tokenizer (default: MODEL_DIR's tokenizer.json); with\n"
-    "--template T (a chat template name, e.g. danube) it is sent as one user turn\n"
-    "followed by the template's generation prompt, else as raw text with BOS; the\n"
+    "a chat template it is sent as one user turn followed by the template's generation\n"
+    "prompt: --template auto (the default) takes the tokenizer directory's own\n"
+    "chat_template (tokenizer_config.json or chat_template.jinja), a name (e.g. danube)\n"
+    "a built-in; with none found, or --template none, it is raw text with BOS; the\n"
     "answer is printed as text while it is generated. Sampling uses temperature\n"
     "(default 1.0) and top-p (default 1.0) unless --greedy. Generation stops after\n"
     "the EOS token of config.json (included in the ids), or after the template's own\n"
@@ -351,7 +353,9 @@ int cmd_generate(int argc, char **argv) {
     if (ids_s) {
         rc = cli_parse_ids(ids_s, &ids, &n, &e);
     } else {
-        if (a.template_name) rc = tmpl_builtin(a.template_name, &t, &e);
+        /* auto (the default): the tokenizer dir's own chat_template, else the raw text */
+        const char *dirs[1] = {a.tokenizer ? a.tokenizer : a.dir};
+        rc = tmpl_resolve(a.template_name, dirs, 1, NULL, &t, &e);
         if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
         ds_conv c = {0};
         if (t) ds_conv_add(&c, DS_USER, prompt);
@@ -391,15 +395,16 @@ int cmd_generate(int argc, char **argv) {
 /* ---------- chat ---------- */
 
 static const char CHAT_HELP[] =
-    "usage: finetune chat MODEL_DIR --template T [--tokenizer DIR] [--system TEXT]\n"
+    "usage: finetune chat MODEL_DIR [--template auto|T] [--tokenizer DIR] [--system TEXT]\n"
     "                     [--max-new N] [--temperature T] [--top-p P] [--greedy]\n"
     "                     [--seed S] [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n"
     "\n"
     "Talk to a model in the terminal. Each line read from standard input is a user\n"
-    "turn; the whole conversation so far is rendered with the chat template T (the\n"
-    "one the model was trained with, e.g. danube) and the answer is printed as it is\n"
+    "turn; the whole conversation so far is rendered with the chat template (auto, the\n"
+    "default: the tokenizer directory's own chat_template; or a built-in name such as\n"
+    "danube: the one the model was trained with) and the answer is printed as it is\n"
     "generated (up to N tokens, default 256; it ends at the EOS token, or at the\n"
-    "template's own end-of-turn token: chatml <|im_end|>, llama3 <|eot_id|>). Type /exit or\n"
+    "template's own end-of-turn token: chatml <|im_end|>, llama3 <|eot_id|>, ...). Type /exit or\n"
     "end the input (Ctrl-D) to leave, /reset to forget the conversation. When the input\n"
     "is not a terminal it works line by line the same way, without the prompt.\n"
     "Defaults: temperature 0.7, top-p 0.9; the tokenizer is MODEL_DIR's.\n";
@@ -445,14 +450,18 @@ int cmd_chat(int argc, char **argv) {
         }
     }
     if (!a.dir) return cli_usage_error("chat", "missing MODEL_DIR");
-    if (!a.template_name)
-        return cli_usage_error("chat", "missing --template (the chat template the model was trained with: %s)",
-                               tmpl_builtin_names());
     ft_backend *b = NULL;
     ft_model *m = NULL;
     ft_tokenizer *tok = NULL;
     tmpl *t = NULL;
-    int rc = tmpl_builtin(a.template_name, &t, &e);
+    const char *dirs[1] = {a.tokenizer ? a.tokenizer : a.dir};
+    int rc = tmpl_resolve(a.template_name, dirs, 1, NULL, &t, &e);
+    if (rc) return cli_report("chat", &e);
+    if (!t)
+        return cli_usage_error("chat",
+                               "missing --template: %s has no chat template of its own (tokenizer_config.json "
+                               "chat_template or chat_template.jinja); name the one the model was trained with: %s",
+                               dirs[0], tmpl_builtin_names());
     if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
     if (!rc) rc = ft_backend_create(a.device, &b, &e);
     if (!rc) rc = cli_load_model(a.dir, b, a.precision, &m, &e);

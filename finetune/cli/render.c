@@ -19,7 +19,7 @@ static void help(void) {
            "then statistics over the whole file.\n\n"
            "  --data FILE             .jsonl, .json (array) or either .gz\n"
            "  --format F              dataset format (default: detected from the first record)\n"
-           "  --template T            chat template: %s\n"
+           "  --template T            chat template: auto (default: the tokenizer dir's own chat_template) or %s\n"
            "  --tokenizer DIR         directory with tokenizer.json\n"
            "  -n N                    examples to show (default 3)\n"
            "  --max-length L          truncate / drop beyond L tokens (default: no limit)\n"
@@ -96,9 +96,12 @@ int cmd_render(int argc, char **argv) {
         if (rc) return cli_report("render", &e);
     }
     o.max_length = (int)maxlen;
-    if (!tname) return cli_usage_error("render", "--template is required");
     tmpl *t;
-    if (tmpl_builtin(tname, &t, &e)) return cli_report("render", &e);
+    const char *dirs[1] = {tokdir};
+    if (tmpl_resolve(tname, dirs, tokdir ? 1 : 0, NULL, &t, &e)) return cli_report("render", &e);
+    if (!t)
+        return cli_usage_error("render", "--template is required: %s has no chat template of its own (auto); name one of %s",
+                               tokdir ? tokdir : "no --tokenizer given, so there", tmpl_builtin_names());
     if (jinja) {
         char *j = tmpl_jinja(t);
         puts(j);

@@ -18,10 +18,23 @@ static int write_json(const char *dir, const char *name, cJSON *obj, ft_error *e
 }
 
 int export_generation_config(int bos_token_id, int eos_token_id, int pad_token_id, const char *out_dir, ft_error *e) {
+    return export_generation_config_eot(bos_token_id, eos_token_id, NULL, 0, pad_token_id, out_dir, e);
+}
+
+int export_generation_config_eot(int bos_token_id, int eos_token_id, const int *eot_ids, int n_eot, int pad_token_id,
+                                 const char *out_dir, ft_error *e) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "_from_model_config", 1);
     if (bos_token_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", bos_token_id);
-    if (eos_token_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", eos_token_id);
+    int ids[16], n = 0;
+    if (eos_token_id >= 0) ids[n++] = eos_token_id;
+    for (int i = 0; i < n_eot && n < 16; i++) {
+        int dup = eot_ids[i] < 0;
+        for (int k = 0; k < n && !dup; k++) dup = ids[k] == eot_ids[i];
+        if (!dup) ids[n++] = eot_ids[i];
+    }
+    if (n == 1) cJSON_AddNumberToObject(o, "eos_token_id", ids[0]);
+    else if (n > 1) cJSON_AddItemToObject(o, "eos_token_id", cJSON_CreateIntArray(ids, n));
     if (pad_token_id >= 0) cJSON_AddNumberToObject(o, "pad_token_id", pad_token_id);
     int rc = write_json(out_dir, "generation_config.json", o, e);
     cJSON_Delete(o);

@@ -11,6 +11,10 @@
 #include "finetune/base/util.h"
 
 int export_generation_config(int bos_token_id, int eos_token_id, int pad_token_id, const char *out_dir, ft_error *e);
+/* The same with the chat template's end-of-turn ids beside EOS: "eos_token_id" becomes the list
+ * [eos, eot...] (duplicates and negatives dropped) that transformers' generate() stops on. */
+int export_generation_config_eot(int bos_token_id, int eos_token_id, const int *eot_ids, int n_eot, int pad_token_id,
+                                 const char *out_dir, ft_error *e);
 /* chat_template may be NULL (keep the source's). */
 int export_tokenizer(const char *tok_dir, const char *out_dir, const char *chat_template, ft_error *e);
 

@@ -245,10 +245,14 @@ static int read_template(ft_job *j, rcp *r, ft_error *e) {
     cJSON *t = json ? cJSON_Parse(json) : NULL;
     free(json);
     int rc;
-    if (!t) {
-        rc = tmpl_builtin("danube", &j->tmpl, e);
-    } else if (cJSON_IsString(t)) {
-        rc = tmpl_builtin(t->valuestring, &j->tmpl, e);
+    if (!t || cJSON_IsString(t)) {
+        /* auto (the default): the tokenizer's (or model's) own chat_template, else the built-in danube */
+        const char *dirs[2] = {j->tokenizer_dir, j->model_dir};
+        const char *name = t ? t->valuestring : "auto";
+        rc = tmpl_resolve(name, dirs, 2, "danube", &j->tmpl, e);
+        if (!rc && !j->tmpl)
+            rc = ft_fail(e, FT_EINPUT, "%s: template none: training needs a chat template (auto or one of %s)",
+                         rcp_name(r), tmpl_builtin_names());
     } else if (cJSON_IsObject(t)) {
         const char *k[] = {"system_prefix", "system_suffix", "user_prefix", "user_suffix",
                            "assistant_prefix", "assistant_suffix", "generation_prompt"};
@@ -409,7 +413,12 @@ int job_save_output(void *ctx, ft_model *m, ft_error *e) {
         return rc;
     }
     int rc = model_save(m, j->output_dir, j->train.save_dtype, e);
-    if (!rc) rc = export_generation_config(m->cfg.bos_token_id, m->cfg.eos_token_id, m->cfg.pad_token_id, j->output_dir, e);
+    /* the end-of-turn token the template trained (chatml <|im_end|>, Llama-3 <|eot_id|>, ...) stops generate() too */
+    char eot[64];
+    int eot_id = j->tok && tmpl_end_of_turn(j->tmpl, eot, sizeof eot) ? tok_token_id(j->tok, eot) : -1;
+    if (!rc)
+        rc = export_generation_config_eot(m->cfg.bos_token_id, m->cfg.eos_token_id, &eot_id, 1, m->cfg.pad_token_id,
+                                          j->output_dir, e);
     if (!rc) rc = export_tokenizer(j->tokenizer_dir, j->output_dir, jinja, e);
     free(jinja);
     return rc;
