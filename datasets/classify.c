@@ -567,6 +567,11 @@ static void part_free(cls_part *p) {
     free(p->lit.v);
 }
 
+static void put(int32_t *dst, size_t *o, const int32_t *src, size_t n) {
+    if (n) memcpy(dst + *o, src, n * sizeof *src);
+    *o += n;
+}
+
 /* pieces (or the one text) -> x->ids within max_length */
 static void assemble(cls_ctx *c, ds_cls_example *x, cls_part *parts, int nparts) {
     long len[4], keep[4];
@@ -582,8 +587,7 @@ static void assemble(cls_ctx *c, ds_cls_example *x, cls_part *parts, int nparts)
     for (int i = 0; i < c->npieces; i++) total += c->pieces[i].n;
     x->ids = ft_xmalloc((total ? total : 1) * sizeof *x->ids);
     size_t o = 0;
-    memcpy(x->ids, c->pre.v, c->pre.n * sizeof *x->ids);
-    o += c->pre.n;
+    put(x->ids, &o, c->pre.v, c->pre.n);
     const cls_ids *lit = NULL; /* the next literal's ids for this row, when its part ended with whitespace */
     for (int i = 0, pi = 0; i < c->npieces || (c->npieces == 0 && pi < nparts); i++) {
         const int32_t *src;
@@ -599,11 +603,9 @@ static void assemble(cls_ctx *c, ds_cls_example *x, cls_part *parts, int nparts)
             lit = whole && parts[pi].lit.v ? &parts[pi].lit : NULL;
             pi++;
         }
-        memcpy(x->ids + o, src, n * sizeof *src);
-        o += n;
+        put(x->ids, &o, src, n);
     }
-    memcpy(x->ids + o, c->post.v, c->post.n * sizeof *x->ids);
-    o += c->post.n;
+    put(x->ids, &o, c->post.v, c->post.n);
     x->n = (int)o;
 }
 

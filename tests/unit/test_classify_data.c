@@ -172,6 +172,108 @@ static void test_csv(void) {
     ds_csv_close(r);
 }
 
+/* A file much larger than the reader's 64 KiB buffer: fields of every kind fall on its boundaries. Each
+ * field's content and start are known from how the file was written. */
+typedef struct {
+    char *s;
+    size_t n, cap;
+    long line, col;
+} gen_buf;
+
+static void gen_put(gen_buf *b, const char *s) {
+    for (; *s; s++) {
+        if (b->n + 2 > b->cap) b->s = realloc(b->s, b->cap = b->cap ? b->cap * 2 : 4096);
+        b->s[b->n++] = *s;
+        if (*s == '\n') {
+            if (b->n < 2 || b->s[b->n - 2] != '\r') b->line++;
+            b->col = 1;
+        } else if (*s == '\r') {
+            b->line++, b->col = 1;
+        } else {
+            b->col++;
+        }
+    }
+    b->s[b->n] = 0;
+}
+
+static void test_csv_large(void) {
+    enum { ROWS = 10000 };
+    gen_buf b = {.line = 1, .col = 1};
+    static char want[ROWS][2][64];
+    static long wline[ROWS][2], wcol[ROWS][2];
+    gen_put(&b, "id,text\n");
+    for (int i = 0; i < ROWS; i++) {
+        char f[96];
+        const char *eol = i % 7 == 0 ? "\r\n" : "\n";
+        wline[i][0] = b.line, wcol[i][0] = b.col;
+        snprintf(want[i][0], sizeof want[i][0], "%d", i);
+        gen_put(&b, want[i][0]);
+        gen_put(&b, ",");
+        wline[i][1] = b.line, wcol[i][1] = b.col;
+        switch (i % 5) {
+        case 0: snprintf(want[i][1], 64, "plain %d padding padding padding", i), snprintf(f, sizeof f, "%s", want[i][1]); break;
+        case 1: snprintf(want[i][1], 64, "a, %d, b", i), snprintf(f, sizeof f, "\"a, %d, b\"", i); break;
+        case 2: snprintf(want[i][1], 64, "l1\nl2\r\nl3 %d", i), snprintf(f, sizeof f, "\"l1\nl2\r\nl3 %d\"", i); break;
+        case 3: snprintf(want[i][1], 64, "say \"%d\"", i), snprintf(f, sizeof f, "\"say \"\"%d\"\"\"", i); break;
+        default: want[i][1][0] = 0, f[0] = 0;
+        }
+        gen_put(&b, f);
+        gen_put(&b, eol);
+        if (i % 11 == 0) gen_put(&b, "\n"); /* an empty line */
+    }
+    CHECK(b.n > 3 * 65536);
+    ds_csv *r;
+    const ds_csv_row *row;
+    ft_error e;
+    const char *path = write_tmp("large.csv", b.s);
+    int ok = ds_csv_open(path, &r, &e) == 0, i = 0, bad = 0;
+    CHECK(ok);
+    while (ok && ds_csv_next(r, &row, &e) == 0 && row && i < ROWS) {
+        for (int k = 0; k < 2; k++)
+            if (strcmp(row->f[k].s, want[i][k]) != 0 || row->f[k].line != wline[i][k] || row->f[k].col != wcol[i][k]) {
+                if (bad++ < 5)
+                    fprintf(stderr, "row %d field %d: '%s' %ld:%ld, expected '%s' %ld:%ld\n", i, k, row->f[k].s,
+                            row->f[k].line, row->f[k].col, want[i][k], wline[i][k], wcol[i][k]);
+            }
+        i++;
+    }
+    CHECK_MSG(i == ROWS && bad == 0, "%d rows read, %d wrong", i, bad);
+    if (ok) ds_csv_close(r);
+    free(b.s);
+}
+
+/* tok_encode_cont: pieces split before a space or at whitespace concatenate to the whole text's ids */
+static void test_encode_cont(void) {
+    static const char *TK[3] = {"llama-2", "mistral-7b-v0.1", "smollm-135m"};
+    static const char *split[][2] = {{"Hello", " world"}, {"<prompt>:", " What is 2+2?"}, {"line", "\n\nnext"},
+                                     {"a", " <s> b"}, {"Stra\xC3\x9F" "e", " na\xC3\xAFve"}};
+    for (int k = 0; k < 3; k++) {
+        ft_tokenizer *t = load_tok(TK[k]);
+        for (size_t i = 0; i < sizeof split / sizeof split[0]; i++) {
+            char whole[128];
+            snprintf(whole, sizeof whole, "%s%s", split[i][0], split[i][1]);
+            int32_t *w, *a, *b;
+            size_t nw, na, nb;
+            ft_error e;
+            CHECK(tok_encode(t, whole, strlen(whole), 0, &w, &nw, &e) == 0);
+            CHECK(tok_encode(t, split[i][0], strlen(split[i][0]), 0, &a, &na, &e) == 0);
+            CHECK(tok_encode_cont(t, split[i][1], strlen(split[i][1]), &b, &nb, &e) == 0);
+            CHECK_MSG(na + nb == nw && memcmp(w, a, na * sizeof *a) == 0 && memcmp(w + na, b, nb * sizeof *b) == 0,
+                      "%s: '%s' + '%s'", TK[k], split[i][0], split[i][1]);
+            free(w), free(a), free(b);
+        }
+        /* the difference: tok_encode puts the start-of-text prefix before "world" where the tokenizer has one */
+        int32_t *a, *b;
+        size_t na, nb;
+        ft_error e;
+        CHECK(tok_encode(t, "world", 5, 0, &a, &na, &e) == 0 && tok_encode_cont(t, "world", 5, &b, &nb, &e) == 0);
+        int same = na == nb && memcmp(a, b, na * sizeof *a) == 0;
+        CHECK_MSG(k == 2 ? same : !same, "%s: prefix", TK[k]);
+        free(a), free(b);
+        tok_free(t);
+    }
+}
+
 /* ---------- LMSYS ---------- */
 
 static const char *TOKS[3] = {"llama-2", "mistral-7b-v0.1", "smollm-135m"};
@@ -635,6 +737,8 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_classify_data.%d", (int)getpid());
     if (ft_mkdir_p(tmpdir, &e)) return 1;
     test_csv();
+    test_csv_large();
+    test_encode_cont();
     test_lmsys();
     test_budgets();
     test_swap_half();
