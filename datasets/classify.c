@@ -14,11 +14,14 @@
 #include "datasets/reader.h"
 
 enum { SLOT_LIT = -1, SLOT_PROMPT = 0, SLOT_A = 1, SLOT_B = 2, SLOT_TEXT = 3 };
+#define CLS_MAX_TAIL 64 /* bytes of a part's tail moved to the literal after it */
 
-/* The template in pieces: literals and parts. Whitespace never straddles two pieces, since a byte-level
- * pre-tokenizer merges a run of it (" \n\n" is one token, " <" another): a literal's trailing whitespace
- * goes to the start of the part after it (lead), and a part's trailing whitespace to the start of the
- * literal after it, tokenized again for that row (text). */
+/* The template in pieces: literals and parts, each tokenized alone. A boundary between two pieces is put
+ * where pre-tokenizers split anyway, before the whitespace in front of a word: a literal's trailing
+ * whitespace, or its last word with the whitespace before it, goes to the start of the part after it
+ * (lead); a part's last word with the whitespace around it goes to the start of the literal after it,
+ * which is tokenized again for that row. So no merge crosses a boundary (" \n\n", " <", ":\"" and
+ * ".\n\n" are single tokens for some byte-level tokenizers). */
 typedef struct cls_piece {
     int slot;     /* SLOT_LIT or a part */
     char *text;   /* a literal: its text (without the trailing whitespace moved on); a part: lead */
@@ -156,9 +159,13 @@ static int parse_template(cls_ctx *c, ft_error *e) {
             p++;
             continue;
         }
-        size_t n = (size_t)(p - lit), ws = 0;
-        if (slot >= 0)
-            while (ws < n && is_ws(lit[n - 1 - ws])) ws++; /* moved to the part */
+        size_t n = (size_t)(p - lit), ws = 0; /* ws: the bytes moved to the part */
+        if (slot >= 0 && n > 0 && is_ws(lit[n - 1])) {
+            while (ws < n && is_ws(lit[n - 1 - ws])) ws++;
+        } else if (slot >= 0) {
+            while (ws < n && !is_ws(lit[n - 1 - ws])) ws++;
+            if (ws < n) ws++;
+        }
         if (n > ws) {
             cls_piece *x = add_piece(c, SLOT_LIT, lit, n - ws);
             int rc = c->npieces == 1 ? tok_encode(c->tok, x->text, x->len, 0, &x->ids, &x->n, e)
@@ -521,8 +528,8 @@ static void share_budget(const long *len, const double *w, int n, long budget, l
         if (active[i] && keep[i] < len[i]) keep[i]++, used++;
 }
 
-/* A part's ids. Its whitespace at the end, when a literal follows, is left to that literal (ws), which is
- * then tokenized again with it for this row (lit). */
+/* A part's ids. When a literal follows, the part's tail (its last word with the whitespace around it) is
+ * left to that literal, which is then tokenized again with it for this row (lit). */
 typedef struct cls_part {
     cls_ids ids;
     int slot;
@@ -546,8 +553,13 @@ static int encode_part(const cls_ctx *c, const cls_val *v, int i, const char *te
     memcpy(s + p->len, text, tn + 1);
     size_t core = n;
     const cls_piece *next = i + 1 < c->npieces && c->pieces[i + 1].slot == SLOT_LIT ? &c->pieces[i + 1] : NULL;
-    if (next)
+    if (next) {
         while (core > 0 && is_ws(s[core - 1])) core--;
+        size_t w = core;
+        while (w > 0 && !is_ws(s[w - 1])) w--;
+        if (w > 0) w--;
+        if (n - w <= CLS_MAX_TAIL) core = w; /* a longer "word" (a URL, base64) keeps its place */
+    }
     int rc = encode(c, v, s, core, i == 0, &out->ids, e);
     if (!rc && core < n) {
         size_t wn = n - core;
