@@ -24,7 +24,7 @@ enum { SLOT_LIT = -1, SLOT_PROMPT = 0, SLOT_A = 1, SLOT_B = 2, SLOT_TEXT = 3 };
  * ".\n\n" are single tokens for some byte-level tokenizers). */
 typedef struct cls_piece {
     int slot;     /* SLOT_LIT or a part */
-    char *text;   /* a literal: its text (without the trailing whitespace moved on); a part: lead */
+    char *text;   /* a literal: its text, less the tail moved to the part after it; a part: that tail (lead) */
     size_t len;
     int32_t *ids; /* a literal's ids */
     size_t n;
@@ -58,7 +58,6 @@ typedef struct cls_ctx {
     /* the layout's column names and (CSV) their indices */
     const char *text, *label, *id, *prompt, *ra, *rb, *win[3];
     int ci_text, ci_label, ci_id, ci_prompt, ci_ra, ci_rb, ci_win[3];
-    int has_labels; /* CSV: the label column(s) exist */
     cls_piece *pieces;
     int npieces;
     cls_ids pre, post; /* post-processor tokens around a text, EOS appended to post when add_eos */
@@ -215,7 +214,6 @@ static int csv_columns(cls_ctx *c, ft_error *e) {
     if (o->layout == DS_CLS_TEXT) {
         if ((rc = csv_column(c, c->text, "the text", 1, &c->ci_text, e))) return rc;
         if ((rc = csv_column(c, c->label, "the label", o->require_labels, &c->ci_label, e))) return rc;
-        c->has_labels = c->ci_label >= 0;
         return csv_column(c, c->id, "the id", o->id_field != NULL, &c->ci_id, e);
     }
     if ((rc = csv_column(c, c->prompt, "the prompt", 1, &c->ci_prompt, e))) return rc;
@@ -226,7 +224,6 @@ static int csv_columns(cls_ctx *c, ft_error *e) {
     static const char *what[3] = {"label: model a won", "label: model b won", "label: a tie"};
     for (int k = 0; k < 3; k++)
         if ((rc = csv_column(c, c->win[k], what[k], o->require_labels || found > 0, &c->ci_win[k], e))) return rc;
-    c->has_labels = found == 3;
     return csv_column(c, c->id, "the id", o->id_col != NULL, &c->ci_id, e);
 }
 
@@ -297,6 +294,18 @@ static int parse_num(const char *s, size_t len, double *out) {
     return 1;
 }
 
+/* four hex digits at s, or -1 */
+static long hex4(const char *s) {
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = s[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
 /* Lone UTF-16 surrogate escapes (\uD83D without its pair; Python writes them, cJSON refuses them) become
  * \uFFFD, the same length. Returns the count; s is changed in place. */
 static long fix_surrogates(char *s, size_t n) {
@@ -314,16 +323,15 @@ static long fix_surrogates(char *s, size_t n) {
                 i++;
                 continue;
             }
-            unsigned u = 0;
-            if (sscanf(s + i + 2, "%4x", &u) != 1) {
+            long u = hex4(s + i + 2);
+            if (u < 0) {
                 i++;
                 continue;
             }
             int hi = u >= 0xD800 && u <= 0xDBFF, lo = u >= 0xDC00 && u <= 0xDFFF;
             if (hi) {
-                unsigned u2 = 0;
-                if (i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' && sscanf(s + i + 8, "%4x", &u2) == 1 &&
-                    u2 >= 0xDC00 && u2 <= 0xDFFF) {
+                long u2 = i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' ? hex4(s + i + 8) : -1;
+                if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
                     i += 11; /* a proper pair */
                     continue;
                 }

@@ -276,6 +276,8 @@ static void test_encode_cont(void) {
 
 /* ---------- LMSYS ---------- */
 
+#define LH "id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
+
 static const char *TOKS[3] = {"llama-2", "mistral-7b-v0.1", "smollm-135m"};
 
 static void check_lmsys_ids(const char *file, const ds_cls_opts *o, const char *key) {
@@ -404,6 +406,19 @@ static void test_lmsys(void) {
         const cJSON *exp = cJSON_GetObjectItem(cJSON_GetObjectItem(expected, "smollm-135m"), "surrogate");
         CHECK(ds_cls_read(fix("lmsys-surrogate.csv", path, sizeof path), &o, t, &x, &n, &st, &e) == 0);
         CHECK(n == 1 && st.surrogates == 1 && ids_equal(&x[0], exp));
+        ds_cls_free(x, n);
+        /* an escaped backslash before "ud83d" is text; a lone low surrogate and a high one after a pair count */
+        const char *csv = LH "1,\"[\"\"a\\\\ud83d b\"\"]\",\"[\"\"\\udc00x\"\"]\",\"[\"\"\\ud83d\\ude00 \\ud83d\"\"]\",1,0,0\n";
+        CHECK(ds_cls_read(write_tmp("sur.csv", csv), &o, t, &x, &n, &st, &e) == 0);
+        CHECK_MSG(n == 1 && st.surrogates == 2, "%s surrogates %ld", e.msg, st.surrogates);
+        if (n == 1) {
+            char *txt = NULL;
+            CHECK(tok_decode(t, x[0].ids, (size_t)x[0].n, 1, &txt, &e) == 0);
+            CHECK_MSG(txt && strstr(txt, "<prompt>: a\\ud83d b\n\n<response_a>: \xEF\xBF\xBDx\n\n<response_b>: "
+                                         "\xF0\x9F\x98\x80 \xEF\xBF\xBD"),
+                      "%s", txt ? txt : "");
+            free(txt);
+        }
         ds_cls_free(x, n);
     }
 
@@ -707,8 +722,6 @@ static void expect_bad(const ft_tokenizer *t, const ds_cls_opts *o, const char *
     CHECK_MSG(rc == FT_EINPUT && strstr(e.msg, msg), "%s: rc %d, '%s', expected '%s'", name, rc, e.msg, msg);
     if (!rc) ds_cls_free(x, n);
 }
-
-#define LH "id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
 
 static void test_bad(void) {
     char path[1024];
