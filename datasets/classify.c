@@ -541,7 +541,7 @@ static void share_budget(const long *len, const double *w, int n, long budget, l
 typedef struct cls_part {
     cls_ids ids;
     int slot;
-    cls_ids lit; /* the next literal's ids with the part's trailing whitespace, when it had some */
+    cls_ids lit; /* the next literal's ids with the part's tail before it, when the tail moved */
     long extra;  /* lit's tokens beyond the literal's own (>= 0): counted in the part's length */
 } cls_part;
 
@@ -608,7 +608,7 @@ static void assemble(cls_ctx *c, ds_cls_example *x, cls_part *parts, int nparts)
     x->ids = ft_xmalloc((total ? total : 1) * sizeof *x->ids);
     size_t o = 0;
     put(x->ids, &o, c->pre.v, c->pre.n);
-    const cls_ids *lit = NULL; /* the next literal's ids for this row, when its part ended with whitespace */
+    const cls_ids *lit = NULL; /* the next literal's ids for this row, when its part's tail moved there */
     for (int i = 0, pi = 0; i < c->npieces || (c->npieces == 0 && pi < nparts); i++) {
         const int32_t *src;
         size_t n;
