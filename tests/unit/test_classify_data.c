@@ -707,6 +707,25 @@ static void test_text(void) {
     r.require_labels = 1;
     CHECK(ds_cls_read(fix("text.jsonl", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
     CHECK_MSG(strstr(e.msg, "text.jsonl:1: missing field 'nolabel'"), "%s", e.msg);
+    /* CSV: a missing text or label column is named at the header; an id column named in the recipe must exist */
+    r = o;
+    CHECK(ds_cls_read(fix("text.csv", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
+    CHECK_MSG(strstr(e.msg, "text.csv:1: missing column 'text' (the text); the header has: sentence, y"), "%s", e.msg);
+    r.text_field = "sentence";
+    CHECK(ds_cls_read(fix("text.csv", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
+    CHECK_MSG(strstr(e.msg, "missing column 'label' (the label)"), "%s", e.msg);
+    r.label_field = "y", r.id_field = "uid";
+    CHECK(ds_cls_read(fix("text.csv", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
+    CHECK_MSG(strstr(e.msg, "missing column 'uid' (the id)"), "%s", e.msg);
+    /* add_eos off: the text's ids and nothing after them (SmolLM has no BOS) */
+    r = o;
+    r.add_eos = 0;
+    CHECK(ds_cls_read(fix("text.jsonl", path, sizeof path), &r, t, &x, &n, &st, &e) == 0);
+    {
+        const cJSON *exp = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(expected, "smollm-135m"), "text"), 0);
+        CHECK(x[0].n == cJSON_GetArraySize(exp) - 1 && x[0].ids[x[0].n - 1] != tok_eos_id(t));
+    }
+    ds_cls_free(x, n);
     tok_free(t);
 }
 
