@@ -498,6 +498,8 @@ int cmd_dpo(int argc, char **argv) {
                             .sample_where = pair_where,
                             .batches_per_epoch = n_probe,
                             .eval_fn = {.ctx = d, .run = d->eval.n ? dpo_eval : NULL, .n_values = 7, .names = EVAL_NAMES},
+                            .comm = j->comm,
+                            .recipe_text = j->recipe_text,
                             .save_output = job_save_output,
                             .save_ctx = j};
         if (!rc) rc = trainer_run(&job, &e);

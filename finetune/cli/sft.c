@@ -87,6 +87,8 @@ int cmd_sft(int argc, char **argv) {
                             .n_eval = n_eval_batches,
                             .add_params = j.use_lora ? job_add_params : NULL,
                             .params_ctx = &j,
+                            .comm = j.comm,
+                            .recipe_text = j.recipe_text,
                             .save_output = job_save_output,
                             .save_ctx = &j};
         if (!rc) rc = trainer_run(&job, &e);
