@@ -20,7 +20,7 @@
 #include "finetune/model/memplan.h"
 
 static const char DPO_HELP[] =
-    "usage: finetune dpo RECIPE.json [key=value ...] [--dry-run] [--resume]\n"
+    "usage: finetune dpo RECIPE.json [key=value ...] [--dry-run] [--resume] [--nproc N]\n"
     "\n"
     "Preference tuning (DPO, cDPO, robust, IPO, hinge, SimPO, ORPO) on pairs such as\n"
     "UltraFeedback binarized, orca_dpo_pairs, OASST pairs or prompt/chosen/rejected.\n"
@@ -31,7 +31,13 @@ static const char DPO_HELP[] =
     "the output is a PEFT adapter.\n"
     "\n"
     "  --dry-run   print the plan and stop\n"
-    "  --resume    continue from the newest complete checkpoint in output_dir\n";
+    "  --resume    continue from the newest complete checkpoint in output_dir\n"
+    "  --nproc N   data parallel: start N ranks here (one per GPU; on the CPU through\n"
+    "              mpirun) and wait for them; under mpirun/srun leave it out\n"
+    "  --master-addr HOST, --master-port PORT   where rank 0 hands out NCCL's id\n"
+    "              (default MASTER_ADDR/MASTER_PORT)\n"
+    "  --dist-timeout S   seconds before a stuck collective or start-up ends every\n"
+    "              rank with an error (default 300; docs/distributed.md)\n";
 
 typedef struct pair_set {
     ds_pref_example *p;

@@ -56,11 +56,13 @@ typedef struct ft_job {
     tmpl *tmpl;
 } ft_job;
 
-/* The command line of a training job: RECIPE.json [key=value ...] [--dry-run] [--resume]
+/* The command line of a training job: RECIPE.json [key=value ...] [--dry-run] [--resume] [--nproc N]
+ * [--master-addr HOST] [--master-port PORT] [--dist-timeout SECONDS]
  * (parsed by cli_parse_job_args). */
 typedef struct job_args {
     const char *recipe;
     int dry_run, resume;
+    int nproc; /* --nproc N: start N ranks here (cli_launch); 0: run this process as it is */
     int argc;
     char **argv;
 } job_args;
