@@ -145,6 +145,20 @@ check "a stopped rank: the job ends non-zero ($rc) by --dist-timeout 5, not the 
   '[ $rc != 0 ] && [ $rc != 124 ] && [ $((t1 - t0)) -lt 60 ]'
 check "the message names the collective and the limit" 'grep -q "did not complete within 5 s: another rank died or hangs" "$T/hang.log"'
 
+# DPO (LoRA, precomputed reference) from the reference SFT model: the reference pass and eval split over the ranks.
+D=(model="$T/ref" max_steps=4 log_every=1000 eval_fraction=0.2 eval_every=2)
+"$FT" dpo "$SRC/recipes/quickstart-dpo.json" "${D[@]}" grad_accum=2 output_dir="$T/dpo1" > "$T/dpo1.log" 2>&1
+rc1=$?
+"${MPI[@]}" -np 2 "$FT" dpo "$SRC/recipes/quickstart-dpo.json" "${D[@]}" grad_accum=1 output_dir="$T/dpo2" > "$T/dpo2.log" 2>&1
+rc2=$?
+check "dpo: one process and mpirun -np 2 exit 0 ($(tail -1 "$T/dpo2.log"))" '[ $rc1 = 0 ] && [ $rc2 = 0 ]'
+check "dpo: the reference caches (split over 2 ranks, written by rank 0) are byte-identical" \
+  'cmp -s "$T/dpo1/ref_logps.train.bin" "$T/dpo2/ref_logps.train.bin" && cmp -s "$T/dpo1/ref_logps.eval.bin" "$T/dpo2/ref_logps.eval.bin"'
+check "dpo: losses, eval loss and adapter weights within 1e-5" \
+  'python3 "$T/cmp.py" metrics "$T/dpo1/metrics.jsonl" "$T/dpo2/metrics.jsonl" && python3 "$T/cmp.py" weights "$T/dpo1/adapter_model.safetensors" "$T/dpo2/adapter_model.safetensors"'
+check "dpo: the eval metrics were reduced over the ranks (eval rewards equal)" \
+  '[ "$(grep -o "eval_rewards/accuracies\":[0-9.]*" "$T/dpo1/metrics.jsonl")" = "$(grep -o "eval_rewards/accuracies\":[0-9.]*" "$T/dpo2/metrics.jsonl")" ]'
+
 # Different recipes on the two ranks: both stop at start-up, naming the key and both values.
 timeout 120 "${MPI[@]}" -np 1 "$FT" sft "$R" "${ARGS[@]}" output_dir="$T/mis" : \
   -np 1 "$FT" sft "$R" "${ARGS[@]}" output_dir="$T/mis" lr=0.001 > "$T/mis.log" 2>&1
