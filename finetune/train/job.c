@@ -184,6 +184,10 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
     GET(rcp_get_int(r, "keep_last", 2, &t->keep_last, e));
     GET(rcp_get_int(r, "log_every", 10, &t->log_every, e));
     GET(rcp_get_int(r, "max_bad_steps", 5, &t->max_bad_steps, e));
+    GET(rcp_get_int(r, "zero", 0, &t->zero, e));
+    if (t->zero != 0 && t->zero != 1)
+        return ft_fail(e, FT_EINPUT, "%s: zero %d: expected 0 (off) or 1 (ZeRO-1: AdamW's moments sharded over the ranks)",
+                       rcp_name(r), t->zero);
     /* mixed precision (the trainer applies it once the backend is known) */
     GET(rcp_get_string(r, "precision", "auto", &t->precision, e));
     if (strcmp(t->precision, "auto") && strcmp(t->precision, "fp32") && strcmp(t->precision, "bf16") &&

@@ -345,6 +345,56 @@ static int allreduce_grads(ft_train_job *job, ft_optim *o, ft_error *e) {
     return rc;
 }
 
+/* ZeRO-1: the owner of each trainable tensor, the rank with the fewest elements so far (the same on every rank). */
+static int *zero_owners(const ft_optim *o, int world) {
+    int *own = ft_xcalloc((size_t)(o->n ? o->n : 1), sizeof *own);
+    int64_t *load = ft_xcalloc((size_t)world, sizeof *load);
+    for (int i = 0; i < o->n; i++) {
+        int best = 0;
+        for (int r = 1; r < world; r++)
+            if (load[r] < load[best]) best = r;
+        own[i] = best;
+        load[best] += ft_numel(o->w[i].t);
+    }
+    free(load);
+    return own;
+}
+
+/* Free the moments of the tensors another rank owns (optim_step then leaves those tensors to their owner). */
+static void zero_release(ft_optim *o, const int *own, int rank) {
+    for (int i = 0; i < o->n; i++)
+        if (own[i] != rank && o->m[i].data) {
+            o->b->free(o->b, o->m[i].data);
+            o->b->free(o->b, o->v[i].data);
+            o->m[i].data = o->v[i].data = NULL;
+        }
+}
+
+/* Every tensor's moments on every rank again, from their owners (for a checkpoint; zero_release after it). */
+static int zero_gather(ft_train_job *job, ft_optim *o, const int *own, ft_error *e) {
+    int rc = FT_OK;
+    for (int i = 0; i < o->n && !rc; i++) {
+        const ft_tensor *w = o->w[i].t;
+        if (!o->m[i].data) {
+            rc = ft_backend_tensor(o->b, FT_F32, w->ndim, w->shape, &o->m[i], e);
+            if (!rc) rc = ft_backend_tensor(o->b, FT_F32, w->ndim, w->shape, &o->v[i], e);
+            if (rc) break;
+        }
+        rc = dist_broadcast(job->comm, o->m[i].data, ft_nbytes(w), own[i], "gathering AdamW's moments (ZeRO-1)", e);
+        if (!rc) rc = dist_broadcast(job->comm, o->v[i].data, ft_nbytes(w), own[i], "gathering AdamW's moments (ZeRO-1)", e);
+    }
+    return rc;
+}
+
+/* After the step: each tensor's updated weights from the rank that updated it. */
+static int zero_allgather_weights(ft_train_job *job, ft_optim *o, const int *own, ft_error *e) {
+    int rc = FT_OK;
+    for (int i = 0; i < o->n && !rc; i++)
+        rc = dist_broadcast(job->comm, o->w[i].t->data, ft_nbytes(o->w[i].t), own[i],
+                            "all-gather of the updated weights (ZeRO-1)", e);
+    return rc;
+}
+
 /* A failure on one rank fails all: the others learn it here instead of waiting in the next collective. */
 static int all_ok(ft_train_job *job, int rc, const char *what, ft_error *e) {
     if (!dist_active(job->comm)) return rc;
@@ -428,6 +478,19 @@ int trainer_run(ft_train_job *job, ft_error *e) {
     }
     if (!rc && lead) rc = mx_open(cfg->output_dir, cfg->resume ? start : -1, &mx, e);
     if (dp) rc = all_ok(job, rc, "to start", e);
+    int *own = NULL; /* ZeRO-1: the rank that keeps each tensor's moments and updates it */
+    if (!rc && dp && cfg->zero && world > 1) {
+        own = zero_owners(o, world);
+        zero_release(o, own, rank);
+        int64_t mine = 0, all = 0;
+        for (int i = 0; i < o->n; i++) {
+            all += ft_numel(o->w[i].t);
+            if (own[i] == rank) mine += ft_numel(o->w[i].t);
+        }
+        if (lead)
+            fprintf(stderr, "ZeRO-1: AdamW's moments sharded over %d ranks (rank 0 keeps %lld of %lld parameters' moments)\n",
+                    world, (long long)mine, (long long)all);
+    }
 
     /* rank 0 alone prints the progress line and the step notes */
     FILE *quiet = lead ? NULL : fopen("/dev/null", "w");
@@ -499,6 +562,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
          * that is routine and not a bad step unless the scale has collapsed below 1 */
         int overflow = ls.enabled && info.skipped && isfinite(loss);
         lossscale_update(&ls, ls.enabled && info.skipped);
+        if (own && !info.skipped && (rc = zero_allgather_weights(job, o, own, e))) break;
         if (!info.skipped) model_sync_compute(m);
         bad_streak = !info.skipped ? 0 : overflow && ls.scale >= 1.0f ? bad_streak : bad_streak + 1;
         if (overflow)
@@ -588,8 +652,10 @@ int trainer_run(ft_train_job *job, ft_error *e) {
                     rc = ft_fail(e, FT_EINTERNAL, "the ranks are at different steps at the checkpoint of step %" PRId64,
                                  step + 1);
             }
+            if (!rc && own) rc = zero_gather(job, o, own, e); /* the checkpoint holds every tensor's moments */
             if (!rc && lead) rc = save_checkpoint(job, o, step + 1, bad_streak, tokens_seen, &ls, e);
             if (dp) rc = all_ok(job, rc, "to write the checkpoint", e);
+            if (own) zero_release(o, own, rank);
         }
     }
     mx_term_finish(&term);
@@ -603,6 +669,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
     ds_batches_free(batches, n_batches);
     mx_close(mx);
     optim_free(o);
+    free(own);
     grads_free(m, &g);
     return rc;
 }

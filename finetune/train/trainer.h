@@ -40,6 +40,8 @@ typedef struct ft_train_cfg {
     int resume;
     ft_dtype save_dtype;
     int world_size; /* data-parallel ranks (0 or 1: one process); a step takes grad_accum x world_size micro-batches */
+    int zero;       /* 1: ZeRO-1, each rank keeps AdamW's moments of its share of the parameters and updates only
+                     * those; the updated weights are broadcast from their owner (no effect with one rank) */
 } ft_train_cfg;
 
 /* What the whole accumulated step holds, for losses that average over it. */

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Data parallelism over MPI on the CPU backend (finetune/train/dist, docs/distributed.md):
+# - zero=1 (ZeRO-1) gives the same bytes (weights, checkpoints) as without it;
 # - mpirun -np 2 with grad_accum 1 computes the same run as one process with grad_accum 2 (the same global
 #   batch): losses per step, eval loss and final weights within 1e-5 relative (fp32 summation order);
 #   --nproc 2 (which starts mpirun itself) gives the same bytes as mpirun -np 2;
@@ -90,6 +91,14 @@ check "checkpoints and metrics written once (by rank 0)" \
 rc=$?
 check "--nproc 2 exits 0 and equals mpirun -np 2 byte for byte" \
   '[ $rc = 0 ] && cmp -s "$T/nproc/model.safetensors" "$T/np2/model.safetensors"'
+
+# ZeRO-1 (zero=1): AdamW's moments sharded, each tensor updated by its owner and broadcast: the same bytes, and
+# the checkpoints (moments gathered to rank 0) identical to those without it.
+"${MPI[@]}" -np 2 "$FT" sft "$R" "${ARGS[@]}" grad_accum=1 zero=1 output_dir="$T/zero" > "$T/zero.log" 2>&1
+rc=$?
+check "zero=1 exits 0 and says so" '[ $rc = 0 ] && grep -q "ZeRO-1: AdamW.s moments sharded over 2 ranks" "$T/zero.log"'
+check "zero=1: the same weights and checkpoints as without it, byte for byte" \
+  'cmp -s "$T/zero/model.safetensors" "$T/np2/model.safetensors" && diff -r "$T/zero/checkpoints" "$T/np2/checkpoints" > /dev/null'
 
 # SIGKILL of rank 1 in the middle of step 5 (after the checkpoint of step 4): every rank ends, non-zero.
 t0=$(date +%s)
