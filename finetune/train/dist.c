@@ -71,8 +71,9 @@ int dist_active(const dist_comm *c) { return c && c->active; }
 const char *dist_desc(const dist_comm *c) { return c ? c->desc : "single process"; }
 double dist_timeout(const dist_comm *c) { return c ? c->timeout_s : 0; }
 
-/* ---------- timeouts ---------- */
+/* ---------- MPI ---------- */
 
+#ifdef FT_HAVE_MPI
 static int g_rank = 0, g_world = 1;
 static double g_timeout = 0;
 
@@ -83,9 +84,7 @@ static void die_timeout(dist_comm *c, const char *what) {
             "(the limit is --dist-timeout / FT_DIST_TIMEOUT); stopping\n",
             c->rank, c->world, what, c->timeout_s);
     fflush(stderr);
-#ifdef FT_HAVE_MPI
     if (c->mpi) MPI_Abort(MPI_COMM_WORLD, 3);
-#endif
     _exit(3);
 }
 
@@ -110,9 +109,6 @@ static void disarm_bootstrap_alarm(void) {
     signal(SIGALRM, SIG_DFL);
 }
 
-/* ---------- MPI ---------- */
-
-#ifdef FT_HAVE_MPI
 static int mpi_fail(int code, const char *what, ft_error *e) {
     char s[MPI_MAX_ERROR_STRING];
     int len = 0;
@@ -391,11 +387,12 @@ int dist_bind(dist_comm *c, ft_backend *b, ft_error *e) {
     if (!c || !c->active) return FT_OK;
     c->b = b;
     if (b->device == FT_DEV_CPU) {
+        if (!c->mpi && !dist_have_mpi())
+            return ft_fail(e, FT_EINPUT, "data parallelism on the CPU backend runs over MPI, and this build has none "
+                                         "(install libopenmpi-dev and rebuild)");
         if (!c->mpi)
-            return ft_fail(e, FT_EINPUT,
-                           "data parallelism on the CPU backend runs over MPI%s: start the ranks with mpirun -np N "
-                           "(or --nproc N, which does)",
-                           dist_have_mpi() ? "" : ", and this build has no MPI (install libopenmpi-dev and rebuild)");
+            return ft_fail(e, FT_EINPUT, "data parallelism on the CPU backend runs over MPI: start the ranks with "
+                                         "mpirun -np N (or --nproc N, which does), not with %s's variables", c->launcher);
         c->on_mpi = 1;
         snprintf(c->desc + strlen(c->desc), sizeof c->desc - strlen(c->desc), ", MPI on the CPU");
         return FT_OK;
