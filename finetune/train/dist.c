@@ -451,6 +451,14 @@ int dist_allreduce_f32(dist_comm *c, float *dev, size_t n, const char *what, ft_
     return unbound(c, what, e);
 }
 
+int dist_allreduce_f32_many(dist_comm *c, float *const *bufs, const size_t *ns, int k, const char *what, ft_error *e) {
+    if (!c || !c->active || k == 0) return FT_OK;
+    if (c->nccl) return dist_nccl_allreduce_many(c->nccl, bufs, ns, k, what, e);
+    int rc = FT_OK;
+    for (int i = 0; i < k && !rc; i++) rc = dist_allreduce_f32(c, bufs[i], ns[i], what, e);
+    return rc;
+}
+
 int dist_allreduce_f64_host(dist_comm *c, double *host, size_t n, const char *what, ft_error *e) {
     if (!c || !c->active || n == 0) return FT_OK;
     if (c->nccl) return dist_nccl_allreduce(c->nccl, host, n, 1, 1, what, e);

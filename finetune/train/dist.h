@@ -55,6 +55,8 @@ double dist_timeout(const dist_comm *c);
 
 /* In-place sums over ranks. `what` names the operation in timeout and error messages. */
 int dist_allreduce_f32(dist_comm *c, float *dev, size_t n, const char *what, ft_error *e);
+/* The same over k device buffers at once (NCCL: one group; MPI: one after the other). */
+int dist_allreduce_f32_many(dist_comm *c, float *const *bufs, const size_t *ns, int k, const char *what, ft_error *e);
 int dist_allreduce_f64_host(dist_comm *c, double *host, size_t n, const char *what, ft_error *e);
 /* Rank root's bytes to every rank. */
 int dist_broadcast(dist_comm *c, void *dev, size_t bytes, int root, const char *what, ft_error *e);

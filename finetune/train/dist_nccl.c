@@ -166,6 +166,18 @@ int dist_nccl_allreduce(dist_nccl *c, void *buf, size_t n, int dtype, int on_hos
     return rc;
 }
 
+int dist_nccl_allreduce_many(dist_nccl *c, float *const *bufs, const size_t *ns, int k, const char *what, ft_error *e) {
+    int rc = before(c, what, e);
+    if (rc) return rc;
+    ncclResult_t r = ncclGroupStart();
+    for (int i = 0; i < k && (r == ncclSuccess || r == ncclInProgress); i++)
+        if (ns[i]) r = ncclAllReduce(bufs[i], bufs[i], ns[i], ncclFloat, ncclSum, c->comm, c->stream);
+    ncclResult_t g = ncclGroupEnd();
+    if (r == ncclSuccess || r == ncclInProgress) r = g;
+    if (r != ncclSuccess && r != ncclInProgress) return nccl_fail(c, r, what, e);
+    return nccl_wait(c, what, e);
+}
+
 int dist_nccl_broadcast(dist_nccl *c, void *buf, size_t bytes, int root, int on_host, const char *what, ft_error *e) {
     int rc = before(c, what, e);
     void *p = buf;

@@ -26,6 +26,8 @@ int dist_nccl_init(const unsigned char id[DIST_NCCL_ID_BYTES], int rank, int wor
                    dist_nccl **out, ft_error *e);
 /* dtype: 0 = float, 1 = double; in-place sum. */
 int dist_nccl_allreduce(dist_nccl *c, void *buf, size_t n, int dtype, int on_host, const char *what, ft_error *e);
+/* k in-place float sums in one NCCL group (one launch, one wait): a step's gradients as one bucket. */
+int dist_nccl_allreduce_many(dist_nccl *c, float *const *bufs, const size_t *ns, int k, const char *what, ft_error *e);
 int dist_nccl_broadcast(dist_nccl *c, void *buf, size_t bytes, int root, int on_host, const char *what, ft_error *e);
 void dist_nccl_free(dist_nccl *c);
 

@@ -337,11 +337,15 @@ static int broadcast_trainables(ft_train_job *job, ft_optim *o, int moments, ft_
     return rc;
 }
 
-/* Sum the step's gradients over the ranks (each rank's are already normalised by the global step). */
+/* Sum the step's gradients over the ranks (each rank's are already normalised by the global step): one bucket
+ * of all of them after the backward (NCCL: one group on its own stream). */
 static int allreduce_grads(ft_train_job *job, ft_optim *o, ft_error *e) {
-    int rc = FT_OK;
-    for (int i = 0; i < o->n && !rc; i++)
-        rc = dist_allreduce_f32(job->comm, o->g[i].t->data, (size_t)ft_numel(o->g[i].t), "all-reduce of the gradients", e);
+    float **bufs = ft_xmalloc((size_t)(o->n ? o->n : 1) * sizeof *bufs);
+    size_t *ns = ft_xmalloc((size_t)(o->n ? o->n : 1) * sizeof *ns);
+    for (int i = 0; i < o->n; i++) bufs[i] = o->g[i].t->data, ns[i] = (size_t)ft_numel(o->g[i].t);
+    int rc = dist_allreduce_f32_many(job->comm, bufs, ns, o->n, "all-reduce of the gradients", e);
+    free(bufs);
+    free(ns);
     return rc;
 }
 
