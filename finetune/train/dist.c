@@ -58,9 +58,10 @@ static int env_int(const char *name, int *out) {
 }
 
 const char *dist_launcher(void) {
+    /* torchrun's variables before Slurm's: a launcher started under srun (torchrun, --nproc) sets them per worker */
     if (getenv("OMPI_COMM_WORLD_SIZE")) return "mpirun";
-    if (getenv("SLURM_PROCID") && getenv("SLURM_NTASKS") && getenv("SLURM_STEP_ID")) return "srun";
     if (getenv("WORLD_SIZE") && getenv("RANK")) return "torchrun-env";
+    if (getenv("SLURM_PROCID") && getenv("SLURM_NTASKS") && getenv("SLURM_STEP_ID")) return "srun";
     return NULL;
 }
 

@@ -1,8 +1,8 @@
 /* dist: the communicator of data-parallel training (ranks, collectives, bootstrap, timeouts).
  *
- * dist_init reads the launcher's environment: OpenMPI's mpirun/mpiexec (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK),
- * Slurm's srun (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID) or torchrun's names (RANK/WORLD_SIZE/LOCAL_RANK,
- * what `--nproc N` sets for its workers). None of them: one process (rank 0 of 1), and every call below is a
+ * dist_init reads the launcher's environment, first found of: OpenMPI's mpirun/mpiexec (OMPI_COMM_WORLD_RANK/
+ * SIZE/LOCAL_RANK), torchrun's names (RANK/WORLD_SIZE/LOCAL_RANK, what `--nproc N` sets for its workers on GPUs),
+ * Slurm's srun (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID, with SLURM_STEP_ID). None of them: one process (rank 0 of 1), and every call below is a
  * no-op, so single-process training runs exactly as without this module. Under a launcher, the local GPU is
  * the local rank: CUDA_VISIBLE_DEVICES is narrowed to that one device before any CUDA call.
  *
