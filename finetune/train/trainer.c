@@ -137,9 +137,11 @@ static int load_checkpoint(ft_train_job *job, ft_optim *o, const char *dir, int6
                          "; resuming with another seed would not continue the same run",
                          dir, jseed->valuestring, job->cfg->seed);
         } else if (cJSON_IsNumber(cJSON_GetObjectItem(st, "micro_per_step")) &&
-                   cJSON_GetObjectItem(st, "micro_per_step")->valueint != trainer_micro_per_step(job->cfg)) {
+                   cJSON_GetObjectItem(st, "micro_per_step")->valueint != trainer_micro_per_step(job->cfg) &&
+                   (job->cfg->world_size > 1 || (cJSON_IsNumber(cJSON_GetObjectItem(st, "world_size")) &&
+                                                 cJSON_GetObjectItem(st, "world_size")->valueint > 1))) {
             /* the data position of a step is step x micro-batches per step: another global batch would not continue
-             * the same run */
+             * the same run (one process resuming one process's checkpoint may change grad_accum, as before) */
             const cJSON *jw = cJSON_GetObjectItem(st, "world_size");
             int was = cJSON_GetObjectItem(st, "micro_per_step")->valueint, ranks = cJSON_IsNumber(jw) ? jw->valueint : 1;
             rc = ft_fail(e, FT_EINPUT,
