@@ -2,7 +2,8 @@
 # and tests/run.sh (and so by .ci/run, which installs nothing else):
 #
 #   ft_deps build   a C compiler, make, CMake, cJSON, zlib, libcsv    (the library and the binary)
-#   ft_deps test    + a C++17 compiler                                 (the CUDA emulator the GPU tests run on)
+#   ft_deps test    + a C++17 compiler, OpenMPI                        (the CUDA emulator the GPU tests run on;
+#                                                                      data parallelism over MPI: tests/cli/dist_mpi.sh)
 #   ft_deps all     + clang and its runtime libraries                  (ASan/UBSan and libFuzzer: tests/run.sh --all)
 #
 # On Debian/Ubuntu as root the missing ones are installed with apt-get; otherwise the one command to run
@@ -32,6 +33,11 @@ ft_deps() {
   for p in libcjson-dev zlib1g-dev libcsv-dev; do
     dpkg -s "$p" > /dev/null 2>&1 || pkgs+=("$p")
   done
+  if [ "$level" != build ]; then # MPI is optional for the build; the data-parallel tests need it
+    for p in libopenmpi-dev openmpi-bin; do
+      dpkg -s "$p" > /dev/null 2>&1 || pkgs+=("$p")
+    done
+  fi
   ft_deps_install "${pkgs[@]}" || return 1
   if [ "$level" = all ]; then
     # libFuzzer and the sanitizer runtimes come in a package named after clang's major version

@@ -35,7 +35,21 @@ static int read_owner(int fd, long *pid, char *host, size_t hn) {
     return 1;
 }
 
-static int pid_alive(long pid) { return kill((pid_t)pid, 0) == 0 || errno == EPERM; }
+/* A zombie is not running: a killed run whose parent is gone (an MPI rank after mpirun ended; a container whose
+ * init does not reap) stays one until reaped, and kill(pid, 0) still succeeds on it. */
+static int pid_zombie(long pid) {
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold spaces and parentheses */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+static int pid_alive(long pid) { return (kill((pid_t)pid, 0) == 0 || errno == EPERM) && !pid_zombie(pid); }
 
 static int write_owner(int fd, const char *path, const char *host, ft_error *e) {
     char text[400];

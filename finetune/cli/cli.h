@@ -43,7 +43,12 @@ int cli_load_model(const char *dir, ft_backend *b, const char *precision, ft_mod
 /* 1 when arg is one of the NULL-terminated names. */
 int cli_is_one_of(const char *arg, const char *const *names);
 /* The command line of a training job (sft, dpo): RECIPE.json [key=value ...] [--dry-run] [--resume].
+ * Also --nproc N (then the ranks are started here: cli_launch), --master-addr, --master-port, --dist-timeout (set
+ * as MASTER_ADDR, MASTER_PORT, FT_DIST_TIMEOUT for finetune/train/dist).
  * Prints help or a usage error itself. Returns -1 to go on, else the exit code (0 after --help). */
 int cli_parse_job_args(const char *cmd, const char *help, int argc, char **argv, job_args *a);
+/* --nproc N: start N ranks of the job on this machine (forked with torchrun's variables for NCCL on GPUs; through
+ * mpirun on the CPU backend), wait for them and return the exit code (the first failing rank's). */
+int cli_launch(const char *cmd, const job_args *a);
 
 #endif

@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* setenv */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -94,6 +95,8 @@ int cli_load_model(const char *dir, ft_backend *b, const char *precision, ft_mod
     return rc;
 }
 
+static const char *const DIST_OPTS[] = {"--nproc", "--master-addr", "--master-port", "--dist-timeout", NULL};
+
 int cli_parse_job_args(const char *cmd, const char *help, int argc, char **argv, job_args *a) {
     memset(a, 0, sizeof *a);
     a->argc = argc;
@@ -106,6 +109,25 @@ int cli_parse_job_args(const char *cmd, const char *help, int argc, char **argv,
             a->dry_run = 1;
         } else if (strcmp(argv[i], "--resume") == 0) {
             a->resume = 1;
+        } else if (cli_is_one_of(argv[i], DIST_OPTS)) { /* data parallelism: the values reach dist_init by env */
+            if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", argv[i]);
+            const char *opt = argv[i], *v = argv[++i];
+            long n = 0;
+            double t = 0;
+            ft_error e = {0};
+            if (strcmp(opt, "--nproc") == 0) {
+                if (cli_parse_int(opt, v, 1, 4096, &n, &e)) return cli_report(cmd, &e);
+                a->nproc = (int)n;
+            } else if (strcmp(opt, "--master-port") == 0) {
+                if (cli_parse_int(opt, v, 1, 65535, &n, &e)) return cli_report(cmd, &e);
+                setenv("MASTER_PORT", v, 1);
+            } else if (strcmp(opt, "--dist-timeout") == 0) {
+                if (cli_parse_float(opt, v, &t, &e) || !(t > 0))
+                    return cli_usage_error(cmd, "--dist-timeout %s: expected seconds > 0", v);
+                setenv("FT_DIST_TIMEOUT", v, 1);
+            } else {
+                setenv("MASTER_ADDR", v, 1);
+            }
         } else if (argv[i][0] == '-') {
             return cli_usage_error(cmd, "unknown option %s", argv[i]);
         } else if (!strchr(argv[i], '=')) {
@@ -114,5 +136,6 @@ int cli_parse_job_args(const char *cmd, const char *help, int argc, char **argv,
         }
     }
     if (!a->recipe) return cli_usage_error(cmd, "missing RECIPE.json");
+    if (a->nproc > 0) return cli_launch(cmd, a); /* the ranks parse the same line again, without --nproc */
     return -1;
 }

@@ -20,7 +20,7 @@
 #include "finetune/model/memplan.h"
 
 static const char DPO_HELP[] =
-    "usage: finetune dpo RECIPE.json [key=value ...] [--dry-run] [--resume]\n"
+    "usage: finetune dpo RECIPE.json [key=value ...] [--dry-run] [--resume] [--nproc N]\n"
     "\n"
     "Preference tuning (DPO, cDPO, robust, IPO, hinge, SimPO, ORPO) on pairs such as\n"
     "UltraFeedback binarized, orca_dpo_pairs, OASST pairs or prompt/chosen/rejected.\n"
@@ -31,7 +31,13 @@ static const char DPO_HELP[] =
     "the output is a PEFT adapter.\n"
     "\n"
     "  --dry-run   print the plan and stop\n"
-    "  --resume    continue from the newest complete checkpoint in output_dir\n";
+    "  --resume    continue from the newest complete checkpoint in output_dir\n"
+    "  --nproc N   data parallel: start N ranks here (one per GPU; on the CPU through\n"
+    "              mpirun) and wait for them; under mpirun/srun leave it out\n"
+    "  --master-addr HOST, --master-port PORT   where rank 0 hands out NCCL's id\n"
+    "              (default MASTER_ADDR/MASTER_PORT)\n"
+    "  --dist-timeout S   seconds before a stuck collective or start-up ends every\n"
+    "              rank with an error (default 300; docs/distributed.md)\n";
 
 typedef struct pair_set {
     ds_pref_example *p;
@@ -145,7 +151,71 @@ static const char *pair_where(void *ctx, int32_t sample, char *buf, size_t cap) 
 
 /* Summed completion log-probs of every pair of s under model m, in batches of `per` pairs, through the
  * on-disk cache at cache_path: a finished pass with the same key is reused, an interrupted one resumes. */
-static int reference_pass(ft_model *m, pair_set *s, int per, const char *cache_path, const char *key, ft_error *e) {
+/* Data parallel: the chunks of `per` pairs not yet in the cache are split over the ranks (chunk k to rank
+ * k mod world); their sums meet by an all-reduce, rank 0 alone writes the cache, and its values go to every rank. */
+static int reference_pass_dist(dist_comm *dc, ft_model *m, pair_set *s, int per, const char *cache_path,
+                               const char *key, ft_error *e) {
+    int rank = dist_rank(dc), world = dist_world(dc), n = s->n, rc = FT_OK;
+    s->ref_c = ft_xcalloc((size_t)(n ? n : 1), sizeof(double));
+    s->ref_r = ft_xcalloc((size_t)(n ? n : 1), sizeof(double));
+    refc_cache *cache = NULL;
+    double start = 0;
+    if (rank == 0) {
+        rc = refc_open(cache_path, key, n, &cache, e);
+        if (!rc && refc_note(cache)[0]) fprintf(stderr, "%s\n", refc_note(cache));
+        if (!rc) start = (double)refc_done(cache);
+        for (int i = 0; i < (int)start && !rc; i++) rc = refc_get(cache, i, &s->ref_c[i], &s->ref_r[i], e);
+    }
+    if (!dist_all_ok(dc, !rc, e) && !rc) rc = ft_fail(e, FT_EIO, "rank 0 could not open the reference cache");
+    if (!rc) rc = dist_broadcast_host(dc, &start, sizeof start, 0, "the reference pass's start", e);
+    double *vals = ft_xcalloc((size_t)(n ? n : 1) * 2, sizeof(double));
+    int *order = ft_xmalloc((size_t)(n ? n : 1) * sizeof(int));
+    for (int i = 0; i < n; i++) order[i] = i;
+    double t0 = ft_now();
+    int k = 0;
+    for (int first = (int)start; first < n && !rc; first += per, k++) {
+        if (k % world != rank) continue;
+        int count = first + per <= n ? per : n - first, nb;
+        ds_batch *b;
+        dpo_build_batches(s->p, order + first, count, count, &b, &nb);
+        float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
+        rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+        if (!rc) {
+            int *pair = ft_xmalloc((size_t)count * sizeof(int)), *nc = ft_xmalloc((size_t)count * sizeof(int)),
+                *nr = ft_xmalloc((size_t)count * sizeof(int));
+            double *pc = ft_xmalloc((size_t)count * 8), *pr = ft_xmalloc((size_t)count * 8);
+            int got = dpo_gather(b, logp, pair, pc, pr, nc, nr);
+            for (int q = 0; q < got; q++) {
+                vals[2 * pair[q]] = pc[q];
+                vals[2 * pair[q] + 1] = pr[q];
+            }
+            free(pair), free(nc), free(nr), free(pc), free(pr);
+        }
+        free(logp);
+        ds_batches_free(b, nb);
+    }
+    if (!rc) rc = dist_allreduce_f64_host(dc, vals, (size_t)n * 2, "all-reduce of the reference log-probs", e);
+    for (int first = (int)start; first < n && !rc && rank == 0; first += per) {
+        int count = first + per <= n ? per : n - first;
+        rc = refc_append(cache, first, count, vals + 2 * first, e);
+    }
+    if (!rc && rank == 0 && !refc_is_complete(cache)) rc = refc_complete(cache, e);
+    for (int i = (int)start; i < n; i++) s->ref_c[i] = vals[2 * i], s->ref_r[i] = vals[2 * i + 1];
+    if (!dist_all_ok(dc, !rc, e) && !rc) rc = ft_fail(e, FT_EIO, "rank 0 could not write the reference cache");
+    if (!rc) rc = dist_broadcast_host(dc, s->ref_c, (size_t)n * sizeof(double), 0, "the reference log-probs", e);
+    if (!rc) rc = dist_broadcast_host(dc, s->ref_r, (size_t)n * sizeof(double), 0, "the reference log-probs", e);
+    refc_close(cache);
+    free(order);
+    free(vals);
+    if (!rc && rank == 0 && start < n)
+        fprintf(stderr, "reference log-probs: %d pairs on %d ranks in %.1f s (cached in %s)\n", n - (int)start, world,
+                ft_now() - t0, cache_path);
+    return rc;
+}
+
+static int reference_pass(dist_comm *dc, ft_model *m, pair_set *s, int per, const char *cache_path, const char *key,
+                          ft_error *e) {
+    if (dist_active(dc)) return reference_pass_dist(dc, m, s, per, cache_path, key, e);
     s->ref_c = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
     s->ref_r = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
     refc_cache *cache = NULL;
@@ -227,8 +297,9 @@ static int dpo_eval(void *ctx, ft_model *m, double *values, ft_error *e) {
     double *all_pc = ft_xcalloc((size_t)n, 8), *all_pr = ft_xcalloc((size_t)n, 8);
     int *all_nc = ft_xcalloc((size_t)n, sizeof(int)), *all_nr = ft_xcalloc((size_t)n, sizeof(int));
     for (int i = 0; i < n; i++) order[i] = i;
-    int rc = FT_OK, per = d->j.batch_size;
+    int rc = FT_OK, per = d->j.batch_size, rank = dist_rank(d->j.comm), world = dist_world(d->j.comm), k = 0;
     for (int first = 0; first < n && !rc; first += per) {
+        if (k++ % world != rank) continue; /* data parallel: batch k on rank k mod world */
         ds_batch *b;
         int nb;
         dpo_build_batches(s->p, order + first, first + per <= n ? per : n - first, per, &b, &nb);
@@ -245,6 +316,14 @@ static int dpo_eval(void *ctx, ft_model *m, double *values, ft_error *e) {
         }
         free(logp);
         ds_batches_free(b, nb);
+    }
+    if (!rc && dist_active(d->j.comm)) { /* each pair was computed on one rank, zeros elsewhere: sums gather them */
+        double *v = ft_xcalloc((size_t)n * 4 + 1, sizeof(double));
+        for (int i = 0; i < n; i++) v[4 * i] = all_pc[i], v[4 * i + 1] = all_pr[i], v[4 * i + 2] = all_nc[i], v[4 * i + 3] = all_nr[i];
+        rc = dist_allreduce_f64_host(d->j.comm, v, (size_t)n * 4, "all-reduce of the eval log-probs", e);
+        for (int i = 0; i < n && !rc; i++)
+            all_pc[i] = v[4 * i], all_pr[i] = v[4 * i + 1], all_nc[i] = (int)v[4 * i + 2], all_nr[i] = (int)v[4 * i + 3];
+        free(v);
     }
     dpo_metrics mt;
     if (!rc) rc = dpo_loss_forward(&d->loss, n, all_pc, all_pr, s->ref_c, s->ref_r, all_nc, all_nr, &values[0], NULL,
@@ -419,7 +498,7 @@ static int compute_references(dpo_job *d, ft_error *e) {
         snprintf(name, sizeof name, "ref_logps.%s.bin", splits[i]);
         char *path = ft_path_join(d->j.output_dir, name);
         rc = reference_key(d, splits[i], &k, e);
-        if (!rc) rc = reference_pass(ref, sets[i], d->j.batch_size, path, k.s, e);
+        if (!rc) rc = reference_pass(d->j.comm, ref, sets[i], d->j.batch_size, path, k.s, e);
         free(path);
         refc_key_free(&k);
     }
@@ -498,6 +577,8 @@ int cmd_dpo(int argc, char **argv) {
                             .sample_where = pair_where,
                             .batches_per_epoch = n_probe,
                             .eval_fn = {.ctx = d, .run = d->eval.n ? dpo_eval : NULL, .n_values = 7, .names = EVAL_NAMES},
+                            .comm = j->comm,
+                            .recipe_text = j->recipe_text,
                             .save_output = job_save_output,
                             .save_ctx = j};
         if (!rc) rc = trainer_run(&job, &e);

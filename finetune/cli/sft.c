@@ -10,7 +10,7 @@
 #include "finetune/train/sft_loss.h"
 
 static const char SFT_HELP[] =
-    "usage: finetune sft RECIPE.json [key=value ...] [--dry-run] [--resume]\n"
+    "usage: finetune sft RECIPE.json [key=value ...] [--dry-run] [--resume] [--nproc N]\n"
     "\n"
     "Supervised fine-tuning: reads the recipe (JSON with // comments; any key can be\n"
     "overridden as key=value, see docs/recipes.md), builds chat-templated examples\n"
@@ -18,7 +18,13 @@ static const char SFT_HELP[] =
     "output_dir (plus metrics.jsonl and checkpoints/).\n"
     "\n"
     "  --dry-run   print the plan (examples, tokens, steps, memory) and stop\n"
-    "  --resume    continue from the newest complete checkpoint in output_dir\n";
+    "  --resume    continue from the newest complete checkpoint in output_dir\n"
+    "  --nproc N   data parallel: start N ranks here (one per GPU; on the CPU through\n"
+    "              mpirun) and wait for them; under mpirun/srun leave it out\n"
+    "  --master-addr HOST, --master-port PORT   where rank 0 hands out NCCL's id\n"
+    "              (default MASTER_ADDR/MASTER_PORT)\n"
+    "  --dist-timeout S   seconds before a stuck collective or start-up ends every\n"
+    "              rank with an error (default 300; docs/distributed.md)\n";
 
 int cmd_sft(int argc, char **argv) {
     job_args args;
@@ -87,6 +93,8 @@ int cmd_sft(int argc, char **argv) {
                             .n_eval = n_eval_batches,
                             .add_params = j.use_lora ? job_add_params : NULL,
                             .params_ctx = &j,
+                            .comm = j.comm,
+                            .recipe_text = j.recipe_text,
                             .save_output = job_save_output,
                             .save_ctx = &j};
         if (!rc) rc = trainer_run(&job, &e);

@@ -93,12 +93,14 @@ int job_load_recipe(const job_args *a, rcp **r, ft_error *e) {
     return rc;
 }
 
-int job_write_resolved(const ft_job *j, const rcp *r, ft_error *e) {
+int job_write_resolved(ft_job *j, const rcp *r, ft_error *e) {
+    free(j->recipe_text);
+    j->recipe_text = rcp_dump_resolved(r);
+    if (dist_rank(j->comm) != 0) return FT_OK; /* rank 0 writes the outputs */
     int rc = ft_mkdir_p(j->output_dir, e);
     if (rc) return rc;
-    char *resolved = rcp_dump_resolved(r), *path = ft_path_join(j->output_dir, "recipe.resolved.json");
-    rc = ft_write_file_atomic(path, resolved, strlen(resolved), e);
-    free(resolved);
+    char *path = ft_path_join(j->output_dir, "recipe.resolved.json");
+    rc = ft_write_file_atomic(path, j->recipe_text, strlen(j->recipe_text), e);
     free(path);
     return rc;
 }
@@ -182,6 +184,10 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
     GET(rcp_get_int(r, "keep_last", 2, &t->keep_last, e));
     GET(rcp_get_int(r, "log_every", 10, &t->log_every, e));
     GET(rcp_get_int(r, "max_bad_steps", 5, &t->max_bad_steps, e));
+    GET(rcp_get_int(r, "zero", 0, &t->zero, e));
+    if (t->zero != 0 && t->zero != 1)
+        return ft_fail(e, FT_EINPUT, "%s: zero %d: expected 0 (off) or 1 (ZeRO-1: AdamW's moments sharded over the ranks)",
+                       rcp_name(r), t->zero);
     /* mixed precision (the trainer applies it once the backend is known) */
     GET(rcp_get_string(r, "precision", "auto", &t->precision, e));
     if (strcmp(t->precision, "auto") && strcmp(t->precision, "fp32") && strcmp(t->precision, "bf16") &&
@@ -219,7 +225,11 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
         cJSON_Delete(a);
     }
     (void)v;
-    return job_read_lora(r, j, e);
+    GET(job_read_lora(r, j, e));
+    /* the launcher's environment (--master-addr/--master-port/--dist-timeout reach it as MASTER_ADDR, ...) */
+    GET(dist_init(NULL, &j->comm, e));
+    j->train.world_size = dist_world(j->comm);
+    return FT_OK;
 }
 
 int job_claim_output_dir(ft_job *j, const ft_path_input *extra, int n_extra, int dry_run, ft_error *e) {
@@ -235,7 +245,7 @@ int job_claim_output_dir(ft_job *j, const ft_path_input *extra, int n_extra, int
     for (int i = 0; i < n_extra; i++) in[n++] = extra[i];
     int rc = ft_path_guard_output(j->output_dir, "output_dir", in, n, e);
     free(in);
-    if (!rc && !dry_run) rc = ft_dirlock_acquire(j->output_dir, &j->lock, e);
+    if (!rc && !dry_run && dist_rank(j->comm) == 0) rc = ft_dirlock_acquire(j->output_dir, &j->lock, e);
     return rc;
 }
 
@@ -309,6 +319,7 @@ int job_check_weights(const ft_job *j, const ft_model *m, const char *what, cons
 
 int job_setup_model(ft_job *j, ft_error *e) {
     GET(ft_backend_create(j->device, &j->backend, e));
+    GET(dist_bind(j->comm, j->backend, e));
     if (j->model_dir && j->use_lora) { /* the base is frozen: straight into the compute dtype */
         ft_dtype compute;
         GET(trainer_compute_dtype(j->train.precision, j->backend, &compute, e));
@@ -426,6 +437,8 @@ int job_save_output(void *ctx, ft_model *m, ft_error *e) {
 
 void job_free(ft_job *j) {
     ft_dirlock_release(j->lock);
+    dist_free(j->comm); /* before the backend: NCCL's communicator lives on its device */
+    free(j->recipe_text);
     lora_free(j->adapter);
     lora_cfg_free(&j->lora);
     free(j->lora_init_from);

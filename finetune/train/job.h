@@ -43,6 +43,10 @@ typedef struct ft_job {
     lora_cfg lora;
     char *lora_init_from; /* PEFT adapter dir to continue from */
     lora_adapter *adapter;
+    /* data parallelism (finetune/train/dist.h): set up by job_read_common from the launcher's environment, bound to
+     * the backend by job_setup_model; world 1 without a launcher */
+    dist_comm *comm;
+    char *recipe_text; /* the resolved recipe (job_write_resolved), compared across ranks */
     /* set up by job_claim_output_dir */
     ft_dirlock *lock;
     /* set up by job_setup */
@@ -52,20 +56,24 @@ typedef struct ft_job {
     tmpl *tmpl;
 } ft_job;
 
-/* The command line of a training job: RECIPE.json [key=value ...] [--dry-run] [--resume]
+/* The command line of a training job: RECIPE.json [key=value ...] [--dry-run] [--resume] [--nproc N]
+ * [--master-addr HOST] [--master-port PORT] [--dist-timeout SECONDS]
  * (parsed by cli_parse_job_args). */
 typedef struct job_args {
     const char *recipe;
     int dry_run, resume;
+    int nproc; /* --nproc N: start N ranks here (cli_launch); 0: run this process as it is */
     int argc;
     char **argv;
 } job_args;
 /* Load the recipe and apply the key=value overrides in order. */
 int job_load_recipe(const job_args *a, rcp **r, ft_error *e);
-/* Write output_dir/recipe.resolved.json: the effective configuration of the run. */
-int job_write_resolved(const ft_job *j, const rcp *r, ft_error *e);
+/* Write output_dir/recipe.resolved.json: the effective configuration of the run (rank 0), and keep its text in
+ * j->recipe_text (every rank) for the trainer's cross-rank check. */
+int job_write_resolved(ft_job *j, const rcp *r, ft_error *e);
 
-/* Read the shared keys; `dry_run` and `resume` come from the command line. */
+/* Read the shared keys; `dry_run` and `resume` come from the command line. Then join the data-parallel job the
+ * environment describes (dist_init; sets j->comm and j->train.world_size). */
 int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e);
 /* Before anything is loaded or read: refuse (FT_EINPUT) an output_dir that is, lies inside or contains one
  * of the job's inputs (model, model_init, tokenizer, lora init_from, each data and eval_data file) or one
@@ -75,7 +83,7 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e);
 int job_claim_output_dir(ft_job *j, const ft_path_input *extra, int n_extra, int dry_run, ft_error *e);
 /* Tokenizer and template only (enough for planning a dry run). */
 int job_setup_data(ft_job *j, rcp *r, ft_error *e);
-/* Backend and model. A loaded checkpoint holding NaN/Inf weights is refused (FT_EINPUT, naming the
+/* Backend and model (and the communicator bound to the backend). A loaded checkpoint holding NaN/Inf weights is refused (FT_EINPUT, naming the
  * tensors and counts) unless allow_nonfinite_weights, which turns it into a warning on stderr. */
 int job_setup_model(ft_job *j, ft_error *e);
 /* That check for any model the job loaded from `dir` (`what`: "model", "reference model"). */

@@ -92,11 +92,13 @@ void mx_close(mx_log *m) {
 }
 
 void mx_begin(mx_log *m, int64_t step) {
+    if (!m) return; /* no log (a data-parallel rank other than 0) */
     clear_record(m);
     m->step = step;
 }
 
 void mx_add(mx_log *m, const char *key, double v) {
+    if (!m) return;
     for (size_t i = 0; i < m->n; i++)
         if (strcmp(m->keys[i], key) == 0) {
             m->vals[i] = v;
@@ -125,6 +127,7 @@ static void put_key(FILE *f, const char *k) {
 }
 
 int mx_write(mx_log *m, ft_error *e) {
+    if (!m) return FT_OK;
     fprintf(m->f, "{\"step\":%" PRId64, m->step);
     for (size_t i = 0; i < m->n; i++) {
         fputc(',', m->f);

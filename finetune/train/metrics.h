@@ -33,6 +33,7 @@ typedef struct mx_log mx_log;
  * old file is replaced by temp file + rename, never truncated in place; records are then appended. */
 int mx_open(const char *run_dir, int64_t resume_step, mx_log **out, ft_error *e);
 void mx_close(mx_log *m);
+/* m may be NULL (a data-parallel rank other than 0 keeps no log): mx_begin, mx_add and mx_write do nothing. */
 void mx_begin(mx_log *m, int64_t step);
 /* Add a named number to the current record (a key added twice keeps the last value). */
 void mx_add(mx_log *m, const char *key, double v);

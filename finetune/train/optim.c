@@ -145,6 +145,7 @@ void optim_step(ft_optim *o, float grad_scale, ft_step_info *info) {
     }
     o->step++;
     for (int i = 0; i < o->n; i++) {
+        if (!o->m[i].data) continue; /* ZeRO-1: another rank updates it */
         ft_adamw_args a = {.lr = info->lr,
                            .beta1 = o->cfg.beta1,
                            .beta2 = o->cfg.beta2,

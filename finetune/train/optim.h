@@ -52,7 +52,8 @@ typedef struct ft_step_info {
     float lr;
     int skipped; /* non-finite gradients: nothing was updated */
 } ft_step_info;
-/* One step: gradients are multiplied by grad_scale (e.g. 1/loss_scale), clipped, and applied. */
+/* One step: gradients are multiplied by grad_scale (e.g. 1/loss_scale), clipped, and applied. A parameter
+ * without moments (m[i].data NULL: another rank's ZeRO-1 shard) is not updated; the norm is over all gradients. */
 void optim_step(ft_optim *o, float grad_scale, ft_step_info *info);
 
 #endif

@@ -7,12 +7,18 @@
  * losses and final weights are bit-identical to an uninterrupted run: everything a step depends on is
  * either in the checkpoint (trainable weights, AdamW moments, step) or recomputed from the seed.
  *
+ * Data parallel (ft_train_job.comm, finetune/train/dist.h): every rank plans the same batches; an optimizer step
+ * takes grad_accum x world_size micro-batches, rank r the r-th run of grad_accum of them; the step's loss
+ * normalisation (ft_step_norm) is over the whole global step, so the summed gradients are exactly those of one
+ * process with the same global batch. Rank 0 alone writes metrics, checkpoints and the output.
+ *
  * The job supplies the loss through ft_loss_fn: given a micro-batch and the model's per-token
  * log-probs, it returns the loss contribution and the gradient dL/dlogp of each token. */
 #ifndef FT_TRAINER_H
 #define FT_TRAINER_H
 
 #include "datasets/batch.h"
+#include "finetune/train/dist.h"
 #include "finetune/train/optim.h"
 
 typedef struct ft_train_cfg {
@@ -33,6 +39,9 @@ typedef struct ft_train_cfg {
     const char *save_dtype_name; /* "auto", "f32", "bf16", "f16" */
     int resume;
     ft_dtype save_dtype;
+    int world_size; /* data-parallel ranks (0 or 1: one process); a step takes grad_accum x world_size micro-batches */
+    int zero;       /* 1: ZeRO-1, each rank keeps AdamW's moments of its share of the parameters and updates only
+                     * those; the updated weights are broadcast from their owner (no effect with one rank) */
 } ft_train_cfg;
 
 /* What the whole accumulated step holds, for losses that average over it. */
@@ -93,12 +102,17 @@ typedef struct ft_train_job {
     /* Called after the final weights are in place, to write the output directory. */
     int (*save_output)(void *ctx, ft_model *m, ft_error *e);
     void *save_ctx;
+    /* Data parallelism (NULL: one process). Bound to the model's backend (dist_bind) before trainer_run. */
+    dist_comm *comm;
+    const char *recipe_text; /* the resolved recipe, compared across ranks at start-up (may be NULL) */
 } ft_train_job;
 
 /* The compute dtype of a recipe's precision on backend b: auto = bf16 on sm_80+, fp16 (with loss scaling) on
  * sm_75, fp32 on the CPU; a 16-bit dtype on the CPU, or bf16 below sm_80, is a clear error (FT_EINPUT). */
 int trainer_compute_dtype(const char *precision, const ft_backend *b, ft_dtype *out, ft_error *e);
 
+/* Micro-batches of one optimizer step over all ranks: grad_accum x world_size. */
+int trainer_micro_per_step(const ft_train_cfg *cfg);
 /* Total optimizer steps the job will take. */
 int trainer_total_steps(const ft_train_cfg *cfg, int batches_per_epoch);
 int trainer_run(ft_train_job *job, ft_error *e);

@@ -155,6 +155,12 @@ if [ "$GPU_TESTS" = 1 ]; then
         env FT_BIN_CUEMU="$BUILD/finetune" FT_SFT_ON_GPU=1 FT_SOURCE_DIR="$ROOT" bash "$ROOT/tests/cli/cuemu_sft.sh"
     grep -E "^(ok|FAIL)" "$OUT/sft_scenarios.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
 fi
+# Data parallelism over NCCL: --nproc 1 end to end (and --nproc 2 where there are two GPUs).
+if [ "$GPU_TESTS" = 1 ]; then
+    step "data parallel over NCCL (tests/gpu/dist_nccl.sh)" "$OUT/dist_nccl.log" \
+        env FT_BIN="$BUILD/finetune" FT_SOURCE_DIR="$ROOT" bash "$ROOT/tests/gpu/dist_nccl.sh"
+    grep -E "^(ok|FAIL|skipped)" "$OUT/dist_nccl.log" | sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+fi
 
 # (bench_tokenizer is a CPU benchmark that takes a tokenizer and a corpus: bench/tokenizer.md)
 for b in ./bench_cuda_ops ./bench_cpu_ops ./bench_sft_batches; do
