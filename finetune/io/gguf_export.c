@@ -205,6 +205,37 @@ static char *merge_text(const cJSON *m) {
     return r;
 }
 
+/* token text -> id over v.tok (open addressing, FNV-1a) */
+typedef struct tok_index {
+    int32_t *slot; /* id, -1 empty */
+    uint32_t mask;
+} tok_index;
+
+static uint32_t fnv1a(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+static void index_build(tok_index *ix, const vocab_build *v) {
+    uint32_t cap = 1;
+    while (cap < 2u * (uint32_t)v->n + 1) cap <<= 1;
+    ix->mask = cap - 1;
+    ix->slot = ft_xmalloc((size_t)cap * sizeof *ix->slot);
+    memset(ix->slot, 0xff, (size_t)cap * sizeof *ix->slot);
+    for (int i = 0; i < v->n; i++) {
+        uint32_t h = fnv1a(v->tok[i]) & ix->mask;
+        while (ix->slot[h] >= 0) h = (h + 1) & ix->mask;
+        ix->slot[h] = i;
+    }
+}
+
+static int index_find(const tok_index *ix, const vocab_build *v, const char *s) {
+    for (uint32_t h = fnv1a(s) & ix->mask; ix->slot[h] >= 0; h = (h + 1) & ix->mask)
+        if (!strcmp(v->tok[ix->slot[h]], s)) return ix->slot[h];
+    return -1;
+}
+
 /* Joined text of a merge ("a b" -> "ab"; a pair's parts as they are). */
 static char *merge_result(const cJSON *m) {
     if (cJSON_IsArray(m)) {
@@ -304,9 +335,11 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
     }
     /* merges: the "gpt2" list; for "llama" the scores (-rank of the merge that makes a token) */
     int nm = cJSON_GetArraySize(mlist);
+    tok_index ix = {0};
+    if (!rc && spm) index_build(&ix, &v);
     if (!rc && !spm) merges = ft_xcalloc((size_t)(nm > 0 ? nm : 1), sizeof *merges);
-    for (int r = 0; !rc && r < nm; r++) {
-        const cJSON *m = cJSON_GetArrayItem(mlist, r);
+    const cJSON *m = mlist ? mlist->child : NULL;
+    for (int r = 0; !rc && r < nm; r++, m = m->next) {
         if (!spm) {
             if (!(merges[n_merges] = merge_text(m))) rc = ft_fail(e, FT_EINPUT, "%s: merge %d is malformed", tj_path, r);
             else n_merges++;
@@ -317,10 +350,8 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
             rc = ft_fail(e, FT_EINPUT, "%s: merge %d is malformed", tj_path, r);
             break;
         }
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(vocab, res);
-        if (cJSON_IsNumber(id) && id->valueint >= 0 && id->valueint < n_vocab && v.type[id->valueint] == GGUF_TOK_NORMAL &&
-            v.score[id->valueint] == 0)
-            v.score[id->valueint] = -(float)(r + 1);
+        int id = index_find(&ix, &v, res);
+        if (id >= 0 && v.type[id] == GGUF_TOK_NORMAL && v.score[id] == 0) v.score[id] = -(float)(r + 1);
         free(res);
     }
     if (!rc) rc = gguf_writer_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", e);
@@ -375,6 +406,7 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
     const cJSON *aps = tc ? cJSON_GetObjectItem(tc, "add_prefix_space") : NULL;
     if (!rc && cJSON_IsBool(aps)) rc = gguf_writer_bool(w, "tokenizer.ggml.add_space_prefix", cJSON_IsTrue(aps), e);
     if (!rc && chat_template) rc = gguf_writer_str(w, "tokenizer.chat_template", chat_template, e);
+    free(ix.slot);
     for (int i = 0; i < n_merges; i++) free(merges[i]);
     free(merges);
     vb_free(&v);
