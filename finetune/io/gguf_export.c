@@ -161,6 +161,11 @@ static const char *cfg_token_text(const cJSON *tc, const char *typ) {
     return NULL;
 }
 
+static int eq(const char *a, const char *b) { return a && b && !strcmp(a, b); }
+/* a post-processor template item's {"SpecialToken": {"id": ...}} / {"Sequence": {"id": ...}} */
+static const char *special_of(const cJSON *item) { return jstr(cJSON_GetObjectItem(item, "SpecialToken"), "id"); }
+static const char *sequence_of(const cJSON *item) { return jstr(cJSON_GetObjectItem(item, "Sequence"), "id"); }
+
 static int added_id(const cJSON *added, const char *content) {
     const cJSON *a;
     cJSON_ArrayForEach(a, added) {
@@ -377,7 +382,7 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
     }
     if (!rc && eot >= 0 && eot < n_vocab) rc = gguf_writer_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)eot, e);
     /* add_bos / add_eos: the post-processor's template (a leading BOS, a trailing EOS), else tokenizer_config */
-    int add_bos = -1, add_eos = -1;
+    int add_bos = -1, add_eos = -1, add_sep = -1;
     const cJSON *pp = tj ? cJSON_GetObjectItem(tj, "post_processor") : NULL;
     const cJSON *procs = jtype(pp, "Sequence") ? cJSON_GetObjectItem(pp, "processors") : NULL;
     for (int i = 0; !rc && pp && i < (procs ? cJSON_GetArraySize(procs) : 1); i++) {
@@ -388,11 +393,28 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
         } else if (jtype(p, "TemplateProcessing")) {
             const cJSON *single = cJSON_GetObjectItem(p, "single");
             int ns = cJSON_GetArraySize(single);
+            const char *first = NULL, *last = NULL;
             if (ns > 1) {
-                const char *first = jstr(cJSON_GetObjectItem(cJSON_GetArrayItem(single, 0), "SpecialToken"), "id");
-                const char *last = jstr(cJSON_GetObjectItem(cJSON_GetArrayItem(single, ns - 1), "SpecialToken"), "id");
+                first = special_of(cJSON_GetArrayItem(single, 0));
+                last = special_of(cJSON_GetArrayItem(single, ns - 1));
                 if (first) add_bos = bos_id >= 0 && added_id(added, first) == bos_id;
                 if (last) add_eos = eos_id >= 0 && added_id(added, last) == eos_id;
+            }
+            /* add_sep, as SpecialVocab reads the pair template: [first] A [sep [sep]] B [last] */
+            const cJSON *pair = cJSON_GetObjectItem(p, "pair");
+            int lo = 0, hi = cJSON_GetArraySize(pair); /* [lo, hi) */
+            if (hi && first && eq(special_of(cJSON_GetArrayItem(pair, 0)), first)) lo++;
+            if (hi > lo && last && eq(special_of(cJSON_GetArrayItem(pair, hi - 1)), last)) hi--;
+            if (hi - lo > 2 && eq(sequence_of(cJSON_GetArrayItem(pair, lo)), "A") &&
+                eq(sequence_of(cJSON_GetArrayItem(pair, hi - 1)), "B")) {
+                const char *sep = tc ? cfg_token_text(tc, "sep") : NULL, *eos = tc ? cfg_token_text(tc, "eos") : NULL;
+                const char *m0 = special_of(cJSON_GetArrayItem(pair, lo + 1));
+                add_sep = 0;
+                if (m0 && (eq(m0, sep) || eq(m0, eos)) && !last) add_sep = 1;
+                if (hi - lo == 4) {
+                    const char *m1 = special_of(cJSON_GetArrayItem(pair, lo + 2));
+                    if (m1 && (eq(m1, sep) || eq(m1, eos))) add_sep = 1;
+                }
             }
         }
     }
@@ -403,6 +425,7 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
     }
     if (!rc) rc = gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", add_bos > 0, e);
     if (!rc && add_eos >= 0) rc = gguf_writer_bool(w, "tokenizer.ggml.add_eos_token", add_eos, e);
+    if (!rc && add_sep >= 0) rc = gguf_writer_bool(w, "tokenizer.ggml.add_sep_token", add_sep, e);
     const cJSON *aps = tc ? cJSON_GetObjectItem(tc, "add_prefix_space") : NULL;
     if (!rc && cJSON_IsBool(aps)) rc = gguf_writer_bool(w, "tokenizer.ggml.add_space_prefix", cJSON_IsTrue(aps), e);
     if (!rc && chat_template) rc = gguf_writer_str(w, "tokenizer.chat_template", chat_template, e);
