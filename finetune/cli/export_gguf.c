@@ -6,6 +6,7 @@
  * makes), every tensor's GGUF name, the tokenizer against the vocab size. Tensors are read one at a time
  * (lora_merge_read: the adapter's delta folded in as `merge` does), permuted, converted and added to the in-memory
  * GGUF, which is written to FILE.tmp.PID and renamed over FILE only when complete. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: finetune export-gguf MODEL_DIR [--adapter DIR] --type f16|bf16|q8_0|q4_0 -o FILE.gguf\n\n"
+            "usage: finetune export-gguf MODEL_DIR [--adapter DIR [--as-lora]] --type f16|bf16|q8_0|q4_0 -o FILE.gguf\n\n"
             "Write MODEL_DIR (LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM safetensors + config.json +\n"
             "tokenizer.json) as a GGUF v3 file for llama.cpp, laid out as its convert_hf_to_gguf.py writes it:\n"
             "general.* and <arch>.* metadata, Q/K rows permuted for llama.cpp's rope, the tokenizer (tokens,\n"
@@ -37,11 +38,15 @@ static void usage(FILE *f) {
             "             are not a multiple of 32 is stored F16.\n"
             "  --adapter  a PEFT LoRA/DoRA adapter dir, merged into the weights first (as `finetune merge`);\n"
             "             its chat template, when it has one, is the one exported.\n"
+            "  --as-lora  write the adapter alone as a GGUF LoRA adapter instead (llama.cpp's --lora FILE, as\n"
+            "             convert_lora_to_gguf.py writes it; MODEL_DIR's config.json says the architecture;\n"
+            "             rsLoRA's alpha is written as alpha * sqrt(r); DoRA is refused: llama.cpp has none).\n"
             "  -o         the output file; written beside it and renamed into place, never inside an input.\n");
 }
 
 typedef struct export_args {
     const char *model, *adapter, *type, *out;
+    int as_lora;
 } export_args;
 
 /* The dir whose tokenizer.json the GGUF carries: the model's, else the adapter's. */
@@ -87,6 +92,78 @@ static int is_qk(const char *gguf_name, int *k) {
     if (n >= 7 && !strncmp(gguf_name + n - 7, ".attn_q", 7)) return *k = 0, 1;
     if (n >= 7 && !strncmp(gguf_name + n - 7, ".attn_k", 7)) return *k = 1, 1;
     return 0;
+}
+
+static const char *base_name(const char *dir, char *buf, size_t n) {
+    const char *b = strrchr(dir, '/');
+    snprintf(buf, n, "%s", b && b[1] ? b + 1 : dir);
+    size_t l = strlen(buf);
+    while (l > 1 && buf[l - 1] == '/') buf[--l] = 0;
+    if ((b = strrchr(buf, '/')) && b[1]) memmove(buf, b + 1, strlen(b + 1) + 1); /* "x/" */
+    return buf;
+}
+
+/* --as-lora: the adapter's A and B as "<name>.lora_a" / "<name>.lora_b", B's rows Q/K-permuted for llama. */
+static int export_lora_run(const export_args *a, int weight_type, ft_error *e) {
+    ft_config cfg;
+    int rc = cfg_load(a->model, &cfg, e);
+    if (rc) return rc;
+    const char *arch = cfg.arch == FT_ARCH_QWEN2 ? "qwen2" : "llama";
+    ft_backend *cpu = ft_backend_cpu_create();
+    ft_model stub;
+    memset(&stub, 0, sizeof stub);
+    stub.cfg = cfg;
+    stub.b = cpu;
+    lora_adapter *ad = NULL;
+    gguf_writer *w = NULL;
+    float *A = NULL, *B = NULL, *tmp = NULL;
+    char name[256], gname[128], hf[160], lname[160];
+    rc = lora_load(a->adapter, &stub, &ad, e);
+    if (!rc && ad->cfg.use_dora)
+        rc = ft_fail(e, FT_EINPUT, "%s: a DoRA adapter (use_dora) cannot be a GGUF LoRA adapter: llama.cpp has no DoRA; "
+                     "export it merged (without --as-lora)", a->adapter);
+    if (!rc) {
+        w = gguf_writer_new();
+        /* llama.cpp scales by alpha / r; rsLoRA's scaling is alpha / sqrt(r) */
+        float alpha = ad->cfg.use_rslora ? ad->cfg.alpha * sqrtf((float)ad->cfg.r) : ad->cfg.alpha;
+        rc = gguf_export_adapter_meta(w, arch, base_name(a->adapter, name, sizeof name), alpha, e);
+    }
+    int pairs = 0;
+    for (int l = 0; !rc && l < cfg.num_layers; l++)
+        for (int k = 0; !rc && k < FT_LIN_COUNT; k++) {
+            size_t i = (size_t)l * FT_LIN_COUNT + k;
+            if (!ad->A[i].data) continue;
+            int64_t ro, co, r = ad->cfg.r;
+            lora_linear_shape(&cfg, (ft_linear)k, &ro, &co);
+            A = ft_xrealloc(A, (size_t)(r * co) * sizeof(float));
+            B = ft_xrealloc(B, (size_t)(ro * r) * sizeof(float));
+            cpu->download(cpu, A, ad->A[i].data, (size_t)(r * co) * sizeof(float));
+            cpu->download(cpu, B, ad->B[i].data, (size_t)(ro * r) * sizeof(float));
+            snprintf(hf, sizeof hf, "model.layers.%d.%s.weight", l, FT_LINEAR_NAMES[k]);
+            gguf_export_tensor_name(hf, cfg.num_layers, gname, sizeof gname);
+            if (!strcmp(arch, "llama") && (k == FT_LIN_Q || k == FT_LIN_K)) {
+                int heads = k == FT_LIN_K ? cfg.num_kv_heads : cfg.num_heads;
+                tmp = ft_xrealloc(tmp, (size_t)(ro / heads * r) * sizeof(float));
+                gguf_export_permute(B, ro, r, heads, tmp);
+            }
+            int64_t sa[2] = {r, co}, sb[2] = {ro, r};
+            snprintf(lname, sizeof lname, "%s.lora_a", gname);
+            rc = gguf_export_add_tensor(w, lname, A, 2, sa, weight_type, NULL, e);
+            snprintf(lname, sizeof lname, "%s.lora_b", gname);
+            if (!rc) rc = gguf_export_add_tensor(w, lname, B, 2, sb, weight_type, NULL, e);
+            pairs++;
+        }
+    if (!rc) rc = gguf_writer_finish(w, a->out, e);
+    if (!rc)
+        printf("wrote %s: GGUF v3 LoRA adapter for %s, %s, %d adapted linears (r=%d, alpha=%g%s)\n", a->out, arch, a->type,
+               pairs, ad->cfg.r, (double)ad->cfg.alpha, ad->cfg.use_rslora ? ", rsLoRA: written as alpha * sqrt(r)" : "");
+    gguf_writer_free(w);
+    free(A);
+    free(B);
+    free(tmp);
+    lora_free(ad);
+    cpu->destroy(cpu);
+    return rc;
 }
 
 static int export_run(const export_args *a, int file_type, int weight_type, ft_error *e) {
@@ -140,11 +217,8 @@ static int export_run(const export_args *a, int file_type, int weight_type, ft_e
     if (!rc) {
         w = gguf_writer_new();
         tmpl_text = chat_template(a, tokdir, &eot);
-        const char *base = strrchr(a->model, '/');
         char name[256];
-        snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : a->model);
-        size_t nl = strlen(name);
-        while (nl > 1 && name[nl - 1] == '/') name[--nl] = 0;
+        base_name(a->model, name, sizeof name);
         gguf_export_hparams h = {
             .arch = arch, .name = name, .file_type = file_type, .n_params = cfg_param_count(&cfg),
             .context_length = cfg.max_position_embeddings, .embedding_length = cfg.hidden_size,
@@ -247,6 +321,8 @@ int cmd_export_gguf(int argc, char **argv) {
             if (i + 1 >= argc) return cli_usage_error("export-gguf", "missing value after %s", argv[i]);
             const char **dst = !strcmp(argv[i], "--adapter") ? &a.adapter : !strcmp(argv[i], "--type") ? &a.type : &a.out;
             *dst = argv[++i];
+        } else if (!strcmp(argv[i], "--as-lora")) {
+            a.as_lora = 1;
         } else if (argv[i][0] == '-' || a.model) {
             return cli_usage_error("export-gguf", "unknown option %s", argv[i]);
         } else {
@@ -254,6 +330,7 @@ int cmd_export_gguf(int argc, char **argv) {
         }
     }
     if (!a.model || !a.type || !a.out) return cli_usage_error("export-gguf", "MODEL_DIR, --type and -o are required");
+    if (a.as_lora && !a.adapter) return cli_usage_error("export-gguf", "--as-lora needs --adapter DIR");
     int file_type, weight_type;
     int rc = gguf_export_parse_type(a.type, &file_type, &weight_type, &e);
     if (!rc) {
@@ -263,6 +340,6 @@ int cmd_export_gguf(int argc, char **argv) {
     struct stat sb;
     if (!rc && stat(a.out, &sb) == 0 && S_ISDIR(sb.st_mode))
         rc = ft_fail(&e, FT_EINPUT, "-o %s is a directory; name the .gguf file to write", a.out);
-    if (!rc) rc = export_run(&a, file_type, weight_type, &e);
+    if (!rc) rc = a.as_lora ? export_lora_run(&a, weight_type, &e) : export_run(&a, file_type, weight_type, &e);
     return rc ? cli_report("export-gguf", &e) : 0;
 }

@@ -86,6 +86,16 @@ int gguf_export_hparams_write(gguf_writer *w, const gguf_export_hparams *h, ft_e
     return rc;
 }
 
+int gguf_export_adapter_meta(gguf_writer *w, const char *arch, const char *name, float alpha, ft_error *e) {
+    int rc = gguf_writer_str(w, "general.architecture", arch, e);
+    if (!rc) rc = gguf_writer_str(w, "general.type", "adapter", e);
+    if (!rc) rc = gguf_writer_str(w, "adapter.type", "lora", e);
+    if (!rc) rc = gguf_writer_str(w, "general.name", name, e);
+    if (!rc) rc = gguf_writer_f32(w, "adapter.lora.alpha", alpha, e);
+    if (!rc) rc = gguf_writer_u32(w, "general.quantization_version", 2, e);
+    return rc;
+}
+
 /* ---------- tokenizer.* ---------- */
 
 /* The pre-tokenizer regexes of tokenizer.json's Split pre-tokenizers that llama.cpp names. */
@@ -494,7 +504,8 @@ static int ends_with(const char *s, const char *suf) {
 }
 
 int gguf_export_tensor_type(const char *name, int n_dims, int64_t ne0, int weight_type) {
-    if (n_dims <= 1 || ends_with(name, "_norm.weight") || !ends_with(name, ".weight")) return GGML_TYPE_F32;
+    int weight = ends_with(name, ".weight") || ends_with(name, ".lora_a") || ends_with(name, ".lora_b");
+    if (n_dims <= 1 || ends_with(name, "_norm.weight") || !weight) return GGML_TYPE_F32;
     if ((weight_type == GGML_TYPE_Q8_0 || weight_type == GGML_TYPE_Q4_0) && ne0 % 32) return GGML_TYPE_F16;
     return weight_type;
 }

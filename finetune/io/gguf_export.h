@@ -5,9 +5,9 @@
  *
  * Contract:
  * - Types: --type f16 | bf16 | q8_0 | q4_0 gives general.file_type (llama.cpp's LlamaFileType: 1, 32, 7, 2)
- *   and the type of the 2-D weights. 1-D tensors, norms and biases stay F32 (convert_hf_to_gguf's rule); a
- *   weight whose rows are not a whole number of 32-element blocks falls back to F16, as gguf-py's quantizer
- *   does (QuantError). Conversion: F16 and BF16 round to nearest even (BF16 quiets NaN as gguf-py does), Q8_0
+ *   and the type of the 2-D weights (LoRA .lora_a / .lora_b too). 1-D tensors, norms and biases stay F32
+ *   (convert_hf_to_gguf's rule); a weight whose rows are not a whole number of 32-element blocks falls back to
+ *   F16, as gguf-py's quantizer does (QuantError). Conversion: F16 and BF16 round to nearest even (BF16 quiets NaN as gguf-py does), Q8_0
  *   and Q4_0 are ggml_quantize's, byte for byte gguf-py's.
  * - Names: model.embed_tokens -> token_embd, model.norm -> output_norm, lm_head -> output,
  *   model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm,
@@ -65,6 +65,12 @@ typedef struct gguf_export_hparams {
 
 /* general.* and {arch}.* keys. */
 int gguf_export_hparams_write(gguf_writer *w, const gguf_export_hparams *h, ft_error *e);
+
+/* A LoRA adapter file, as convert_lora_to_gguf.py writes one: general.architecture, general.type "adapter",
+ * adapter.type "lora", general.name, adapter.lora.alpha (llama.cpp scales by alpha / r), quantization_version;
+ * its tensors are "<base GGUF name>.lora_a" (A [r, in]: ne {in, r}) and ".lora_b" (B [out, r], its rows
+ * Q/K-permuted as the base's: ne {r, out}), typed as weights. */
+int gguf_export_adapter_meta(gguf_writer *w, const char *arch, const char *name, float alpha, ft_error *e);
 
 /* Special token ids of config.json (-1 = absent): the fallbacks of tokenizer_config's. */
 typedef struct gguf_export_ids {

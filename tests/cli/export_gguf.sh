@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # finetune export-gguf from the command line: tiny-random-llama with the Llama-2 tokenizer and a byte-level
-# (SmolLM tokenizer) model made by `finetune init`, every --type, with and without --adapter; the refusals
+# (SmolLM tokenizer) model made by `finetune init`, every --type, with and without --adapter, --as-lora; the refusals
 # (-o inside an input, unknown --type, an adapter of another model, a tokenizer of another model) exit 2 and
 # write nothing; a full disk mid-write leaves no file and no temp file; the inputs are never changed.
 # (test_gguf_export reads the files back and checks every value; tests/reference/check_gguf_export.py checks
@@ -61,6 +61,15 @@ for t in f16 q8_0 q4_0 bf16; do
 done
 check "--adapter merges the 14 adapted linears" 'grep -q "14 LoRA linears merged (r=4, scaling=2)" "$T/out"'
 check "the merged file differs from the base's" '"$FT" export-gguf "$T/gqa" --type bf16 -o "$T/gqa-base.gguf" > /dev/null 2>&1 && ! cmp -s "$T/gqa-base.gguf" "$T/gqa-bf16.gguf"'
+
+# --as-lora: the adapter alone, as llama.cpp's LoRA adapter file
+"$FT" export-gguf "$T/gqa" --adapter "$ADAPTER" --as-lora --type f16 -o "$T/lora.gguf" > "$T/out" 2>&1
+rc=$?
+check "--as-lora exits 0 ($(head -1 "$T/out"))" '[ $rc = 0 ] && is_gguf "$T/lora.gguf" && grep -q "LoRA adapter for llama, f16, 14 adapted linears" "$T/out"'
+check "--as-lora is much smaller than the merged model" '[ $(stat -c %s "$T/lora.gguf") -lt $(stat -c %s "$T/gqa-f16.gguf") ]'
+"$FT" export-gguf "$T/gqa" --adapter "$SRC/tests/fixtures/lora/dora_a" --as-lora --type f16 -o "$T/bad.gguf" > "$T/out" 2>&1
+rc=$?
+check "--as-lora with a DoRA adapter: exit 2 ($(cat "$T/out"))" '[ $rc = 2 ] && [ ! -e "$T/bad.gguf" ] && grep -q "no DoRA" "$T/out"'
 
 # refusals: exit 2, nothing written
 "$FT" export-gguf "$T/tl" --type f16 -o "$T/tl/inside.gguf" > "$T/out" 2>&1

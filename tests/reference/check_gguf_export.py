@@ -17,6 +17,8 @@ template; exports each with --type f16, bf16, q8_0 and q4_0; and reads every fil
   add_bos and the chat template as gguf-py's SpecialVocab reads them; the llama scores are -(rank of the merge
   making the token), recomputed here from tokenizer.json (convert_hf_to_gguf writes -1000 everywhere without a
   tokenizer.model; see finetune/io/gguf_export.h); eot = the template's end-of-turn token;
+- --adapter --as-lora: adapter.* keys as convert_lora_to_gguf writes them, A / B (B's Q/K rows permuted)
+  byte-equal to gguf-py's conversion;
 - --adapter: tests/fixtures/lora/peft_a on llama-gqa, against PEFT's merge_and_unload weights in
   tests/fixtures/lora/peft_grads.safetensors ("merged/..."), rounded to f16 (within one f16 step: ours are within
   1e-6 of PEFT's in fp32).
@@ -85,7 +87,7 @@ def gguf_name(hf):
 
 def expected_bytes(name, x, qtype):
     """convert_hf_to_gguf's choice of type and gguf-py's bytes for it."""
-    if x.ndim <= 1 or name.endswith("_norm.weight"):
+    if x.ndim <= 1 or name.endswith("_norm.weight") or not name.endswith((".weight", ".lora_a", ".lora_b")):
         return Q.F32, x.astype(np.float32).tobytes()
     try:
         return qtype, quantize(x.astype(np.float32), qtype).tobytes()
@@ -251,6 +253,30 @@ def main():
             n += 1
         assert n == 14, n
         print(f"ok: llama-gqa --adapter peft_a --type f16: {n} merged linears equal PEFT's merge_and_unload (f16)")
+        # --as-lora: convert_lora_to_gguf's adapter file: A and B (B's rows permuted for q/k) as gguf-py converts them
+        ad = read_safetensors(os.path.join(ROOT, "tests", "fixtures", "lora", "peft_a", "adapter_model.safetensors"))
+        for typ in ("f16", "q8_0"):
+            out = os.path.join(tmp, f"gqa-lora-{typ}.gguf")
+            subprocess.run([FT, "export-gguf", gqa, "--adapter", os.path.join(ROOT, "tests", "fixtures", "lora", "peft_a"),
+                            "--as-lora", "--type", typ, "-o", out], check=True, stdout=subprocess.DEVNULL)
+            r = GGUFReader(out)
+            f = {k: v.contents() for k, v in r.fields.items()}
+            assert f["general.type"] == "adapter" and f["adapter.type"] == "lora" and f["adapter.lora.alpha"] == 8.0
+            assert f["general.architecture"] == "llama" and "tokenizer.ggml.tokens" not in f
+            t = {x.name: x for x in r.tensors}
+            want = set()
+            for k, x in ad.items():
+                m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])\.weight", k)
+                name = gguf_name(m[1] + ".weight") + (".lora_a" if m[2] == "A" else ".lora_b")
+                if m[2] == "B" and ".attn_q." in name:
+                    x = permute(x, cfg["num_attention_heads"])
+                elif m[2] == "B" and ".attn_k." in name:
+                    x = permute(x, cfg["num_key_value_heads"])
+                typ_, b = expected_bytes(name, x, TYPES[typ][0])
+                assert t[name].tensor_type == typ_ and bytes(t[name].data.tobytes()) == b, name
+                want.add(name)
+            assert set(t) == want
+            print(f"ok: llama-gqa --adapter peft_a --as-lora --type {typ}: {len(t)} tensors equal to gguf-py's")
         print("ok")
     finally:
         shutil.rmtree(tmp)

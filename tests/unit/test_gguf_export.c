@@ -8,6 +8,8 @@
  *   "smollm", the chat template's end-of-turn id as eot, no output.weight;
  * - --adapter: PEFT's own merge_and_unload result (tests/fixtures/lora/peft_grads.safetensors "merged/...",
  *   adapter peft_a on llama-gqa, 2 KV heads) is what the GGUF holds, K permuted with the KV head count;
+ * - --adapter --as-lora: llama.cpp's LoRA adapter file (convert_lora_to_gguf's keys and names), A and B of peft_a
+ *   with B's Q/K rows permuted; DoRA refused;
  * - refusals exit 2 and leave no file: -o inside the model dir, an unknown --type, an adapter of another model,
  *   a tokenizer with more ids than the model's vocab_size. */
 #include <math.h>
@@ -385,6 +387,62 @@ static void test_adapter(void) {
     }
 }
 
+/* --as-lora: peft_a as llama.cpp's LoRA adapter file: A and B as they are (B's rows Q/K-permuted), typed as weights */
+static void test_as_lora(void) {
+    char model[600], out[700], adapter[600], st_path[700], fix[512];
+    snprintf(model, sizeof model, "%s/gqa", tmp);
+    snprintf(adapter, sizeof adapter, "%s/peft_a", t_src("tests/fixtures/lora", fix, sizeof fix));
+    snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", adapter);
+    const char *types[2] = {"f16", "q8_0"};
+    for (int ti = 0; ti < 2; ti++) {
+        snprintf(out, sizeof out, "%s/lora-%s.gguf", tmp, types[ti]);
+        char *argv[] = {"export-gguf", model, "--adapter", adapter, "--as-lora", "--type", (char *)types[ti], "-o", out, NULL};
+        CHECK_MSG(cmd_export_gguf(9, argv) == 0, "--as-lora %s", types[ti]);
+        gguf_file *f;
+        ft_error e;
+        if (gguf_open(out, &f, &e)) {
+            CHECK_MSG(0, "%s", e.msg);
+            continue;
+        }
+        CHECK(kv_str_is(f, "general.architecture", "llama"));
+        CHECK(kv_str_is(f, "general.type", "adapter"));
+        CHECK(kv_str_is(f, "adapter.type", "lora"));
+        CHECK(kv_float(f, "adapter.lora.alpha") == 8.0);
+        CHECK(gguf_find_kv(f, "tokenizer.ggml.tokens") == NULL && gguf_find_kv(f, "llama.block_count") == NULL);
+        CHECK(gguf_tensor_count(f) == 28);
+        st_file *sf;
+        CHECK(st_open(st_path, &sf, &e) == FT_OK);
+        for (int l = 0; l < 2; l++)
+            for (int k = 0; k < 7; k++)
+                for (int ab = 0; ab < 2; ab++) {
+                    char hn[256], gn[128];
+                    snprintf(hn, sizeof hn, "base_model.model.model.layers.%d.%s.lora_%s.weight", l, LIN_HF[k], ab ? "B" : "A");
+                    snprintf(gn, sizeof gn, "blk.%d.%s.weight.lora_%s", l, LIN_GG[k], ab ? "b" : "a");
+                    const st_tensor_info *t = st_find(sf, hn);
+                    CHECK_MSG(t != NULL, "%s", hn);
+                    if (!t) continue;
+                    float *x = malloc((size_t)(t->shape[0] * t->shape[1]) * sizeof(float));
+                    CHECK(st_read_f32(t, x, (size_t)(t->shape[0] * t->shape[1]), &e) == FT_OK);
+                    int heads = ab && k == 0 ? 4 : ab && k == 1 ? 2 : 0;
+                    int ty = check_tensor(f, gn, x, t->shape[0], t->shape[1], heads, 0);
+                    /* q8_0: A's rows (in = 32 or 64) are quantized, B's (r = 4) fall back to F16 */
+                    if (ti == 1) CHECK_MSG(ty == (ab ? GGML_TYPE_F16 : GGML_TYPE_Q8_0), "%s type %d", gn, ty);
+                    free(x);
+                }
+        st_close(sf);
+        gguf_close(f);
+    }
+    /* --as-lora without --adapter; a DoRA adapter (llama.cpp has no DoRA) */
+    snprintf(out, sizeof out, "%s/lora-bad.gguf", tmp);
+    char *argv1[] = {"export-gguf", model, "--as-lora", "--type", "f16", "-o", out, NULL};
+    CHECK(cmd_export_gguf(7, argv1) == FT_EINPUT);
+    snprintf(adapter, sizeof adapter, "%s/dora_a", fix);
+    char *argv2[] = {"export-gguf", model, "--adapter", adapter, "--as-lora", "--type", "f16", "-o", out, NULL};
+    CHECK(cmd_export_gguf(9, argv2) == FT_EINPUT);
+    struct stat sb;
+    CHECK(stat(out, &sb) != 0);
+}
+
 static int exists(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0;
@@ -423,6 +481,7 @@ int main(void) {
     test_llama2_tokenizer();
     test_byte_level();
     test_adapter();
+    test_as_lora();
     test_refusals();
     if (!t_failures) sh("rm -rf '%s'%s", tmp, "");
     TEST_DONE();
