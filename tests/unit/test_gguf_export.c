@@ -10,6 +10,9 @@
  *   adapter peft_a on llama-gqa, 2 KV heads) is what the GGUF holds, K permuted with the KV head count;
  * - --adapter --as-lora: llama.cpp's LoRA adapter file (convert_lora_to_gguf's keys and names), A and B of peft_a
  *   with B's Q/K rows permuted; DoRA refused;
+ * - the fixture models of tests/fixtures/models: biases (F32, permuted for llama), head_dim 12 (rope dims),
+ *   linear rope scaling, llama3 rope (rope_freqs.weight), dynamic (nothing), tied, Mistral's sliding window,
+ *   Qwen2 ("qwen2", unpermuted);
  * - refusals exit 2 and leave no file: -o inside the model dir, an unknown --type, an adapter of another model,
  *   a tokenizer with more ids than the model's vocab_size. */
 #include <math.h>
@@ -88,7 +91,7 @@ static int check_tensor(gguf_file *f, const char *gname, const float *hf, int64_
     CHECK_MSG(t != NULL, "tensor %s", gname);
     if (!t) return -1;
     int64_t n = rows * cols;
-    CHECK_MSG((int64_t)t->n_elems == n && t->ne[0] == (uint64_t)cols, "%s shape", gname);
+    CHECK_MSG((int64_t)t->n_elems == n && t->ne[0] == (uint64_t)(t->n_dims == 1 ? n : cols), "%s shape", gname);
     if ((int64_t)t->n_elems != n) return t->type;
     float *g = malloc((size_t)n * sizeof(float)), *want = malloc((size_t)n * sizeof(float));
     ft_error e;
@@ -443,6 +446,90 @@ static void test_as_lora(void) {
     CHECK(stat(out, &sb) != 0);
 }
 
+/* The fixture models of tests/fixtures/models: each architecture and config feature's keys and tensors. */
+static void test_architectures(void) {
+    static const char *const M[] = {"llama-bias", "llama-hd12", "llama-rope-linear", "llama-rope-llama3", "llama-rope-dynamic",
+                                    "llama-tied", "mistral-swa", "qwen2-bias"};
+    char dir[600], out[700], a[512];
+    for (size_t mi = 0; mi < sizeof M / sizeof M[0]; mi++) {
+        snprintf(dir, sizeof dir, "%s/%s", tmp, M[mi]);
+        sh("mkdir -p '%s'%s", dir, "");
+        snprintf(a, sizeof a, "tests/fixtures/models/%s", M[mi]);
+        char src[512];
+        t_src(a, src, sizeof src);
+        sh("cp '%s'/config.json '%s'/", src, dir);
+        sh("cp '%s'/model.safetensors '%s'/", src, dir);
+        write_small_tokenizer(dir);
+        snprintf(out, sizeof out, "%s/%s.gguf", tmp, M[mi]);
+        CHECK_MSG(export(dir, NULL, "f16", out) == 0, "export %s", M[mi]);
+        gguf_file *f;
+        ft_error e;
+        if (gguf_open(out, &f, &e)) {
+            CHECK_MSG(0, "%s", e.msg);
+            continue;
+        }
+        int qwen = strstr(M[mi], "qwen2") != NULL;
+        const char *arch = qwen ? "qwen2" : "llama";
+        char k[128];
+        CHECK(kv_str_is(f, "general.architecture", arch));
+        snprintf(k, sizeof k, "%s.block_count", arch);
+        CHECK(kv_int(f, k) == 2);
+        snprintf(k, sizeof k, "%s.attention.head_count_kv", arch);
+        CHECK(kv_int(f, k) == 2);
+        /* qwen2: no vocab_size / rope.dimension_count keys (convert_hf_to_gguf's TextModel), weights unpermuted */
+        CHECK_MSG((gguf_find_kv(f, "qwen2.vocab_size") == NULL) == 1 && (gguf_find_kv(f, "llama.vocab_size") != NULL) == !qwen,
+                  "%s: vocab_size key", M[mi]);
+        int n_q = 0;
+        check_all_tensors(f, dir, "", 2, qwen ? 0 : 4, qwen ? 0 : 2, !strcmp(M[mi], "llama-tied"), 0, &n_q);
+        if (!strcmp(M[mi], "llama-bias") || qwen) { /* biases F32, permuted like their rows for llama */
+            const char *bn[3][2] = {{"q_proj", "attn_q"}, {"k_proj", "attn_k"}, {"v_proj", "attn_v"}};
+            for (int b = 0; b < 3; b++) {
+                char hn[128], gn[64];
+                int64_t r, c;
+                snprintf(hn, sizeof hn, "model.layers.1.self_attn.%s.bias", bn[b][0]);
+                snprintf(gn, sizeof gn, "blk.1.%s.bias", bn[b][1]);
+                float *x = st_all(dir, hn, &r, &c);
+                CHECK_MSG(x != NULL, "%s", hn);
+                int heads = qwen || b == 2 ? 0 : b == 0 ? 4 : 2;
+                if (x) CHECK_MSG(check_tensor(f, gn, x, c, 1, heads, 0) == GGML_TYPE_F32, "%s F32", gn);
+                free(x);
+            }
+        }
+        if (!strcmp(M[mi], "llama-hd12")) {
+            /* 12 = 48 / 4: llama.cpp's default, so no key/value_length */
+            CHECK(gguf_find_kv(f, "llama.attention.key_length") == NULL);
+            CHECK(kv_int(f, "llama.rope.dimension_count") == 12 && kv_int(f, "llama.embedding_length") == 48);
+        } else if (!strcmp(M[mi], "llama-rope-linear")) {
+            CHECK(kv_str_is(f, "llama.rope.scaling.type", "linear"));
+            CHECK(kv_float(f, "llama.rope.scaling.factor") == 2.0);
+        } else if (!strcmp(M[mi], "llama-rope-llama3")) {
+            /* convert_hf_to_gguf's rope_freqs: 1 above high_freq_wavelen, factor below low, smoothed between
+             * (base 5e5, dim 8, factor 8, low 1, high 4, original context 16) */
+            const gguf_tensor *t = gguf_find_tensor(f, "rope_freqs.weight");
+            CHECK(t && t->type == GGML_TYPE_F32 && t->n_elems == 4);
+            float got[4] = {0};
+            if (t) CHECK(gguf_read_f32(f, t, got, 4, &e) == FT_OK);
+            for (int i = 0; i < 4; i++) {
+                double freq = pow(500000.0, -2.0 * i / 8), wl = 2 * 3.14159265358979323846 / freq, want;
+                if (wl < 16 / 4.0) want = 1;
+                else if (wl > 16 / 1.0) want = 8;
+                else {
+                    double sm = (16 / wl - 1) / (4 - 1);
+                    want = 1 / ((1 - sm) / 8 + sm);
+                }
+                CHECK_MSG(fabs(got[i] - want) < 1e-5 * want, "rope_freqs[%d] = %g, expected %g", i, got[i], want);
+            }
+            CHECK(gguf_find_kv(f, "llama.rope.scaling.type") == NULL);
+        } else if (!strcmp(M[mi], "llama-rope-dynamic")) {
+            CHECK(gguf_find_kv(f, "llama.rope.scaling.type") == NULL && gguf_find_tensor(f, "rope_freqs.weight") == NULL);
+        } else if (!strcmp(M[mi], "mistral-swa")) {
+            CHECK(kv_int(f, "llama.attention.sliding_window") == 4);
+        }
+        if (strcmp(M[mi], "mistral-swa")) CHECK(gguf_find_kv(f, "llama.attention.sliding_window") == NULL);
+        gguf_close(f);
+    }
+}
+
 static int exists(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0;
@@ -482,6 +569,7 @@ int main(void) {
     test_byte_level();
     test_adapter();
     test_as_lora();
+    test_architectures();
     test_refusals();
     if (!t_failures) sh("rm -rf '%s'%s", tmp, "");
     TEST_DONE();
