@@ -377,6 +377,11 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
     if (!rc && !spm) rc = gguf_writer_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, (uint64_t)n_merges, e);
     /* special ids: tokenizer_config's token texts (looked up among the added tokens), else config.json's */
     static const char *const TYPES[7] = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"};
+    /* gguf-py's key for each (Keys.Tokenizer; "seperator" as spelled there; no key for cls: SpecialVocab skips it) */
+    static const char *const KEYS[7] = {"tokenizer.ggml.bos_token_id",     "tokenizer.ggml.eos_token_id",
+                                        "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.seperator_token_id",
+                                        "tokenizer.ggml.padding_token_id", NULL,
+                                        "tokenizer.ggml.mask_token_id"};
     const int cfg_vals[7] = {cfg_ids->bos, cfg_ids->eos, cfg_ids->unk, cfg_ids->sep, cfg_ids->pad, cfg_ids->cls, cfg_ids->mask};
     int bos_id = -1, eos_id = -1;
     for (int t = 0; !rc && t < 7; t++) {
@@ -386,9 +391,7 @@ int gguf_export_vocab(gguf_writer *w, const char *tok_dir, int n_vocab, const gg
         if (id < 0 || id >= n_vocab) continue;
         if (t == 0) bos_id = id;
         if (t == 1) eos_id = id;
-        char k[64];
-        snprintf(k, sizeof k, "tokenizer.ggml.%s_token_id", TYPES[t]);
-        rc = gguf_writer_u32(w, k, (uint32_t)id, e);
+        if (KEYS[t]) rc = gguf_writer_u32(w, KEYS[t], (uint32_t)id, e);
     }
     if (!rc && eot >= 0 && eot < n_vocab) rc = gguf_writer_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)eot, e);
     /* add_bos / add_eos: the post-processor's template (a leading BOS, a trailing EOS), else tokenizer_config */

@@ -17,6 +17,8 @@ template; exports each with --type f16, bf16, q8_0 and q4_0; and reads every fil
   add_bos and the chat template as gguf-py's SpecialVocab reads them; the llama scores are -(rank of the merge
   making the token), recomputed here from tokenizer.json (convert_hf_to_gguf writes -1000 everywhere without a
   tokenizer.model; see finetune/io/gguf_export.h); eot = the template's end-of-turn token;
+- against the shared asset SmolLM2-135M-Instruct.Q4_1.gguf (made by llama.cpp's converter; when FT_ASSETS or
+  ../shared/assets has it): the same tokens, token types, merges, template, add_* and key types;
 - --adapter --as-lora: adapter.* keys as convert_lora_to_gguf writes them, A / B (B's Q/K rows permuted)
   byte-equal to gguf-py's conversion;
 - --adapter: tests/fixtures/lora/peft_a on llama-gqa, against PEFT's merge_and_unload weights in
@@ -178,8 +180,17 @@ def check_metadata(r, model, cfg, ftype, tok_kind, eot):
         assert "tokenizer.ggml.scores" not in f
     assert f["tokenizer.ggml.tokens"] == toks
     assert f["tokenizer.ggml.token_type"] == types
-    for typ, tid in sv.special_token_ids.items():
-        assert f[f"tokenizer.ggml.{typ}_token_id"] == tid, (typ, tid)
+    for typ, tid in sv.special_token_ids.items():  # the key gguf-py's writer uses (SpecialVocab skips a type without)
+        if getattr(gguf.GGUFWriter, f"add_{typ}_token_id", None) is None:
+            continue
+        key = {"bos": gguf.Keys.Tokenizer.BOS_ID, "eos": gguf.Keys.Tokenizer.EOS_ID, "unk": gguf.Keys.Tokenizer.UNK_ID,
+               "sep": gguf.Keys.Tokenizer.SEP_ID, "pad": gguf.Keys.Tokenizer.PAD_ID,
+               "mask": gguf.Keys.Tokenizer.MASK_ID}[typ]
+        assert f[key] == tid, (typ, key, tid)
+    ids = {k for k in f if k.startswith("tokenizer.ggml.") and k.endswith("_token_id")}
+    known = {gguf.Keys.Tokenizer.BOS_ID, gguf.Keys.Tokenizer.EOS_ID, gguf.Keys.Tokenizer.UNK_ID, gguf.Keys.Tokenizer.SEP_ID,
+             gguf.Keys.Tokenizer.PAD_ID, gguf.Keys.Tokenizer.MASK_ID, gguf.Keys.Tokenizer.EOT_ID}
+    assert ids <= known, ids - known  # only keys llama.cpp knows
     for typ, val in sv.add_special_token.items():
         assert f[f"tokenizer.ggml.add_{typ}_token"] == val, (typ, val)
     assert f["tokenizer.chat_template"] == sv.chat_template
@@ -221,6 +232,26 @@ def main():
                 check_tensors(r, cfg, st, qtype)
                 print(f"ok: {os.path.basename(model)} ({kind} tokenizer) --type {typ}: {len(r.fields)} fields, "
                       f"{len(r.tensors)} tensors equal to gguf-py's")
+        # against a real convert_hf_to_gguf file (the shared asset SmolLM2-135M-Instruct.Q4_1.gguf, same tokenizer
+        # and template): the same vocabulary, merges and template, and every key it has that does not come from the
+        # model card (general.basename, license, ...) or the model's own sizes and ids, with the same value type
+        real = os.path.join(os.environ.get("FT_ASSETS", os.path.join(ROOT, "..", "shared", "assets")),
+                            "models", "smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        if os.path.exists(real):
+            rr, ours = GGUFReader(real), GGUFReader(os.path.join(tmp, "sm-f16.gguf"))
+            for k in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                      "tokenizer.chat_template", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+                      "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_space_prefix"):
+                assert rr.fields[k].contents() == ours.fields[k].contents(), k
+            card = {"general.organization", "general.finetune", "general.basename", "general.license",
+                    "general.languages", "tokenizer.ggml.padding_token_id"}  # pad: SmolLM2's tokenizer_config has one
+            for k, v in rr.fields.items():
+                if k in card:
+                    continue
+                assert k in ours.fields and ours.fields[k].types == v.types, k
+            print(f"ok: the SmolLM-tokenizer export has {real}'s tokens, types, merges, template and key types")
+        else:
+            print(f"skipped: the comparison with a real convert_hf_to_gguf file ({real} is absent)")
         # --adapter against PEFT's merge
         gqa = os.path.join(tmp, "gqa")
         os.makedirs(gqa)

@@ -244,7 +244,7 @@ static void test_llama2_tokenizer(void) {
         CHECK(gguf_find_kv(f, "tokenizer.ggml.merges") == NULL);
         CHECK(kv_int(f, "tokenizer.ggml.bos_token_id") == 1); /* tokenizer_config's <s>, not config.json's 0 */
         CHECK(kv_int(f, "tokenizer.ggml.eos_token_id") == 2);
-        CHECK(kv_int(f, "tokenizer.ggml.unk_token_id") == 0);
+        CHECK(kv_int(f, "tokenizer.ggml.unknown_token_id") == 0);
         int flag = -1;
         CHECK(gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &flag, &e) == FT_OK && flag == 1);
         CHECK(gguf_find_kv(f, "tokenizer.ggml.eot_token_id") == NULL); /* llama-2's turns end with EOS */
@@ -364,7 +364,7 @@ static void test_adapter(void) {
         CHECK(arr_str_is(f, "tokenizer.ggml.tokens", 254, "[PAD254]"));
         CHECK(arr_int(f, "tokenizer.ggml.token_type", 254) == 5);
         CHECK(arr_int(f, "tokenizer.ggml.token_type", 3) == 6);
-        CHECK(kv_int(f, "tokenizer.ggml.pad_token_id") == 0); /* config.json's, no tokenizer_config */
+        CHECK(kv_int(f, "tokenizer.ggml.padding_token_id") == 0); /* config.json's, no tokenizer_config */
         /* the merged linears: PEFT's values rounded to the type (ours are within 1e-6 of PEFT's in fp32, as
          * test_merge_golden holds merge to, so a rounding may land one f16 step away: 1e-3 relative) */
         st_file *g;
