@@ -41,7 +41,9 @@ static void usage(FILE *f) {
             "  --as-lora  write the adapter alone as a GGUF LoRA adapter instead (llama.cpp's --lora FILE, as\n"
             "             convert_lora_to_gguf.py writes it; MODEL_DIR's config.json says the architecture;\n"
             "             rsLoRA's alpha is written as alpha * sqrt(r); DoRA is refused: llama.cpp has none).\n"
-            "  -o         the output file; written beside it and renamed into place, never inside an input.\n");
+            "  -o         the output file; written beside it and renamed into place, never inside an input.\n"
+            "The file is assembled in memory before it is written: peak memory is about its size plus the\n"
+            "largest tensor in fp32.\n");
 }
 
 typedef struct export_args {
