@@ -7,7 +7,7 @@
  * The data is copied in when added, so the file is built in memory (the model's size, once) and
  * gguf_writer_finish writes it with ft_write_file_atomic: PATH.tmp.PID, fsync, rename, never a
  * half-written PATH. Errors are FT_EINPUT (bad key/tensor) or FT_EIO, naming the key, tensor or path.
- * Not yet wired to a command: `finetune export-gguf` is still to come. */
+ * `finetune export-gguf` (finetune/io/gguf_export, finetune/cli/export_gguf.c) writes its files through it. */
 #ifndef FT_GGUF_WRITE_H
 #define FT_GGUF_WRITE_H
 
