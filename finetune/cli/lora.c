@@ -138,15 +138,10 @@ static void no_space_hint(const char *cmd, ft_error *e) {
                            "space and run 'finetune %s' again", cmd);
 }
 
-/* tokenizer files from the first of dirs that has tokenizer.json (none: nothing to copy). */
+/* tokenizer files from the first of dirs that has tokenizer.json or is a GGUF file (none: nothing to copy). */
 static int copy_tokenizer(const char *const *dirs, int n, const char *out, const char *chat_template, ft_error *e) {
-    for (int i = 0; i < n; i++) {
-        if (!dirs[i]) continue;
-        char *p = ft_path_join(dirs[i], "tokenizer.json");
-        int has = ft_file_exists(p);
-        free(p);
-        if (has) return export_tokenizer(dirs[i], out, chat_template, e);
-    }
+    for (int i = 0; i < n; i++)
+        if (dirs[i] && export_has_tokenizer(dirs[i])) return export_tokenizer(dirs[i], out, chat_template, e);
     fprintf(stderr, "note: no tokenizer.json in the base or adapter dir; the output has no tokenizer files\n");
     return FT_OK;
 }
@@ -546,11 +541,7 @@ static int quantize_run(const char *src, const char *out, const char *dtype, ft_
     if (!rc) rc = out_prepare(out, &tmp, e);
     if (!rc) rc = write_quant_config(tmp, &cfg, dt, e);
     if (!rc) rc = export_generation_config(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, tmp, e);
-    if (!rc) {
-        char *p = ft_path_join(src, "tokenizer.json");
-        if (ft_file_exists(p)) rc = export_tokenizer(src, tmp, NULL, e);
-        free(p);
-    }
+    if (!rc && export_has_tokenizer(src)) rc = export_tokenizer(src, tmp, NULL, e);
     if (!rc) rc = st_sharded_open(tmp, "model", 0, &w, e);
     if (!rc) rc = st_sharded_metadata(w, "format", "pt", e);
     char key[200];

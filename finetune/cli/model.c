@@ -11,6 +11,7 @@
 #include "finetune/model/memplan.h"
 #include "finetune/model/model.h"
 #include "datasets/tokenizer/tokenizer.h"
+#include "finetune/model/modelpath.h"
 
 /* Next option value or a usage error. */
 #define NEED_VALUE(cmd, i, argc, argv) \
@@ -355,8 +356,8 @@ int cmd_generate(int argc, char **argv) {
     } else {
         /* auto (the default): the tokenizer dir's own chat_template, else the raw text */
         const char *dirs[1] = {a.tokenizer ? a.tokenizer : a.dir};
-        rc = tmpl_resolve(a.template_name, dirs, 1, NULL, &t, &e);
-        if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
+        rc = modelpath_template(a.template_name, dirs, 1, NULL, &t, &e);
+        if (!rc) rc = modelpath_tokenizer(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
         ds_conv c = {0};
         if (t) ds_conv_add(&c, DS_USER, prompt);
         if (!rc && !prompt[0] && !t) rc = ft_fail(&e, FT_EINPUT, "--prompt is empty");
@@ -455,14 +456,14 @@ int cmd_chat(int argc, char **argv) {
     ft_tokenizer *tok = NULL;
     tmpl *t = NULL;
     const char *dirs[1] = {a.tokenizer ? a.tokenizer : a.dir};
-    int rc = tmpl_resolve(a.template_name, dirs, 1, NULL, &t, &e);
+    int rc = modelpath_template(a.template_name, dirs, 1, NULL, &t, &e);
     if (rc) return cli_report("chat", &e);
     if (!t)
         return cli_usage_error("chat",
                                "missing --template: %s has no chat template of its own (tokenizer_config.json "
                                "chat_template or chat_template.jinja); name the one the model was trained with: %s",
                                dirs[0], tmpl_builtin_names());
-    if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
+    if (!rc) rc = modelpath_tokenizer(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
     if (!rc) rc = ft_backend_create(a.device, &b, &e);
     if (!rc) rc = cli_load_model(a.dir, b, a.precision, &m, &e);
     if (!rc && tok_vocab_size(tok) > m->cfg.vocab_size)
