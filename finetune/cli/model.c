@@ -65,7 +65,8 @@ int cmd_info(int argc, char **argv) {
     if (!dir) return cli_usage_error("info", "missing MODEL_DIR");
     ft_config c;
     char *single = ft_path_join(dir, "model.safetensors"), *index = ft_path_join(dir, "model.safetensors.index.json");
-    int has_weights = ft_file_exists(single) || ft_file_exists(index), n_checked = 0, n_unused = 0;
+    int gguf = modelpath_is_gguf(dir);
+    int has_weights = gguf || ft_file_exists(single) || ft_file_exists(index), n_checked = 0, n_unused = 0;
     free(single);
     free(index);
     if (has_weights ? model_check_checkpoint(dir, &c, &n_checked, &n_unused, &e) : cfg_load(dir, &c, &e))
@@ -87,8 +88,8 @@ int cmd_info(int argc, char **argv) {
     printf("  dtype         %s\n", c.torch_dtype[0] ? c.torch_dtype : "unspecified");
     printf("  parameters    %lld (%.3f B)\n", (long long)P, (double)P / 1e9);
     if (has_weights)
-        printf("  checkpoint    weights checked: %d tensors with the shapes config.json implies%s", n_checked,
-               n_unused ? "" : "\n");
+        printf("  checkpoint    weights checked: %d tensors with the shapes %s implies%s", n_checked,
+               gguf ? "its GGUF metadata" : "config.json", n_unused ? "" : "\n");
     else
         printf("  checkpoint    weights not checked (no model.safetensors or model.safetensors.index.json)\n");
     if (has_weights && n_unused) printf("; %d more in the checkpoint, not read\n", n_unused);
