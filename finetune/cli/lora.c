@@ -24,6 +24,7 @@
 #include "finetune/model/config.h"
 #include "finetune/io/export.h"
 #include "lora/lora.h"
+#include "lora/lora_merge.h"
 #include "lora/nf4.h"
 #include "finetune/model/model.h"
 #include "finetune/io/safetensors.h"
@@ -147,24 +148,6 @@ static int copy_tokenizer(const char *const *dirs, int n, const char *out, const
     return FT_OK;
 }
 
-/* "model.layers.{l}.{linear}.weight" -> l and linear; 0 if the name is not a decoder linear's weight. */
-static int parse_linear(const char *name, int num_layers, int *layer, ft_linear *which) {
-    const char *pre = "model.layers.";
-    if (strncmp(name, pre, strlen(pre)) != 0) return 0;
-    char *end;
-    long l = strtol(name + strlen(pre), &end, 10);
-    if (end == name + strlen(pre) || *end != '.' || l < 0 || l >= num_layers) return 0;
-    for (int w = 0; w < FT_LIN_COUNT; w++) {
-        size_t k = strlen(FT_LINEAR_NAMES[w]);
-        if (strncmp(end + 1, FT_LINEAR_NAMES[w], k) == 0 && strcmp(end + 1 + k, ".weight") == 0) {
-            *layer = (int)l;
-            *which = (ft_linear)w;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static int is_float(ft_dtype dt) { return dt == FT_F32 || dt == FT_F16 || dt == FT_BF16; }
 
 /* ---------- merge ---------- */
@@ -179,36 +162,6 @@ static void merge_usage(FILE *f) {
             "A bitsandbytes 4-bit base is dequantized first, as PEFT does. Streams tensor by tensor.\n"
             "--dtype defaults to the base config's torch_dtype (fp32 when it has none).\n"
             "--out must not exist or be empty; nothing is written unless the merge succeeds.\n");
-}
-
-/* The adapter's chat template (its tokenizer_config.json's "chat_template"), malloc'd, or NULL. */
-static char *adapter_chat_template(const char *adapter) {
-    char *p = ft_path_join(adapter, "tokenizer_config.json"), *text = NULL, *r = NULL;
-    ft_error e;
-    if (ft_file_exists(p) && ft_read_file(p, &text, NULL, &e) == FT_OK) {
-        cJSON *j = cJSON_Parse(text);
-        const cJSON *t = cJSON_GetObjectItem(j, "chat_template");
-        if (cJSON_IsString(t)) r = ft_xstrdup(t->valuestring);
-        cJSON_Delete(j);
-    }
-    free(text);
-    free(p);
-    return r;
-}
-
-/* W [out, in] += scaling * B [out, r] A [r, in], in fp32 (row by row: one row of B A at a time). */
-static void add_delta(float *W, const float *A, const float *B, int64_t out, int64_t in, int r, float scaling,
-                      float *row) {
-    for (int64_t i = 0; i < out; i++) {
-        memset(row, 0, (size_t)in * sizeof(float));
-        for (int k = 0; k < r; k++) {
-            float bik = B[i * r + k];
-            const float *a = A + (int64_t)k * in;
-            for (int64_t j = 0; j < in; j++) row[j] += bik * a[j];
-        }
-        float *w = W + i * in;
-        for (int64_t j = 0; j < in; j++) w[j] += scaling * row[j];
-    }
 }
 
 typedef struct merge_args {
@@ -231,45 +184,15 @@ static int merge_run(const merge_args *a, ft_error *e) {
     st_model *st = NULL;
     char *tmp = NULL, *tmpl = NULL;
     st_sharded *w = NULL;
-    float *buf = NULL, *row = NULL, *hA = NULL, *hB = NULL;
+    float *buf = NULL;
     void *conv = NULL;
-    /* 1. everything checked before writing: the adapter (config, tensors, shapes against the config)... */
+    lora_merge_scratch scratch = {0};
+    /* 1. everything checked before writing: the adapter (config, tensors, shapes against the config), and the
+     * base's tensors (every adapted linear present with the config's shape, all tensors usable) */
     rc = lora_load(a->adapter, &stub, &ad, e);
     if (!rc) rc = st_model_open(a->base, &st, e);
-    /* ...and the base's tensors: every adapted linear present with the config's shape, all tensors usable */
-    int64_t biggest = 0, widest = 0;
-    for (size_t i = 0; !rc && i < st_model_count(st); i++) {
-        const st_tensor_info *t = st_model_at(st, i);
-        int l;
-        ft_linear which;
-        if (lora_is_bnb4_aux(t->name)) continue;
-        int lin = parse_linear(t->name, cfg.num_layers, &l, &which);
-        int64_t n = 1;
-        if (lin) {
-            int64_t ro, co;
-            lora_linear_shape(&cfg, which, &ro, &co);
-            if (t->dtype != FT_U8 && (t->ndim != 2 || t->shape[0] != ro || t->shape[1] != co))
-                rc = ft_fail(e, FT_EINPUT, "%s: tensor %s has the wrong shape for the config ([%lld, %lld] expected)",
-                             a->base, t->name, (long long)ro, (long long)co);
-            n = ro * co;
-            if (co > widest) widest = co;
-        } else {
-            for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
-        }
-        if (!rc && !is_float(t->dtype) && !(lin && t->dtype == FT_U8))
-            rc = ft_fail(e, FT_EINPUT, "%s: tensor %s is %s; only F32/F16/BF16 tensors (and bitsandbytes 4-bit "
-                         "linear weights) can be merged", a->base, t->name, ft_dtype_name(t->dtype));
-        if (n > biggest) biggest = n;
-    }
-    char name[160];
-    for (int l = 0; !rc && l < cfg.num_layers; l++)
-        for (int k = 0; !rc && k < FT_LIN_COUNT; k++) {
-            if (!ad->A[(size_t)l * FT_LIN_COUNT + k].data) continue;
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, FT_LINEAR_NAMES[k]);
-            if (!st_model_find(st, name))
-                rc = ft_fail(e, FT_EINPUT, "%s: the adapter %s adapts %s, which the base does not have", a->base,
-                             a->adapter, name);
-        }
+    int64_t biggest = 0;
+    if (!rc) rc = lora_merge_check(st, &cfg, ad, a->base, a->adapter, &biggest, e);
     /* 2. build the output in a temp dir */
     if (!rc) rc = out_prepare(a->out, &tmp, e);
     if (!rc) {
@@ -279,7 +202,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
     }
     if (!rc) rc = export_generation_config(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, tmp, e);
     if (!rc) {
-        tmpl = adapter_chat_template(a->adapter);
+        tmpl = lora_adapter_chat_template(a->adapter);
         const char *dirs[2] = {a->base, a->adapter};
         rc = copy_tokenizer(dirs, 2, tmp, tmpl, e);
     }
@@ -290,7 +213,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
         int l;
         ft_linear which;
         if (lora_is_bnb4_aux(t->name)) continue;
-        if (t->dtype == FT_U8 && parse_linear(t->name, cfg.num_layers, &l, &which)) {
+        if (t->dtype == FT_U8 && lora_merge_linear_name(t->name, cfg.num_layers, &l, &which)) {
             int64_t shape[2];
             lora_linear_shape(&cfg, which, &shape[0], &shape[1]);
             rc = st_sharded_declare(w, t->name, dt, 2, shape, e);
@@ -300,52 +223,27 @@ static int merge_run(const merge_args *a, ft_error *e) {
     }
     /* 3. stream: read one tensor in fp32, add the adapter's delta, convert, write, forget */
     if (!rc) {
-        buf = malloc((size_t)biggest * sizeof(float));
-        conv = malloc((size_t)biggest * ft_dtype_size(dt));
-        row = malloc((size_t)(widest > 0 ? widest : 1) * sizeof(float));
-        if (!buf || !conv || !row)
+        buf = malloc((size_t)(biggest > 0 ? biggest : 1) * sizeof(float));
+        conv = malloc((size_t)(biggest > 0 ? biggest : 1) * ft_dtype_size(dt));
+        if (!buf || !conv)
             rc = ft_fail(e, FT_ENOMEM, "out of host memory (the largest tensor has %lld elements)", (long long)biggest);
     }
     int merged = 0;
     for (size_t i = 0; !rc && i < st_model_count(st); i++) {
         const st_tensor_info *t = st_model_at(st, i);
         if (lora_is_bnb4_aux(t->name)) continue;
-        int l = -1;
-        ft_linear which = FT_LIN_Q;
-        int lin = parse_linear(t->name, cfg.num_layers, &l, &which);
-        int64_t n = 1, ro = 0, co = 0;
-        if (lin) {
+        int one;
+        rc = lora_merge_read(st, &cfg, ad, t, buf, &scratch, a->base, &one, e);
+        if (rc) break;
+        merged += one;
+        int l;
+        ft_linear which;
+        int64_t n = 1, ro, co;
+        if (t->dtype == FT_U8 && lora_merge_linear_name(t->name, cfg.num_layers, &l, &which)) {
             lora_linear_shape(&cfg, which, &ro, &co);
             n = ro * co;
         } else {
             for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
-        }
-        if (t->dtype == FT_U8)
-            rc = lora_bnb4_dequant(st, t->name, ro, co, buf, a->base, e);
-        else
-            rc = st_read_f32(t, buf, (size_t)n, e);
-        drop_pages(t->data, t->nbytes);
-        if (rc) break;
-        size_t k = lin ? (size_t)l * FT_LIN_COUNT + which : 0;
-        if (lin && ad->A[k].data) {
-            size_t na = (size_t)ft_numel(&ad->A[k]), nb = (size_t)ft_numel(&ad->B[k]);
-            hA = ft_xrealloc(hA, na * sizeof(float));
-            hB = ft_xrealloc(hB, nb * sizeof(float));
-            cpu->download(cpu, hA, ad->A[k].data, na * sizeof(float));
-            cpu->download(cpu, hB, ad->B[k].data, nb * sizeof(float));
-            add_delta(buf, hA, hB, ro, co, ad->cfg.r, ad->scaling, row);
-            if (ad->mag[k].data) { /* DoRA (PEFT's merge): W' = (m / ||W + sBA||) (W + sBA) per output row */
-                hA = ft_xrealloc(hA, (size_t)ro * sizeof(float));
-                cpu->download(cpu, hA, ad->mag[k].data, (size_t)ro * sizeof(float));
-                for (int64_t r = 0; r < ro; r++) {
-                    float *wr = buf + r * co;
-                    double ss = 0;
-                    for (int64_t j = 0; j < co; j++) ss += (double)wr[j] * wr[j];
-                    float f = hA[r] / (float)sqrt(ss);
-                    for (int64_t j = 0; j < co; j++) wr[j] *= f;
-                }
-            }
-            merged++;
         }
         convert_out(buf, conv, (size_t)n, dt);
         rc = st_sharded_write(w, t->name, conv, e);
@@ -363,9 +261,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
                (double)ad->scaling, a->out, torch_name(dt), shards, shards == 1 ? "" : "s");
     free(buf);
     free(conv);
-    free(row);
-    free(hA);
-    free(hB);
+    lora_merge_scratch_free(&scratch);
     free(tmp);
     free(tmpl);
     if (st) st_model_close(st);
@@ -514,7 +410,7 @@ static int quantize_run(const char *src, const char *out, const char *dtype, ft_
         const st_tensor_info *t = st_model_at(st, i);
         int l;
         ft_linear which;
-        if (!parse_linear(t->name, cfg.num_layers, &l, &which)) continue;
+        if (!lora_merge_linear_name(t->name, cfg.num_layers, &l, &which)) continue;
         int64_t ro, co;
         lora_linear_shape(&cfg, which, &ro, &co);
         if (t->ndim != 2 || t->shape[0] != ro || t->shape[1] != co) {

@@ -24,13 +24,14 @@ static const command COMMANDS[] = {
     {"merge", cmd_merge, "fold a LoRA adapter into its base model (HF model dir out)"},
     {"quantize", cmd_quantize, "write a bitsandbytes 4-bit (NF4) checkpoint of a model"},
     {"convert", cmd_convert, "write the Hugging Face model dir of a GGUF file (dequantized)"},
+    {"export-gguf", cmd_export_gguf, "write a model (optionally with a LoRA adapter merged) as a llama.cpp GGUF file"},
     {"plot", cmd_plot, "draw a run's metrics.jsonl (loss, eval loss, lr, DPO rewards) as an SVG"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: finetune <command> [options]   (finetune <command> --help for details)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+        fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
 int main(int argc, char **argv) {

@@ -44,9 +44,9 @@ int ggml_quantize_q4_0(const float *src, void *dst, int64_t n) {
         uint8_t *blk = out + b * (int64_t)sizeof(ggml_block_q4_0);
         memcpy(blk, &dh, 2);
         uint8_t q[GGML_QK4_0];
-        for (int i = 0; i < GGML_QK4_0; i++) {
-            double t = trunc((double)x[i] * (double)id + 8.5);
-            q[i] = t >= 15.0 ? 15 : t <= 0.0 ? 0 : (uint8_t)t;
+        for (int i = 0; i < GGML_QK4_0; i++) { /* in fp32, as ggml and gguf-py (x * id + 8.5f, each rounded) */
+            float p = x[i] * id, t = truncf(p + 8.5f);
+            q[i] = t >= 15.0f ? 15 : t <= 0.0f ? 0 : (uint8_t)t;
         }
         for (int i = 0; i < GGML_QK4_0 / 2; i++) blk[2 + i] = (uint8_t)(q[i] | (q[i + GGML_QK4_0 / 2] << 4));
     }

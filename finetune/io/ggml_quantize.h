@@ -6,7 +6,8 @@
  *   Q8_0: per block of 32, d = max|x| / 127 (fp32), id = d ? 1/d : 0, q = round-half-away(x * id) as int8,
  *         d stored as IEEE half (round to nearest even).
  *   Q4_0: per block of 32, m = the x of largest |x| (the first such), d = m / -8, id = d ? 1/d : 0,
- *         q = min(15, trunc((double)x * id + 8.5)); elements 0..15 in the low nibbles, 16..31 in the high.
+ *         q = min(15, trunc(x * id + 8.5)) in fp32 (each step rounded to fp32: a double sum differs where x * id
+ *         lands just under a half); elements 0..15 in the low nibbles, 16..31 in the high.
  * n must be a multiple of 32. Returns 0, or -1 when it is not (nothing is written). */
 #ifndef FT_GGML_QUANTIZE_H
 #define FT_GGML_QUANTIZE_H

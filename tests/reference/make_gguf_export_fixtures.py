@@ -31,6 +31,14 @@ blocks.append(m)
 m2 = m.copy(); m2[:, 3] = 5; m2[:, 9] = -5
 blocks.append(m2)
 blocks.append(rng.uniform(-1, 1, (8, 32)).astype(np.float32) ** 3)
+# Q4_0 in fp32: x * id = 3.4999998 (fp32) + 8.5 rounds to 12.0 in fp32 (q = 12), where a double sum truncates to 11
+# (a block of bf16 weights from `finetune init` that an fp64 quantizer got wrong)
+blocks.append(np.array([[-0.02956375, -0.01871871, 0.01747733, 0.00597038, -0.01231526, 0.00605482, -0.01156505,
+                         -0.00451077, 0.00377313, -0.04256275, 0.01961067, -0.01650936, -0.03750188, 0.03459819,
+                         0.00310468, 0.02124517, 0.02619368, 0.02993177, -0.01102946, -0.0183344, -0.03991985,
+                         -0.01831808, 0.00764628, -0.00567115, -0.03614675, 0.01535855, 0.04278563, 0.00829908,
+                         -0.00150343, -0.00273029, -0.02730631, 0.02419445]], np.float32))
+blocks.append(-blocks[-1])
 x = np.concatenate(blocks).reshape(-1, 64)  # rows of 64: two blocks a row
 x.astype("<f4").tofile(os.path.join(out, "quant_input.f32"))
 for name, q in (("q8_0", T.Q8_0), ("q4_0", T.Q4_0)):
