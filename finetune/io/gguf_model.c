@@ -75,16 +75,13 @@ static int arch_float(const gguf_model *m, const char *suffix, double *out, ft_e
     return gguf_get_float(m->f, key, out, e);
 }
 
-int gguf_model_open(const char *path, gguf_model **out, ft_error *e) {
-    *out = NULL;
-    gguf_file *f = NULL;
-    int rc = gguf_open(path, &f, e);
-    if (rc) return rc;
+/* Takes f (closed on failure). */
+static int model_from_file(gguf_file *f, const char *path, gguf_model **out, ft_error *e) {
     gguf_model *m = ft_xcalloc(1, sizeof *m);
     m->f = f;
     m->path = ft_xstrdup(path);
     char *arch = NULL;
-    rc = gguf_get_str(f, "general.architecture", &arch, e);
+    int rc = gguf_get_str(f, "general.architecture", &arch, e);
     if (!rc && strcmp(arch, "llama") != 0)
         rc = ft_fail(e, FT_EINPUT, "%s: GGUF architecture '%s' is not supported (only 'llama': Llama, Mistral, SmolLM "
                      "and other Llama-shaped models)", path, arch);
@@ -134,6 +131,20 @@ int gguf_model_open(const char *path, gguf_model **out, ft_error *e) {
     }
     *out = m;
     return FT_OK;
+}
+
+int gguf_model_open(const char *path, gguf_model **out, ft_error *e) {
+    *out = NULL;
+    gguf_file *f = NULL;
+    int rc = gguf_open(path, &f, e);
+    return rc ? rc : model_from_file(f, path, out, e);
+}
+
+int gguf_model_open_memory(const void *buf, size_t len, const char *name, gguf_model **out, ft_error *e) {
+    *out = NULL;
+    gguf_file *f = NULL;
+    int rc = gguf_open_memory(buf, len, name, &f, e);
+    return rc ? rc : model_from_file(f, name, out, e);
 }
 
 void gguf_model_close(gguf_model *m) {
@@ -396,8 +407,9 @@ static int tok_meta_read(const gguf_model *m, tok_meta *t, ft_error *e) {
     int rc = gguf_get_str(m->f, "tokenizer.ggml.model", &t->model, e);
     if (rc) return ft_error_append(e, " (the file carries no tokenizer; give one with --tokenizer / tokenizer=)"), rc;
     if (strcmp(t->model, "gpt2") != 0)
-        return ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.model '%s' is not supported (only 'gpt2', byte-level BPE); "
-                       "give a tokenizer.json directory with --tokenizer / tokenizer=", m->path, t->model);
+        return ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.model '%s'%s is not supported (only 'gpt2', byte-level BPE); "
+                       "give a tokenizer.json directory with --tokenizer / tokenizer=", m->path, t->model,
+                       strcmp(t->model, "llama") == 0 ? " (SentencePiece)" : "");
     if (gguf_find_kv(m->f, "tokenizer.ggml.pre")) rc = gguf_get_str(m->f, "tokenizer.ggml.pre", &t->pre, e);
     if (!rc) rc = gguf_get_arr(m->f, "tokenizer.ggml.tokens", &t->tokens, e);
     if (!rc && t->tokens->elem_type != GGUF_VT_STRING)

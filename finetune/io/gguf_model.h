@@ -37,6 +37,8 @@ typedef struct gguf_model_tensor {
 typedef struct gguf_model gguf_model;
 
 int gguf_model_open(const char *path, gguf_model **out, ft_error *e);
+/* The same for an image in memory (not copied; buf must outlive the model); name names it in errors. */
+int gguf_model_open_memory(const void *buf, size_t len, const char *name, gguf_model **out, ft_error *e);
 void gguf_model_close(gguf_model *m);
 const char *gguf_model_path(const gguf_model *m);
 const gguf_file *gguf_model_file(const gguf_model *m);

@@ -27,7 +27,8 @@ open("eval.jsonl", "w").write("".join(lines[i] + "\n" for i in pick(range(120, l
 EOF
 
 "$FT" eval "$G" --data eval.jsonl --max-length 128 > before.json 2> err.txt
-check "eval of the untouched GGUF model" '[ $? = 0 ] && grep -q "\"loss\"" before.json || cat err.txt'
+st=$?
+check "eval of the untouched GGUF model" '[ $st = 0 ] && grep -q "\"loss\"" before.json || cat err.txt'
 before=$(sed -E 's/.*"loss": *([0-9.e+-]+).*/\1/' before.json)
 
 cat > recipe.json << EOF
@@ -36,7 +37,8 @@ cat > recipe.json << EOF
  "schedule": "constant", "log_every": 1, "eval_every": 3, "device": "cpu", "seed": 1}
 EOF
 "$FT" sft recipe.json > sft.log 2>&1
-check "LoRA SFT from the .gguf runs" '[ $? = 0 ] || cat sft.log'
+st=$?
+check "LoRA SFT from the .gguf runs" '[ $st = 0 ] || cat sft.log'
 after=$(grep -o '"eval_loss":[0-9.e+-]*' run/metrics.jsonl | tail -1 | sed 's/"eval_loss"://')
 echo "held-out loss: $before before, $after after 3 steps"
 check "the held-out loss falls by at least 10% ($before -> $after)" \
