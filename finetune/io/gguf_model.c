@@ -382,7 +382,7 @@ static cJSON *template_post(const char *bos, int64_t bos_id, const char *eos, in
 
 /* The tokenizer's metadata, read once for both files. */
 typedef struct tok_meta {
-    const gguf_kv *tokens, *types, *merges;
+    const gguf_kv *tokens, *types, *merges, *scores; /* merges: gpt2; scores: llama */
     char *model, *pre;
     int64_t bos, eos, unk, pad;
     int add_bos, add_eos;
@@ -406,17 +406,21 @@ static int tok_meta_read(const gguf_model *m, tok_meta *t, ft_error *e) {
     memset(t, 0, sizeof *t);
     int rc = gguf_get_str(m->f, "tokenizer.ggml.model", &t->model, e);
     if (rc) return ft_error_append(e, " (the file carries no tokenizer; give one with --tokenizer / tokenizer=)"), rc;
-    if (strcmp(t->model, "gpt2") != 0)
-        return ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.model '%s'%s is not supported (only 'gpt2', byte-level BPE); "
-                       "give a tokenizer.json directory with --tokenizer / tokenizer=", m->path, t->model,
-                       strcmp(t->model, "llama") == 0 ? " (SentencePiece)" : "");
+    int spm = strcmp(t->model, "llama") == 0;
+    if (strcmp(t->model, "gpt2") != 0 && !spm)
+        return ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.model '%s' is not supported (gpt2: byte-level BPE, llama: "
+                       "SentencePiece BPE); give a tokenizer.json directory with --tokenizer / tokenizer=", m->path, t->model);
     if (gguf_find_kv(m->f, "tokenizer.ggml.pre")) rc = gguf_get_str(m->f, "tokenizer.ggml.pre", &t->pre, e);
     if (!rc) rc = gguf_get_arr(m->f, "tokenizer.ggml.tokens", &t->tokens, e);
     if (!rc && t->tokens->elem_type != GGUF_VT_STRING)
         rc = ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.tokens must be an array of strings", m->path);
-    if (!rc) rc = gguf_get_arr(m->f, "tokenizer.ggml.merges", &t->merges, e);
-    if (!rc && t->merges->elem_type != GGUF_VT_STRING)
+    if (!rc && !spm) rc = gguf_get_arr(m->f, "tokenizer.ggml.merges", &t->merges, e);
+    if (!rc && !spm && t->merges->elem_type != GGUF_VT_STRING)
         rc = ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.merges must be an array of strings", m->path);
+    if (!rc && spm) rc = gguf_get_arr(m->f, "tokenizer.ggml.scores", &t->scores, e);
+    if (!rc && spm && (t->scores->elem_type != GGUF_VT_FLOAT32 || t->scores->n != t->tokens->n))
+        rc = ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.scores must be %llu f32 values, one per token", m->path,
+                     (unsigned long long)t->tokens->n);
     if (!rc && gguf_find_kv(m->f, "tokenizer.ggml.token_type")) {
         rc = gguf_get_arr(m->f, "tokenizer.ggml.token_type", &t->types, e);
         if (!rc && t->types->n != t->tokens->n)
@@ -427,16 +431,136 @@ static int tok_meta_read(const gguf_model *m, tok_meta *t, ft_error *e) {
     if (!rc) rc = opt_token_id(m, "tokenizer.ggml.eos_token_id", &t->eos, e);
     if (!rc) rc = opt_token_id(m, "tokenizer.ggml.unknown_token_id", &t->unk, e);
     if (!rc) rc = opt_token_id(m, "tokenizer.ggml.padding_token_id", &t->pad, e);
-    if (!rc) rc = opt_bool(m, "tokenizer.ggml.add_bos_token", 0, &t->add_bos, e);
+    /* a SentencePiece vocabulary adds BOS unless it says otherwise (llama.cpp; transformers' GGUF loader) */
+    if (!rc) rc = opt_bool(m, "tokenizer.ggml.add_bos_token", spm, &t->add_bos, e);
     if (!rc) rc = opt_bool(m, "tokenizer.ggml.add_eos_token", 0, &t->add_eos, e);
     return rc;
+}
+
+/* ---------- SentencePiece merges from scores (transformers' generate_merges) ---------- */
+
+typedef struct tok_hash {
+    const char **s; /* NUL-terminated tokens, by id */
+    int64_t *slot;  /* id + 1, 0 = empty */
+    size_t cap;
+} tok_hash;
+
+static uint64_t fnv1a(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The id of the n bytes at s (the last id of a duplicated token, as a Python dict keeps), or -1. */
+static int64_t hash_find(const tok_hash *h, const char *s, size_t n) {
+    for (size_t i = fnv1a(s, n) & (h->cap - 1);; i = (i + 1) & (h->cap - 1)) {
+        int64_t id = h->slot[i] - 1;
+        if (id < 0) return -1;
+        if (strlen(h->s[id]) == n && memcmp(h->s[id], s, n) == 0) return id;
+    }
+}
+
+static void hash_put(tok_hash *h, int64_t id) {
+    size_t n = strlen(h->s[id]);
+    for (size_t i = fnv1a(h->s[id], n) & (h->cap - 1);; i = (i + 1) & (h->cap - 1)) {
+        int64_t old = h->slot[i] - 1;
+        if (old < 0 || (strlen(h->s[old]) == n && memcmp(h->s[old], h->s[id], n) == 0)) {
+            h->slot[i] = id + 1;
+            return;
+        }
+    }
+}
+
+static size_t utf8_chars(const char *s, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += ((uint8_t)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
+typedef struct spm_merge {
+    int64_t tok, seq;     /* the merged token, the order generate_merges appends in */
+    size_t split;         /* bytes of the left piece */
+    int64_t left, right;  /* their ids */
+    double score;
+    size_t lchars, rchars;
+} spm_merge;
+
+static int cmp_local(const void *a, const void *b) {
+    const spm_merge *x = a, *y = b;
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
+    return x->right < y->right ? -1 : x->right > y->right;
+}
+
+/* sorted(merges, key=(score, len(left), len(right)), reverse=True): descending, ties in append order */
+static int cmp_global(const void *a, const void *b) {
+    const spm_merge *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->lchars != y->lchars) return x->lchars > y->lchars ? -1 : 1;
+    if (x->rchars != y->rchars) return x->rchars > y->rchars ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Every split of every token into two tokens of the vocabulary, ordered as transformers' generate_merges
+ * orders them for a SentencePiece vocabulary with scores; appended to `merges` as [left, right] pairs. */
+static void spm_merges(const char **toks, const gguf_kv *scores, int64_t n, cJSON *merges) {
+    tok_hash h = {toks, NULL, 16};
+    while (h.cap < (size_t)n * 2) h.cap *= 2;
+    h.slot = ft_xcalloc(h.cap, sizeof *h.slot);
+    for (int64_t i = 0; i < n; i++) hash_put(&h, i);
+    spm_merge *all = NULL;
+    size_t cnt = 0, cap = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (hash_find(&h, toks[i], strlen(toks[i])) != i) continue; /* a duplicate: the dict holds the last one */
+        double sc = 0;
+        gguf_kv_float(scores, (uint64_t)i, &sc);
+        size_t len = strlen(toks[i]), first = cnt;
+        for (size_t k = 1; k < len; k++) {
+            if (((uint8_t)toks[i][k] & 0xC0) == 0x80) continue; /* split between characters only */
+            int64_t l = hash_find(&h, toks[i], k), r = l < 0 ? -1 : hash_find(&h, toks[i] + k, len - k);
+            if (l < 0 || r < 0) continue;
+            if (cnt == cap) all = ft_xrealloc(all, (cap = cap ? 2 * cap : 4096) * sizeof *all);
+            all[cnt++] = (spm_merge){i, 0, k, l, r, sc, utf8_chars(toks[i], k), utf8_chars(toks[i] + k, len - k)};
+        }
+        qsort(all + first, cnt - first, sizeof *all, cmp_local);
+        for (size_t k = first; k < cnt; k++) all[k].seq = (int64_t)k;
+    }
+    qsort(all, cnt, sizeof *all, cmp_global);
+    for (size_t k = 0; k < cnt; k++) {
+        cJSON *pair = cJSON_CreateArray();
+        const char *t = toks[all[k].tok];
+        char *l = ft_xmalloc(all[k].split + 1);
+        memcpy(l, t, all[k].split);
+        l[all[k].split] = 0;
+        cJSON_AddItemToArray(pair, cJSON_CreateString(l));
+        cJSON_AddItemToArray(pair, cJSON_CreateString(t + all[k].split));
+        cJSON_AddItemToArray(merges, pair);
+        free(l);
+    }
+    free(all);
+    free(h.slot);
+}
+
+static cJSON *decoder_item(const char *type) {
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "type", type);
+    return d;
 }
 
 int gguf_model_tokenizer_json(const gguf_model *m, char **json, ft_error *e) {
     *json = NULL;
     tok_meta tm;
     int rc = tok_meta_read(m, &tm, e);
-    cJSON *pre = rc ? NULL : pretokenizer(tm.pre);
+    int spm = !rc && strcmp(tm.model, "llama") == 0;
+    cJSON *pre = NULL;
+    if (!rc && spm) { /* transformers' LlamaTokenizer: Metaspace, prepend on the first piece, no split */
+        pre = cJSON_CreateObject();
+        cJSON_AddStringToObject(pre, "type", "Metaspace");
+        cJSON_AddStringToObject(pre, "replacement", "\xe2\x96\x81");
+        cJSON_AddStringToObject(pre, "prepend_scheme", "first");
+        cJSON_AddBoolToObject(pre, "split", 0);
+    } else if (!rc) {
+        pre = pretokenizer(tm.pre);
+    }
     if (!rc && !pre)
         rc = ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.pre '%s' is not supported (default, gpt2, smollm, llama-bpe, "
                      "llama3, qwen2); give a tokenizer.json directory with --tokenizer / tokenizer=", m->path, tm.pre);
@@ -455,19 +579,22 @@ int gguf_model_tokenizer_json(const gguf_model *m, char **json, ft_error *e) {
     cJSON_AddNullToObject(model, "unk_token");
     cJSON_AddNullToObject(model, "continuing_subword_prefix");
     cJSON_AddNullToObject(model, "end_of_word_suffix");
-    cJSON_AddBoolToObject(model, "fuse_unk", 0);
-    cJSON_AddBoolToObject(model, "byte_fallback", 0);
+    cJSON_AddBoolToObject(model, "fuse_unk", spm);
+    cJSON_AddBoolToObject(model, "byte_fallback", spm);
     cJSON_AddBoolToObject(model, "ignore_merges", 0);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab"), *merges = cJSON_AddArrayToObject(model, "merges");
+    const char **toks = ft_xcalloc(tm.tokens->n ? tm.tokens->n : 1, sizeof *toks);
     for (uint64_t i = 0; !rc && i < tm.tokens->n; i++) {
         char *s = NULL;
         rc = kv_string(m, tm.tokens, i, &s, e);
         if (rc) break;
+        toks[i] = s;
         cJSON_AddItemToObject(vocab, s, cJSON_CreateNumber((double)i));
         int64_t type = 1;
         if (tm.types && gguf_kv_int(tm.types, i, &type) != 0)
             rc = ft_fail(e, FT_EINPUT, "%s: tokenizer.ggml.token_type must hold integers", m->path);
-        if (!rc && (type == 3 || type == 4)) { /* CONTROL (special), USER_DEFINED */
+        /* CONTROL tokens (and SentencePiece's UNKNOWN) are special added tokens, USER_DEFINED ones added tokens */
+        if (!rc && (type == 3 || type == 4 || (spm && type == 2))) {
             cJSON *a = cJSON_CreateObject();
             cJSON_AddNumberToObject(a, "id", (double)i);
             cJSON_AddStringToObject(a, "content", s);
@@ -475,12 +602,14 @@ int gguf_model_tokenizer_json(const gguf_model *m, char **json, ft_error *e) {
             cJSON_AddBoolToObject(a, "lstrip", 0);
             cJSON_AddBoolToObject(a, "rstrip", 0);
             cJSON_AddBoolToObject(a, "normalized", 0);
-            cJSON_AddBoolToObject(a, "special", type == 3);
+            cJSON_AddBoolToObject(a, "special", type != 4);
             cJSON_AddItemToArray(added, a);
         }
-        free(s);
     }
-    for (uint64_t i = 0; !rc && i < tm.merges->n; i++) {
+    if (!rc && spm) spm_merges(toks, tm.scores, (int64_t)tm.tokens->n, merges);
+    for (uint64_t i = 0; i < tm.tokens->n; i++) free((char *)toks[i]);
+    free(toks);
+    for (uint64_t i = 0; !rc && !spm && i < tm.merges->n; i++) {
         char *s = NULL;
         rc = kv_string(m, tm.merges, i, &s, e);
         if (!rc && !strchr(s, ' '))
@@ -499,6 +628,8 @@ int gguf_model_tokenizer_json(const gguf_model *m, char **json, ft_error *e) {
     cJSON_AddItemToObject(o, "pre_tokenizer", pre);
     if (bos || eos) {
         cJSON_AddItemToObject(o, "post_processor", template_post(bos, tm.bos, eos, tm.eos));
+    } else if (spm) {
+        cJSON_AddNullToObject(o, "post_processor");
     } else {
         cJSON *p = cJSON_AddObjectToObject(o, "post_processor");
         cJSON_AddStringToObject(p, "type", "ByteLevel");
@@ -507,10 +638,24 @@ int gguf_model_tokenizer_json(const gguf_model *m, char **json, ft_error *e) {
         cJSON_AddBoolToObject(p, "use_regex", 1);
     }
     cJSON *dec = cJSON_AddObjectToObject(o, "decoder");
-    cJSON_AddStringToObject(dec, "type", "ByteLevel");
-    cJSON_AddBoolToObject(dec, "add_prefix_space", 1);
-    cJSON_AddBoolToObject(dec, "trim_offsets", 1);
-    cJSON_AddBoolToObject(dec, "use_regex", 1);
+    if (spm) { /* Replace U+2581 by a space, ByteFallback, Fuse, Strip the leading space */
+        cJSON_AddStringToObject(dec, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(dec, "decoders"), *r = decoder_item("Replace"), *st = decoder_item("Strip");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "pattern"), "String", "\xe2\x96\x81");
+        cJSON_AddStringToObject(r, "content", " ");
+        cJSON_AddStringToObject(st, "content", " ");
+        cJSON_AddNumberToObject(st, "start", 1);
+        cJSON_AddNumberToObject(st, "stop", 0);
+        cJSON_AddItemToArray(list, r);
+        cJSON_AddItemToArray(list, decoder_item("ByteFallback"));
+        cJSON_AddItemToArray(list, decoder_item("Fuse"));
+        cJSON_AddItemToArray(list, st);
+    } else {
+        cJSON_AddStringToObject(dec, "type", "ByteLevel");
+        cJSON_AddBoolToObject(dec, "add_prefix_space", 1);
+        cJSON_AddBoolToObject(dec, "trim_offsets", 1);
+        cJSON_AddBoolToObject(dec, "use_regex", 1);
+    }
     cJSON_AddItemToObject(o, "model", model);
     free(bos);
     free(eos);

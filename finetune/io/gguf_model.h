@@ -14,9 +14,11 @@
  * The small HF files come from the metadata, as transformers' GGUF integration builds them:
  * config.json (LlamaForCausalLM; tied when output.weight is absent), tokenizer.json and
  * tokenizer_config.json (tokenizer.ggml.model "gpt2": byte-level BPE of tokens + merges with the
- * pre-tokenizer llama.cpp uses for tokenizer.ggml.pre; CONTROL tokens are special added tokens,
- * USER_DEFINED ones added tokens; bos/eos/unk/pad names, add_bos/add_eos, chat_template), each as a
- * malloc'd JSON text. gguf_model_chat_template gives tokenizer.chat_template (NULL when absent). */
+ * pre-tokenizer llama.cpp uses for tokenizer.ggml.pre; "llama": SentencePiece-style BPE as transformers'
+ * LlamaTokenizer builds it (Metaspace, byte fallback, merges rebuilt from the scores exactly as
+ * generate_merges orders them, BOS added unless add_bos_token is false); CONTROL (and, for "llama",
+ * UNKNOWN) tokens are special added tokens, USER_DEFINED ones added tokens; bos/eos/unk/pad names,
+ * add_bos/add_eos, chat_template), each as a malloc'd JSON text. gguf_model_chat_template gives tokenizer.chat_template (NULL when absent). */
 #ifndef FT_GGUF_MODEL_H
 #define FT_GGUF_MODEL_H
 

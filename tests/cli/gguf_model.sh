@@ -4,7 +4,8 @@
 # generate --greedy equals transformers' 16 greedy tokens and answers the France prompt through the
 # template from the metadata; info checks its tensors; `finetune convert` writes an HF dir that our loader
 # reads with identical log-probs (and, with FT_PYTHON set to a Python with transformers,
-# tests/reference/check_gguf_convert.py loads it as transformers does); a truncated file and an unknown tensor
+# tests/reference/check_gguf_convert.py loads it as transformers does); NF4 quantization (QLoRA's base) of the
+# .gguf equals that of the converted dir; a truncated file and an unknown tensor
 # type exit 2 naming the file, and convert never leaves a half-written OUT_DIR.
 set -u
 FT=${FT_BIN:?FT_BIN must point at the finetune binary}
@@ -45,6 +46,12 @@ import json; d=json.load(open('$FX')); a=json.loads('''$a''')
 w=max(abs(x-r)/max(1,abs(r)) for x,r in zip(a, d['logprobs']['logprobs'])); assert len(a)==len(d['logprobs']['logprobs']) and w<=1e-4, w\""
 out=$("$FT" generate hf --prompt "What is the capital of France?" --greedy --max-new 24 2> err.txt)
 check "the converted dir answers the same" 'echo "$out" | grep -q "The capital of France is Paris." || { echo "got: $out"; cat err.txt; false; }'
+# NF4 (QLoRA's base) of the dequantized weights: quantizing the .gguf equals quantizing its converted dir
+"$FT" quantize "$G" --out nf4a > q1.txt 2>&1
+"$FT" quantize hf --out nf4b > q2.txt 2>&1
+check "quantize (NF4) of the .gguf equals that of its converted dir" \
+  '[ -f nf4a/model.safetensors ] && cmp -s nf4a/model.safetensors nf4b/model.safetensors || cat q1.txt q2.txt'
+rm -rf nf4a nf4b
 if [ -n "${FT_PYTHON:-}" ]; then
   check "transformers loads the converted dir as the GGUF (check_gguf_convert.py)" \
     '"$FT_PYTHON" "$SRC/tests/reference/check_gguf_convert.py" hf'

@@ -7,10 +7,12 @@
  *   encoding a few texts to the same ids as the model dir's tokenizer.json; the chat template text;
  * - `finetune convert` of the f16 file writes exactly those rounded weights (model.safetensors, F16);
  * - tied (no output.weight) and untied (lm_head.weight) models; 2 KV heads of 4 (K permuted per KV head).
+ * A SentencePiece vocabulary (Llama-2's, exported as "llama" with scores) reads back as transformers reads it.
  * Also the refusals of io/gguf_model on files it cannot represent (a tensor a Llama has not, another
- * architecture, Llama-3.1's rope_freqs, a tensor type it cannot dequantize, a non-gpt2 tokenizer), each an
- * FT_EINPUT naming the file. With FT_GGUF_SEEDS=DIR the small hand-built GGUF is written there as a seed of
+ * architecture, Llama-3.1's rope_freqs, a tensor type it cannot dequantize, a "llama" vocabulary without
+ * scores), each an FT_EINPUT naming the file. With FT_GGUF_SEEDS=DIR the small hand-built GGUF is written there as a seed of
  * tests/fuzz/fuzz_gguf_model. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <unistd.h>
 
@@ -186,6 +188,44 @@ static void roundtrip(int tied) {
     }
 }
 
+/* A SentencePiece-style vocabulary ("llama": tokens + scores, merges rebuilt from the scores): export-gguf of
+ * tiny-random-llama with the Llama-2 tokenizer, read back as a tokenizer, gives transformers' ids for the same
+ * file (tests/fixtures/gguf_model/spm_ids.json, tests/reference/make_gguf_spm_fixtures.py). */
+static void test_spm(void) {
+    char model[600], out[700], a[512], p[512];
+    snprintf(model, sizeof model, "%s/sp-model", tmp);
+    sh("cp -r '%s' '%s'", t_asset("models/tiny-random-llama", a, sizeof a), model);
+    sh("cp '%s'/* '%s'/", t_asset("tokenizers/llama-2", a, sizeof a), model);
+    snprintf(out, sizeof out, "%s/sp.gguf", tmp);
+    CHECK(export(model, "f16", out) == 0);
+    char *text = NULL;
+    ft_error e = {0};
+    CHECK(ft_read_file(t_src("tests/fixtures/gguf_model/spm_ids.json", p, sizeof p), &text, NULL, &e) == 0);
+    cJSON *fx = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    ft_tokenizer *t = NULL;
+    CHECK_MSG(modelpath_tokenizer(out, &t, &e) == 0, "%s", e.msg);
+    int n_texts = 0;
+    const cJSON *x, *texts = fx ? cJSON_GetObjectItem(fx, "texts") : NULL;
+    cJSON_ArrayForEach(x, texts) {
+        if (!t) break;
+        const char *s = cJSON_GetObjectItem(x, "text")->valuestring;
+        const cJSON *want = cJSON_GetObjectItem(x, "gguf_tf");
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK(tok_encode(t, s, strlen(s), 1, &ids, &n, &e) == 0);
+        int same = (int)n == cJSON_GetArraySize(want);
+        for (size_t i = 0; same && i < n; i++) same = ids[i] == (int32_t)cJSON_GetArrayItem(want, (int)i)->valuedouble;
+        CHECK_MSG(same, "SentencePiece GGUF: ids differ from transformers' for %.30s", s);
+        free(ids);
+        n_texts++;
+    }
+    CHECK(n_texts == 5);
+    if (t) CHECK(tok_bos_id(t) == 1 && tok_eos_id(t) == 2 && tok_vocab_size(t) == 32000);
+    tok_free(t);
+    cJSON_Delete(fx);
+}
+
 /* ---------- refusals, on a small hand-built file ---------- */
 
 /* A 1-layer llama GGUF (hidden 32, 2 heads) with a 4-token gpt2 vocabulary; `variant` breaks one thing. */
@@ -294,13 +334,14 @@ static void test_small(void) {
     refusal("extra", "blk.0.attn_sinks.weight' is not one a Llama model has");
     refusal("rope_freqs", "rope_freqs.weight");
     refusal("iq", "'blk.0.ffn_down.weight' is IQ4_NL, which cannot be dequantized");
-    refusal("spm", "tokenizer.ggml.model 'llama' (SentencePiece) is not supported");
+    refusal("spm", "tokenizer.ggml.scores"); /* "llama" needs its scores */
 }
 
 int main(void) {
     snprintf(tmp, sizeof tmp, "%s/gguf_roundtrip_test.%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
     sh("rm -rf '%s' && mkdir -p '%s'", tmp, tmp);
     test_small();
+    test_spm();
     roundtrip(1);
     roundtrip(0);
     if (!t_failures) sh("rm -rf '%s'%s", tmp, "");
