@@ -84,7 +84,7 @@ static void round_through(float *x, size_t n, ft_dtype dt) {
 }
 
 /* The output dir must not exist or be empty; returns a fresh temp dir next to it to build in. */
-static int out_prepare(const char *out, char **tmp, ft_error *e) {
+static int out_prepare_as(const char *what, const char *out, char **tmp, ft_error *e) {
     DIR *d = opendir(out);
     if (d) {
         struct dirent *de;
@@ -93,9 +93,9 @@ static int out_prepare(const char *out, char **tmp, ft_error *e) {
             if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) nonempty = 1;
         closedir(d);
         if (nonempty)
-            return ft_fail(e, FT_EINPUT, "--out %s: directory exists and is not empty (choose a new one)", out);
+            return ft_fail(e, FT_EINPUT, "%s %s: directory exists and is not empty (choose a new one)", what, out);
     } else if (errno != ENOENT) {
-        return ft_fail(e, FT_EIO, "--out %s: %s", out, strerror(errno));
+        return ft_fail(e, FT_EIO, "%s %s: %s", what, out, strerror(errno));
     }
     /* what an earlier, killed run into the same --out left beside it (OUT.tmp-PID of a dead PID) */
     char *dir = ft_xstrdup(out), *prefix = ft_xmalloc(strlen(out) + 8);
@@ -112,6 +112,8 @@ static int out_prepare(const char *out, char **tmp, ft_error *e) {
     snprintf(*tmp, n, "%s.tmp-%ld", out, (long)getpid());
     return ft_mkdir_p(*tmp, e);
 }
+
+static int out_prepare(const char *out, char **tmp, ft_error *e) { return out_prepare_as("--out", out, tmp, e); }
 
 static void rm_flat_dir(const char *dir) {
     DIR *d = opendir(dir);
@@ -571,7 +573,7 @@ static int convert_run(const char *src, const char *out, const char *dtype, ft_e
         if (!buf || !conv) rc = ft_fail(e, FT_ENOMEM, "out of host memory (the largest tensor has %lld elements)",
                                         (long long)biggest);
     }
-    if (!rc) rc = out_prepare(out, &tmp, e);
+    if (!rc) rc = out_prepare_as("OUT_DIR", out, &tmp, e);
     if (!rc) {
         ft_config oc = cfg;
         snprintf(oc.torch_dtype, sizeof oc.torch_dtype, "%s", torch_name(dt));
