@@ -4,7 +4,7 @@
 # the first 120 to train, of the last 40 to hold out) lowers the held-out loss that `finetune eval` measures on
 # the untouched model (mean loss per trained token, same template and truncation) by a clear margin: the rows'
 # calculator annotations ("<<48/2=24>>") and "#### N!!!" endings are a style the model does not have and
-# learns within a few steps (measured: 2.06 -> 1.12 after 4 steps). A run that does not learn (lr 0) fails it. Kept small for 2 CPU cores: 3 steps of 2
+# learns within a few steps (measured: 2.06 -> 1.30 after the 3 steps). A run that does not learn (lr 0) fails it. Kept small for 2 CPU cores: 3 steps of 2
 # examples of at most 128 tokens.
 set -u
 FT=${FT_BIN:?FT_BIN must point at the finetune binary}
