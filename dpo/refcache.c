@@ -455,6 +455,8 @@ static int ends_with(const char *s, const char *suf) {
 }
 
 int refc_key_add_model_dir(refc_key *k, const char *name, const char *dir, ft_error *e) {
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && S_ISREG(sb.st_mode)) return refc_key_add_files(k, name, &dir, 1, e); /* a .gguf */
     DIR *d = opendir(dir);
     if (!d) return ft_fail(e, FT_EINPUT, "%s: cannot read the model directory: %s", dir, strerror(errno));
     char **names = NULL;

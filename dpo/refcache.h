@@ -65,7 +65,8 @@ int refc_key_add_int(refc_key *k, const char *name, int64_t v, ft_error *e);
  * keeps its cache): size + CRC32 of the whole file up to 64 MiB; above that, size + CRC32 of the
  * first and last 4 MiB (a safetensors header names every tensor and its offsets). */
 int refc_key_add_files(refc_key *k, const char *name, const char *const *paths, int n, ft_error *e);
-/* A model directory: config.json and every *.safetensors / *.safetensors.index.json, by name. */
+/* A model directory: config.json and every *.safetensors / *.safetensors.index.json, by name; a model
+ * given as one file (a GGUF model file) is that file's fingerprint. */
 int refc_key_add_model_dir(refc_key *k, const char *name, const char *dir, ft_error *e);
 
 #endif

@@ -409,6 +409,25 @@ static int32_t config_token(const ft_tokenizer *t, const cJSON *cfg, const char 
     return s ? token_lookup(t, s) : -1;
 }
 
+/* tokenizer_config.json's bos_token / eos_token name BOS/EOS (best effort: an unreadable config is ignored). */
+static void apply_config(ft_tokenizer *t, const char *config, size_t len) {
+    cJSON *cfg = cJSON_ParseWithLength(config, len);
+    if (!cfg) return;
+    int present;
+    int32_t id = config_token(t, cfg, "bos_token", &present);
+    if (present && id >= 0) t->bos = id;
+    id = config_token(t, cfg, "eos_token", &present);
+    if (present && id >= 0) t->eos = id;
+    cJSON_Delete(cfg);
+}
+
+int tok_load_texts(const char *json, size_t len, const char *config, size_t config_len, const char *where,
+                   ft_tokenizer **out, ft_error *e) {
+    int rc = tok_load_json(json, len, where, out, e);
+    if (!rc && config) apply_config(*out, config, config_len);
+    return rc;
+}
+
 int tok_load(const char *dir, ft_tokenizer **out, ft_error *e) {
     *out = NULL;
     char *path = ft_path_join(dir, "tokenizer.json");
@@ -427,15 +446,7 @@ int tok_load(const char *dir, ft_tokenizer **out, ft_error *e) {
     if (rc) return rc;
     path = ft_path_join(dir, "tokenizer_config.json");
     if (ft_file_exists(path) && ft_read_file(path, &buf, &len, NULL) == FT_OK) {
-        cJSON *cfg = cJSON_ParseWithLength(buf, len);
-        if (cfg) { /* best effort: the config only names BOS/EOS */
-            int present;
-            int32_t id = config_token(*out, cfg, "bos_token", &present);
-            if (present && id >= 0) (*out)->bos = id;
-            id = config_token(*out, cfg, "eos_token", &present);
-            if (present && id >= 0) (*out)->eos = id;
-            cJSON_Delete(cfg);
-        }
+        apply_config(*out, buf, len);
         free(buf);
     }
     free(path);

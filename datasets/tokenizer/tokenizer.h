@@ -19,6 +19,10 @@ typedef struct ft_tokenizer ft_tokenizer;
 int tok_load(const char *dir, ft_tokenizer **out, ft_error *e);
 /* Load from tokenizer.json text; `where` names the source in errors. */
 int tok_load_json(const char *json, size_t len, const char *where, ft_tokenizer **out, ft_error *e);
+/* tokenizer.json text plus tokenizer_config.json text (may be NULL) naming BOS/EOS, as tok_load reads
+ * them from a directory (finetune/model/modelpath builds both from a GGUF file). */
+int tok_load_texts(const char *json, size_t len, const char *config, size_t config_len, const char *where,
+                   ft_tokenizer **out, ft_error *e);
 void tok_free(ft_tokenizer *t);
 
 /* Encode len bytes of UTF-8 text. *ids is malloc'd (caller frees), *n its length. */

@@ -25,6 +25,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 int cmd_export_gguf(int argc, char **argv);
 
 /* Print "finetune <cmd>: <message>" to stderr once and return e->code (or 1). */

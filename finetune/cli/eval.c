@@ -17,6 +17,7 @@
 #include "lora/lora.h"
 #include "finetune/model/model.h"
 #include "datasets/tokenizer/tokenizer.h"
+#include "finetune/model/modelpath.h"
 
 static const char EVAL_HELP[] =
     "usage: finetune eval MODEL_DIR --data FILE [--template auto|T] [--format F] [--tokenizer DIR]\n"
@@ -183,12 +184,12 @@ int cmd_eval(int argc, char **argv) {
     ds_dataset *d = NULL;
     lora_adapter *ad = NULL;
     const char *dirs[1] = {o.tokenizer ? o.tokenizer : o.model};
-    int rc = tmpl_resolve(o.template_name, dirs, 1, NULL, &t, &e);
+    int rc = modelpath_template(o.template_name, dirs, 1, NULL, &t, &e);
     if (rc) return cli_report("eval", &e);
     if (!t)
         return cli_usage_error("eval", "missing --template: %s has no chat template of its own (auto); name one of %s",
                                dirs[0], tmpl_builtin_names());
-    if (!rc) rc = tok_load(o.tokenizer ? o.tokenizer : o.model, &tok, &e);
+    if (!rc) rc = modelpath_tokenizer(o.tokenizer ? o.tokenizer : o.model, &tok, &e);
     if (!rc) rc = ds_open(o.data, o.format, o.on_bad, &d, &e);
     if (!rc) rc = ft_backend_create(o.device, &b, &e);
     if (!rc) rc = cli_load_model(o.model, b, o.precision, &m, &e);

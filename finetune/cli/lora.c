@@ -28,6 +28,7 @@
 #include "lora/nf4.h"
 #include "finetune/model/model.h"
 #include "finetune/io/safetensors.h"
+#include "finetune/model/modelpath.h"
 
 #define NEED_VALUE(cmd, i, argc, argv)                                                                     \
     do {                                                                                                   \
@@ -83,7 +84,7 @@ static void round_through(float *x, size_t n, ft_dtype dt) {
 }
 
 /* The output dir must not exist or be empty; returns a fresh temp dir next to it to build in. */
-static int out_prepare(const char *out, char **tmp, ft_error *e) {
+static int out_prepare_as(const char *what, const char *out, char **tmp, ft_error *e) {
     DIR *d = opendir(out);
     if (d) {
         struct dirent *de;
@@ -92,9 +93,9 @@ static int out_prepare(const char *out, char **tmp, ft_error *e) {
             if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) nonempty = 1;
         closedir(d);
         if (nonempty)
-            return ft_fail(e, FT_EINPUT, "--out %s: directory exists and is not empty (choose a new one)", out);
+            return ft_fail(e, FT_EINPUT, "%s %s: directory exists and is not empty (choose a new one)", what, out);
     } else if (errno != ENOENT) {
-        return ft_fail(e, FT_EIO, "--out %s: %s", out, strerror(errno));
+        return ft_fail(e, FT_EIO, "%s %s: %s", what, out, strerror(errno));
     }
     /* what an earlier, killed run into the same --out left beside it (OUT.tmp-PID of a dead PID) */
     char *dir = ft_xstrdup(out), *prefix = ft_xmalloc(strlen(out) + 8);
@@ -111,6 +112,8 @@ static int out_prepare(const char *out, char **tmp, ft_error *e) {
     snprintf(*tmp, n, "%s.tmp-%ld", out, (long)getpid());
     return ft_mkdir_p(*tmp, e);
 }
+
+static int out_prepare(const char *out, char **tmp, ft_error *e) { return out_prepare_as("--out", out, tmp, e); }
 
 static void rm_flat_dir(const char *dir) {
     DIR *d = opendir(dir);
@@ -139,15 +142,10 @@ static void no_space_hint(const char *cmd, ft_error *e) {
                            "space and run 'finetune %s' again", cmd);
 }
 
-/* tokenizer files from the first of dirs that has tokenizer.json (none: nothing to copy). */
+/* tokenizer files from the first of dirs that has tokenizer.json or is a GGUF file (none: nothing to copy). */
 static int copy_tokenizer(const char *const *dirs, int n, const char *out, const char *chat_template, ft_error *e) {
-    for (int i = 0; i < n; i++) {
-        if (!dirs[i]) continue;
-        char *p = ft_path_join(dirs[i], "tokenizer.json");
-        int has = ft_file_exists(p);
-        free(p);
-        if (has) return export_tokenizer(dirs[i], out, chat_template, e);
-    }
+    for (int i = 0; i < n; i++)
+        if (dirs[i] && export_has_tokenizer(dirs[i])) return export_tokenizer(dirs[i], out, chat_template, e);
     fprintf(stderr, "note: no tokenizer.json in the base or adapter dir; the output has no tokenizer files\n");
     return FT_OK;
 }
@@ -442,11 +440,7 @@ static int quantize_run(const char *src, const char *out, const char *dtype, ft_
     if (!rc) rc = out_prepare(out, &tmp, e);
     if (!rc) rc = write_quant_config(tmp, &cfg, dt, e);
     if (!rc) rc = export_generation_config(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, tmp, e);
-    if (!rc) {
-        char *p = ft_path_join(src, "tokenizer.json");
-        if (ft_file_exists(p)) rc = export_tokenizer(src, tmp, NULL, e);
-        free(p);
-    }
+    if (!rc && export_has_tokenizer(src)) rc = export_tokenizer(src, tmp, NULL, e);
     if (!rc) rc = st_sharded_open(tmp, "model", 0, &w, e);
     if (!rc) rc = st_sharded_metadata(w, "format", "pt", e);
     char key[200];
@@ -533,4 +527,116 @@ int cmd_quantize(int argc, char **argv) {
     int rc = ft_path_guard_output(out, "--out", &in, 1, &e);
     if (!rc) rc = quantize_run(src, out, dtype, &e);
     return rc ? cli_report("quantize", &e) : 0;
+}
+
+/* ---------- convert: a GGUF model file to a Hugging Face model dir ---------- */
+
+static void convert_usage(FILE *f) {
+    fprintf(f,
+            "usage: finetune convert FILE.gguf OUT_DIR [--dtype bf16|fp16|fp32]\n\n"
+            "Write the Hugging Face model dir of a GGUF model file (llama architecture: Llama, Mistral,\n"
+            "SmolLM, ...): config.json and generation_config.json from its metadata, model.safetensors\n"
+            "(sharded above 5 GB) with every tensor dequantized (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,\n"
+            "Q4_K, Q5_K, Q6_K) and q_proj/k_proj un-permuted as transformers does, and tokenizer.json +\n"
+            "tokenizer_config.json (with the chat template) built from the tokenizer metadata. --dtype:\n"
+            "default the file's float type for an F16/BF16 file, fp32 for a quantized one (exact).\n"
+            "OUT_DIR must not exist or be empty; it appears whole or not at all. Every command that takes\n"
+            "a model dir also takes the .gguf file itself, converting in memory.\n");
+}
+
+static int convert_run(const char *src, const char *out, const char *dtype, ft_error *e) {
+    if (!modelpath_is_gguf(src))
+        return ft_fail(e, FT_EINPUT, "%s: not a GGUF file (convert reads a .gguf model file; a model dir is "
+                       "already Hugging Face)", src);
+    ft_config cfg;
+    int n_checked = 0, rc = model_check_checkpoint(src, &cfg, &n_checked, NULL, e);
+    if (rc) return rc;
+    ft_dtype dt = config_dtype(&cfg);
+    if (dtype && (rc = parse_dtype(dtype, &dt, e))) return rc;
+    st_model *st = NULL;
+    st_sharded *w = NULL;
+    char *tmp = NULL;
+    float *buf = NULL;
+    void *conv = NULL;
+    rc = st_model_open(src, &st, e);
+    size_t cnt = rc ? 0 : st_model_count(st);
+    int64_t biggest = 1;
+    for (size_t i = 0; i < cnt; i++) {
+        const st_tensor_info *t = st_model_at(st, i);
+        int64_t n = 1;
+        for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+        if (n > biggest) biggest = n;
+    }
+    if (!rc) {
+        buf = malloc((size_t)biggest * sizeof(float));
+        conv = malloc((size_t)biggest * ft_dtype_size(dt));
+        if (!buf || !conv) rc = ft_fail(e, FT_ENOMEM, "out of host memory (the largest tensor has %lld elements)",
+                                        (long long)biggest);
+    }
+    if (!rc) rc = out_prepare_as("OUT_DIR", out, &tmp, e);
+    if (!rc) {
+        ft_config oc = cfg;
+        snprintf(oc.torch_dtype, sizeof oc.torch_dtype, "%s", torch_name(dt));
+        rc = cfg_write(tmp, &oc, e);
+    }
+    if (!rc) rc = export_generation_config(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, tmp, e);
+    if (!rc && export_has_tokenizer(src)) rc = export_tokenizer(src, tmp, NULL, e);
+    if (!rc) rc = st_sharded_open(tmp, "model", 0, &w, e);
+    if (!rc) rc = st_sharded_metadata(w, "format", "pt", e);
+    for (size_t i = 0; !rc && i < cnt; i++) {
+        const st_tensor_info *t = st_model_at(st, i);
+        rc = st_sharded_declare(w, t->name, dt, t->ndim, t->shape, e);
+    }
+    for (size_t i = 0; !rc && i < cnt; i++) {
+        const st_tensor_info *t = st_model_at(st, i);
+        int64_t n = 1;
+        for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+        rc = st_read_f32(t, buf, (size_t)n, e);
+        drop_pages(t->data, t->nbytes);
+        if (!rc) {
+            convert_out(buf, conv, (size_t)n, dt);
+            rc = st_sharded_write(w, t->name, conv, e);
+        }
+    }
+    if (w) {
+        if (rc) st_sharded_abort(w);
+        else rc = st_sharded_finish(w, e);
+    }
+    if (!rc) rc = out_commit(tmp, out, e);
+    else if (tmp) rm_flat_dir(tmp);
+    if (rc) no_space_hint("convert", e);
+    else printf("wrote %s: %zu tensors in %s (%d checked against the config), config, tokenizer\n", out, cnt,
+                torch_name(dt), n_checked);
+    free(buf);
+    free(conv);
+    free(tmp);
+    st_model_close(st);
+    return rc;
+}
+
+int cmd_convert(int argc, char **argv) {
+    const char *src = NULL, *out = NULL, *dtype = NULL;
+    ft_error e = {0};
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            convert_usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--dtype")) {
+            NEED_VALUE("convert", i, argc, argv);
+            dtype = argv[++i];
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return cli_usage_error("convert", "unknown option %s", argv[i]);
+        } else if (!src) {
+            src = argv[i];
+        } else if (!out) {
+            out = argv[i];
+        } else {
+            return cli_usage_error("convert", "unexpected argument %s", argv[i]);
+        }
+    }
+    if (!src || !out) return cli_usage_error("convert", "FILE.gguf and OUT_DIR are required");
+    const ft_path_input in = {src, "GGUF file"};
+    int rc = ft_path_guard_output(out, "OUT_DIR", &in, 1, &e);
+    if (!rc) rc = convert_run(src, out, dtype, &e);
+    return rc ? cli_report("convert", &e) : 0;
 }

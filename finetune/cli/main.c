@@ -23,6 +23,7 @@ static const command COMMANDS[] = {
     {"render", cmd_render, "show dataset examples as the model sees them (template, mask), with statistics"},
     {"merge", cmd_merge, "fold a LoRA adapter into its base model (HF model dir out)"},
     {"quantize", cmd_quantize, "write a bitsandbytes 4-bit (NF4) checkpoint of a model"},
+    {"convert", cmd_convert, "write the Hugging Face model dir of a GGUF file (dequantized)"},
     {"export-gguf", cmd_export_gguf, "write a model (optionally with a LoRA adapter merged) as a llama.cpp GGUF file"},
     {"plot", cmd_plot, "draw a run's metrics.jsonl (loss, eval loss, lr, DPO rewards) as an SVG"},
 };

@@ -11,6 +11,7 @@
 #include "finetune/model/memplan.h"
 #include "finetune/model/model.h"
 #include "datasets/tokenizer/tokenizer.h"
+#include "finetune/model/modelpath.h"
 
 /* Next option value or a usage error. */
 #define NEED_VALUE(cmd, i, argc, argv) \
@@ -23,7 +24,7 @@
 static const char INFO_HELP[] =
     "usage: finetune info MODEL_DIR [--seq-len N] [--batch N] [--lora-r R]\n"
     "\n"
-    "Describe an HF checkpoint (config.json + safetensors): architecture, sizes,\n"
+    "Describe an HF checkpoint (config.json + safetensors, or a .gguf model file): architecture, sizes,\n"
     "parameter count, dtype, and the accelerator memory that full, LoRA and QLoRA\n"
     "training would need at the given sequence length and batch (defaults 2048, 1, r=16).\n"
     "The safetensors headers (model.safetensors, or every shard of\n"
@@ -64,7 +65,8 @@ int cmd_info(int argc, char **argv) {
     if (!dir) return cli_usage_error("info", "missing MODEL_DIR");
     ft_config c;
     char *single = ft_path_join(dir, "model.safetensors"), *index = ft_path_join(dir, "model.safetensors.index.json");
-    int has_weights = ft_file_exists(single) || ft_file_exists(index), n_checked = 0, n_unused = 0;
+    int gguf = modelpath_is_gguf(dir);
+    int has_weights = gguf || ft_file_exists(single) || ft_file_exists(index), n_checked = 0, n_unused = 0;
     free(single);
     free(index);
     if (has_weights ? model_check_checkpoint(dir, &c, &n_checked, &n_unused, &e) : cfg_load(dir, &c, &e))
@@ -86,8 +88,8 @@ int cmd_info(int argc, char **argv) {
     printf("  dtype         %s\n", c.torch_dtype[0] ? c.torch_dtype : "unspecified");
     printf("  parameters    %lld (%.3f B)\n", (long long)P, (double)P / 1e9);
     if (has_weights)
-        printf("  checkpoint    weights checked: %d tensors with the shapes config.json implies%s", n_checked,
-               n_unused ? "" : "\n");
+        printf("  checkpoint    weights checked: %d tensors with the shapes %s implies%s", n_checked,
+               gguf ? "its GGUF metadata" : "config.json", n_unused ? "" : "\n");
     else
         printf("  checkpoint    weights not checked (no model.safetensors or model.safetensors.index.json)\n");
     if (has_weights && n_unused) printf("; %d more in the checkpoint, not read\n", n_unused);
@@ -302,10 +304,11 @@ static const char GENERATE_HELP[] =
     "Generate up to N new tokens (default 32) after the prompt with a KV cache, computing\n"
     "in --precision (as the recipe key; auto: fp32 on the CPU, bf16 on sm_80+, fp16 on sm_75).\n"
     "With --prompt-ids, print them as one JSON array of ids. With --prompt, the text\n"
-    "is encoded with the tokenizer (default: MODEL_DIR's tokenizer.json); with\n"
+    "is encoded with the tokenizer (default: MODEL_DIR's tokenizer.json, or a .gguf's own); with\n"
     "a chat template it is sent as one user turn followed by the template's generation\n"
     "prompt: --template auto (the default) takes the tokenizer directory's own\n"
-    "chat_template (tokenizer_config.json or chat_template.jinja), a name (e.g. danube)\n"
+    "chat_template (tokenizer_config.json or chat_template.jinja; a .gguf file's\n"
+    "tokenizer.chat_template), a name (e.g. danube)\n"
     "a built-in; with none found, or --template none, it is raw text with BOS; the\n"
     "answer is printed as text while it is generated. Sampling uses temperature\n"
     "(default 1.0) and top-p (default 1.0) unless --greedy. Generation stops after\n"
@@ -355,8 +358,8 @@ int cmd_generate(int argc, char **argv) {
     } else {
         /* auto (the default): the tokenizer dir's own chat_template, else the raw text */
         const char *dirs[1] = {a.tokenizer ? a.tokenizer : a.dir};
-        rc = tmpl_resolve(a.template_name, dirs, 1, NULL, &t, &e);
-        if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
+        rc = modelpath_template(a.template_name, dirs, 1, NULL, &t, &e);
+        if (!rc) rc = modelpath_tokenizer(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
         ds_conv c = {0};
         if (t) ds_conv_add(&c, DS_USER, prompt);
         if (!rc && !prompt[0] && !t) rc = ft_fail(&e, FT_EINPUT, "--prompt is empty");
@@ -455,14 +458,14 @@ int cmd_chat(int argc, char **argv) {
     ft_tokenizer *tok = NULL;
     tmpl *t = NULL;
     const char *dirs[1] = {a.tokenizer ? a.tokenizer : a.dir};
-    int rc = tmpl_resolve(a.template_name, dirs, 1, NULL, &t, &e);
+    int rc = modelpath_template(a.template_name, dirs, 1, NULL, &t, &e);
     if (rc) return cli_report("chat", &e);
     if (!t)
         return cli_usage_error("chat",
                                "missing --template: %s has no chat template of its own (tokenizer_config.json "
                                "chat_template or chat_template.jinja); name the one the model was trained with: %s",
                                dirs[0], tmpl_builtin_names());
-    if (!rc) rc = tok_load(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
+    if (!rc) rc = modelpath_tokenizer(a.tokenizer ? a.tokenizer : a.dir, &tok, &e);
     if (!rc) rc = ft_backend_create(a.device, &b, &e);
     if (!rc) rc = cli_load_model(a.dir, b, a.precision, &m, &e);
     if (!rc && tok_vocab_size(tok) > m->cfg.vocab_size)

@@ -11,6 +11,7 @@
 #include "datasets/example.h"
 #include "datasets/template.h"
 #include "datasets/tokenizer/tokenizer.h"
+#include "finetune/model/modelpath.h"
 
 static void help(void) {
     printf("usage: finetune render --data FILE --template T --tokenizer DIR [options]\n\n"
@@ -98,7 +99,7 @@ int cmd_render(int argc, char **argv) {
     o.max_length = (int)maxlen;
     tmpl *t;
     const char *dirs[1] = {tokdir};
-    if (tmpl_resolve(tname, dirs, tokdir ? 1 : 0, NULL, &t, &e)) return cli_report("render", &e);
+    if (modelpath_template(tname, dirs, tokdir ? 1 : 0, NULL, &t, &e)) return cli_report("render", &e);
     if (!t)
         return cli_usage_error("render", "--template is required: %s has no chat template of its own (auto); name one of %s",
                                tokdir ? tokdir : "no --tokenizer given, so there", tmpl_builtin_names());
@@ -115,7 +116,7 @@ int cmd_render(int argc, char **argv) {
     }
     ft_tokenizer *tok = NULL;
     ds_dataset *d = NULL;
-    int rc = tok_load(tokdir, &tok, &e);
+    int rc = modelpath_tokenizer(tokdir, &tok, &e);
     if (!rc) rc = ds_open(data, format, pol, &d, &e);
     if (rc) goto out;
     int color = isatty(STDOUT_FILENO);

@@ -7,6 +7,7 @@
 
 #include "finetune/cli/cli.h"
 #include "datasets/tokenizer/tokenizer.h"
+#include "finetune/model/modelpath.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -47,7 +48,7 @@ int cmd_tokenize(int argc, char **argv) {
     if (!dir) return cli_usage_error("tokenize", "--tokenizer DIR is required");
     ft_error e = {0};
     ft_tokenizer *t = NULL;
-    if (tok_load(dir, &t, &e)) return cli_report("tokenize", &e);
+    if (modelpath_tokenizer(dir, &t, &e)) return cli_report("tokenize", &e);
     char *line = NULL;
     size_t cap = 0;
     ssize_t got;

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "finetune/io/gguf.h"
+#include "finetune/io/gguf_model.h"
+
 static int write_json(const char *dir, const char *name, cJSON *obj, ft_error *e) {
     char *text = cJSON_Print(obj);
     char *path = ft_path_join(dir, name);
@@ -58,7 +61,44 @@ static int copy_file(const char *src_dir, const char *dst_dir, const char *name,
     return rc;
 }
 
+/* The tokenizer files of a GGUF model file, built from its metadata (io/gguf_model). */
+static int export_gguf_tokenizer(const char *path, const char *out_dir, const char *chat_template, ft_error *e) {
+    gguf_model *g = NULL;
+    char *tj = NULL, *cj = NULL;
+    int rc = gguf_model_open(path, &g, e);
+    if (!rc) rc = gguf_model_tokenizer_json(g, &tj, e);
+    if (!rc) rc = gguf_model_tokenizer_config_json(g, &cj, e);
+    gguf_model_close(g);
+    char *p = ft_path_join(out_dir, "tokenizer.json");
+    if (!rc) rc = ft_write_file_atomic(p, tj, strlen(tj), e);
+    free(p);
+    cJSON *cfg = rc ? NULL : cJSON_Parse(cj);
+    if (cfg && chat_template) {
+        cJSON_DeleteItemFromObject(cfg, "chat_template");
+        cJSON_AddStringToObject(cfg, "chat_template", chat_template);
+    }
+    if (cfg) rc = write_json(out_dir, "tokenizer_config.json", cfg, e);
+    cJSON_Delete(cfg);
+    free(tj);
+    free(cj);
+    return rc;
+}
+
+int export_has_tokenizer(const char *dir) {
+    if (gguf_is_gguf_path(dir)) {
+        gguf_file *f = NULL;
+        int has = gguf_open(dir, &f, NULL) == FT_OK && gguf_find_kv(f, "tokenizer.ggml.model");
+        gguf_close(f);
+        return has;
+    }
+    char *p = ft_path_join(dir, "tokenizer.json");
+    int has = ft_file_exists(p);
+    free(p);
+    return has;
+}
+
 int export_tokenizer(const char *tok_dir, const char *out_dir, const char *chat_template, ft_error *e) {
+    if (gguf_is_gguf_path(tok_dir)) return export_gguf_tokenizer(tok_dir, out_dir, chat_template, e);
     if (strcmp(tok_dir, out_dir) == 0 && !chat_template) return FT_OK;
     int rc = FT_OK;
     if (strcmp(tok_dir, out_dir) != 0) {

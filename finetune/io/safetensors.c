@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "finetune/io/gguf_model.h"
+
 /* ======================================================================
  * Reader
  * ====================================================================== */
@@ -334,6 +336,8 @@ void st_metadata_at(const st_file *f, size_t i, const char **key, const char **v
 struct st_model {
     st_file **files;
     size_t nfiles;
+    gguf_model *gguf;      /* a GGUF file instead of safetensors */
+    st_tensor_info *ginfo; /* its tensors' infos */
     const st_tensor_info **idx; /* sorted by name */
     size_t n;
 };
@@ -462,11 +466,37 @@ static int model_open_single(st_model *m, const char *path, ft_error *e) {
     return FT_OK;
 }
 
+/* A GGUF model file: its tensors under their HF names (gguf_model sorts them by name). */
+static int model_open_gguf(st_model *m, const char *path, ft_error *e) {
+    int rc = gguf_model_open(path, &m->gguf, e);
+    if (rc) return rc;
+    m->n = gguf_model_count(m->gguf);
+    m->ginfo = ft_xcalloc(m->n ? m->n : 1, sizeof *m->ginfo);
+    m->idx = ft_xcalloc(m->n ? m->n : 1, sizeof *m->idx);
+    for (size_t i = 0; i < m->n; i++) {
+        const gguf_model_tensor *g = gguf_model_at(m->gguf, i);
+        st_tensor_info *t = &m->ginfo[i];
+        t->name = g->name;
+        t->dtype = FT_F32;
+        t->ndim = g->ndim;
+        for (int d = 0; d < g->ndim; d++) t->shape[d] = g->shape[d];
+        t->data = g->t->data;
+        t->nbytes = (size_t)g->t->nbytes;
+        t->file = gguf_model_path(m->gguf);
+        t->gguf = m->gguf;
+        t->gguf_tensor = g;
+        m->idx[i] = t;
+    }
+    return FT_OK;
+}
+
 int st_model_open(const char *dir, st_model **out, ft_error *e) {
     *out = NULL;
     st_model *m = ft_xcalloc(1, sizeof *m);
     int rc;
-    if (!is_dir(dir)) {
+    if (!is_dir(dir) && gguf_is_gguf_path(dir)) {
+        rc = model_open_gguf(m, dir, e);
+    } else if (!is_dir(dir)) {
         if (!ft_file_exists(dir))
             rc = ft_fail(e, FT_EINPUT, "%s: no such checkpoint directory or file", dir);
         else if (ends_with(dir, ".bin") || ends_with(dir, ".pt") || ends_with(dir, ".pth"))
@@ -499,6 +529,8 @@ void st_model_close(st_model *m) {
     for (size_t i = 0; i < m->nfiles; i++) st_close(m->files[i]);
     free(m->files);
     free(m->idx);
+    free(m->ginfo);
+    gguf_model_close(m->gguf);
     free(m);
 }
 
@@ -525,6 +557,15 @@ const char *st_model_metadata(const st_model *m, const char *key) {
 }
 
 int st_read_f32(const st_tensor_info *t, float *dst, size_t n, ft_error *e) {
+    if (t->gguf) {
+        const gguf_model_tensor *g = t->gguf_tensor;
+        size_t numel = 1;
+        for (int d = 0; d < g->ndim; d++) numel *= (size_t)g->shape[d];
+        if (n != numel)
+            return ft_fail(e, FT_EINPUT, "%s: tensor '%s' has %zu elements but the destination holds %zu", t->file,
+                           t->name, numel, n);
+        return gguf_model_read_f32(t->gguf, g, dst, n, e);
+    }
     size_t es = ft_dtype_size(t->dtype);
     size_t numel = es ? t->nbytes / es : 0;
     char sb[128];

@@ -35,6 +35,10 @@ typedef struct st_tensor_info {
     const void *data; /* mmapped bytes */
     size_t nbytes;
     const char *file; /* path of the file holding it (for messages; valid while the file is open) */
+    /* A tensor of a GGUF file (st_model_open on a .gguf): dtype is F32 (what it dequantizes to), data and
+     * nbytes are its stored (quantized) bytes; read it with st_read_f32, which dequantizes it and
+     * un-permutes q/k (io/gguf_model). NULL for a safetensors tensor. */
+    const void *gguf, *gguf_tensor;
 } st_tensor_info;
 
 /* ---- one file ---- */
@@ -54,14 +58,15 @@ void st_metadata_at(const st_file *f, size_t i, const char **key, const char **v
 
 /* ---- a checkpoint: one file or all shards ---- */
 typedef struct st_model st_model; /* one file or all shards of a checkpoint dir */
-/* dir: a checkpoint directory, or the path of one .safetensors file. */
+/* dir: a checkpoint directory, the path of one .safetensors file, or a GGUF model file (its tensors
+ * under their Hugging Face names and shapes, see io/gguf_model). */
 int st_model_open(const char *dir, st_model **out, ft_error *e);
 void st_model_close(st_model *m);
 const st_tensor_info *st_model_find(const st_model *m, const char *name); /* NULL if absent */
 size_t st_model_count(const st_model *m);
 const st_tensor_info *st_model_at(const st_model *m, size_t i);
 const char *st_model_metadata(const st_model *m, const char *key); /* NULL if absent */
-/* Convert a F32/F16/BF16 tensor to fp32; n must equal its element count (error otherwise, naming the tensor). */
+/* Convert a F32/F16/BF16 (or GGUF) tensor to fp32; n must equal its element count (error otherwise, naming the tensor). */
 int st_model_read_f32(const st_model *m, const char *name, float *dst, size_t n, ft_error *e);
 /* Same for one tensor info (from st_find / st_model_find). */
 int st_read_f32(const st_tensor_info *t, float *dst, size_t n, ft_error *e);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "finetune/io/gguf_model.h"
+
 /* Defaults follow transformers' LlamaConfig / MistralConfig / Qwen2Config
  * (transformers 5): a key absent from config.json takes the class default. */
 
@@ -315,7 +317,20 @@ int cfg_parse(const char *json, size_t len, const char *where, ft_config *cfg, f
     return rc;
 }
 
+/* A GGUF model file: the config.json transformers would build from its metadata (io/gguf_model). */
+static int cfg_load_gguf(const char *path, ft_config *cfg, ft_error *e) {
+    gguf_model *g = NULL;
+    char *json = NULL;
+    int rc = gguf_model_open(path, &g, e);
+    if (!rc) rc = gguf_model_config_json(g, &json, e);
+    if (!rc) rc = cfg_parse(json, strlen(json), path, cfg, e);
+    free(json);
+    gguf_model_close(g);
+    return rc;
+}
+
 int cfg_load(const char *model_dir, ft_config *cfg, ft_error *e) {
+    if (gguf_is_gguf_path(model_dir)) return cfg_load_gguf(model_dir, cfg, e);
     char *path = ft_path_join(model_dir, "config.json");
     char *text = NULL;
     size_t len = 0;

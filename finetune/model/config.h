@@ -38,6 +38,7 @@ typedef struct ft_config {
     char torch_dtype[16];             /* "float32", "bfloat16", "float16" or "" */
 } ft_config;
 
+/* model_dir may also be a GGUF model file: the config its metadata implies (io/gguf_model). */
 int cfg_load(const char *model_dir, ft_config *cfg, ft_error *e);
 /* Parse from an in-memory JSON text; `where` names the source in errors. */
 int cfg_parse(const char *json, size_t len, const char *where, ft_config *cfg, ft_error *e);

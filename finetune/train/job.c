@@ -7,6 +7,7 @@
 
 #include "finetune/io/export.h"
 #include "finetune/model/memplan.h"
+#include "finetune/model/modelpath.h"
 #include "finetune/train/trainer.h"
 
 #define GET(call)                 \
@@ -259,7 +260,7 @@ static int read_template(ft_job *j, rcp *r, ft_error *e) {
         /* auto (the default): the tokenizer's (or model's) own chat_template, else the built-in danube */
         const char *dirs[2] = {j->tokenizer_dir, j->model_dir};
         const char *name = t ? t->valuestring : "auto";
-        rc = tmpl_resolve(name, dirs, 2, "danube", &j->tmpl, e);
+        rc = modelpath_template(name, dirs, 2, "danube", &j->tmpl, e);
         if (!rc && !j->tmpl)
             rc = ft_fail(e, FT_EINPUT, "%s: template none: training needs a chat template (auto or one of %s)",
                          rcp_name(r), tmpl_builtin_names());
@@ -287,7 +288,7 @@ static int read_template(ft_job *j, rcp *r, ft_error *e) {
 
 int job_setup_data(ft_job *j, rcp *r, ft_error *e) {
     GET(read_template(j, r, e));
-    return tok_load(j->tokenizer_dir, &j->tok, e);
+    return modelpath_tokenizer(j->tokenizer_dir, &j->tok, e);
 }
 
 static int job_setup_lora(ft_job *j, ft_error *e) {
