@@ -28,7 +28,7 @@ if [ $all = 1 ]; then
   cmake -B build-asan -S . -DFT_CUDA=OFF -DFT_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug > /dev/null
   cmake --build build-asan -j"$jobs" > /dev/null
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE gpu \
-    -E "sft_resume|chat_pipeline|cli_cuemu|cuemu_test_cuda_(ops|train)|_sm75|fault_safety"
+    -E "sft_resume|chat_pipeline|cli_cuemu|cuemu_test_cuda_(ops|train)|_sm75|fault_safety|cli_gguf_(sft|dpo)|cli_dist_mpi"
   echo "== libFuzzer targets, 20 s each"
   CC=clang cmake -B build-fuzz -S . -DFT_CUDA=OFF -DFT_CUEMU=OFF -DFT_FUZZ=ON > /dev/null
   cmake --build build-fuzz -j"$jobs" > /dev/null
