@@ -30,8 +30,7 @@ static const char DPO_HELP[] =
     "dpo.loss, dpo.beta, dpo.label_smoothing, dpo.simpo_gamma, dpo.sft_weight,\n"
     "dpo.defaults (trl|h2o), dpo.reference (precompute|adapters_disabled|model),\n"
     "dpo.reference_model, dpo.reference_quantize (none|nf4), dpo.shared_prompt (true|false).\n"
-    "With a lora/qlora section\n"
-    "the output is a PEFT adapter.\n"
+    "With a lora/qlora section the output is a PEFT adapter.\n"
     "\n"
     "  --dry-run   print the plan and stop\n"
     "  --resume    continue from the newest complete checkpoint in output_dir\n";

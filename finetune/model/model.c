@@ -548,7 +548,8 @@ static size_t ctensor_bytes(int64_t n, size_t esz) { return (size_t)n * esz + 25
 static size_t step_bytes(const ft_config *c, int64_t T, size_t esz) {
     int64_t D = c->hidden_size, F = c->intermediate_size;
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
-    return 5 * tensor_bytes(T) /* ids, pos, doc_start, excl_start/end */ + tensor_bytes(T * c->head_dim / 2 + c->head_dim) +
+    /* ids, pos, doc_start, excl_start, excl_end; the RoPE frequencies */
+    return 5 * tensor_bytes(T) + tensor_bytes(T * c->head_dim / 2 + c->head_dim) +
            3 * ctensor_bytes(T * D, esz) + 2 * tensor_bytes(T * D) + (esz < 4 ? tensor_bytes(T * D) : 0) +
            3 * ctensor_bytes(T * QD, esz) + 2 * ctensor_bytes(T * KD, esz) + 3 * ctensor_bytes(T * F, esz) +
            2 * tensor_bytes(T) + tensor_bytes(T * c->num_heads);

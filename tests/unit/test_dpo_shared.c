@@ -147,7 +147,8 @@ static void check_structure(const ds_pref_example *pairs, const dpo_layout *lay)
 }
 
 static void close_rel(const char *what, const char *model, int i, double a, double b, double tol) {
-    CHECK_MSG(fabs(a - b) <= tol * fmax(1.0, fabs(b)), "%s %s [%d]: shared %.9g, TRL layout %.9g", model, what, i, a, b);
+    CHECK_MSG(fabs(a - b) <= tol * fmax(1.0, fabs(b)), "%s %s [%d]: shared %.9g, TRL layout %.9g", model, what, i, a,
+              b);
 }
 
 static void compare(const char *name, ft_model *m, const result *s, const result *r) {
