@@ -143,6 +143,8 @@ void ds_batches_free(ds_batch *b, int n) {
         free(b[k].pos);
         free(b[k].doc_start);
         free(b[k].sample);
+        free(b[k].excl_start);
+        free(b[k].excl_end);
     }
     free(b);
 }

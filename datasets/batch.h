@@ -26,6 +26,7 @@ typedef struct ds_batch {
     int32_t *pos;        /* [T] position ids, restarting at 0 for every sample */
     int32_t *doc_start;  /* [T] index (in the flat layout) of the first token of t's sample; padding tokens are their own 1-token samples */
     int32_t *sample;     /* [T] index of the example a token belongs to, -1 for padding */
+    int32_t *excl_start, *excl_end; /* [T] or NULL (the planners here leave them NULL): keys [excl_start[t], excl_end[t]) t does not attend to inside its sample (DPO's shared-prompt layout, backend.h) */
     int n_samples;
 } ds_batch;
 

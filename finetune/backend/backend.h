@@ -23,6 +23,9 @@ typedef struct ft_attn_layout {
     const int32_t *doc_start; /* [Tq] on device: first key index of each query's sample */
     int window;               /* sliding window in tokens, 0 = unlimited */
     float scale;              /* softmax scale, usually 1/sqrt(head_dim) */
+    /* [Tq] on device, or both NULL: query i also does not see keys j with excl_start[i] <= j < excl_end[i]
+     * (DPO's shared-prompt layout: a rejected token sees the prompt and itself, not the chosen reply). */
+    const int32_t *excl_start, *excl_end;
 } ft_attn_layout;
 
 /* One AdamW step, PyTorch semantics (torch.optim.AdamW): the gradient is first multiplied by grad_scale

@@ -1,7 +1,9 @@
 /* finetune dpo: preference tuning (DPO family) from a recipe.
  *
- * Each micro-batch holds batch_size pairs in TRL's layout, [chosen sequences; rejected sequences],
- * packed back to back in the flat token layout (no padding: doc_start keeps sequences apart). A
+ * Each micro-batch holds batch_size pairs packed back to back in the flat token layout (no padding:
+ * doc_start keeps samples apart): with dpo.shared_prompt (the default) each pair is one sample whose
+ * prompt is computed once, [prompt, chosen, prompt's last token again, rejected] (dpo/dpo_batch.h),
+ * otherwise TRL's layout, [chosen sequences; rejected sequences]; both give the same log-probs. A
  * token's sample id is 2 * pair + (0 chosen, 1 rejected), which is how the loss finds the pairs.
  * Only completion tokens carry targets, so prompt tokens never count in the log-probs.
  * Reference log-probs come from one pass over all pairs before training (the model as loaded, with any
@@ -27,8 +29,8 @@ static const char DPO_HELP[] =
     "Recipe keys as for sft (docs/recipes.md) plus the dpo section (docs/dpo.md):\n"
     "dpo.loss, dpo.beta, dpo.label_smoothing, dpo.simpo_gamma, dpo.sft_weight,\n"
     "dpo.defaults (trl|h2o), dpo.reference (precompute|adapters_disabled|model),\n"
-    "dpo.reference_model, dpo.reference_quantize (none|nf4). With a lora/qlora section\n"
-    "the output is a PEFT adapter.\n"
+    "dpo.reference_model, dpo.reference_quantize (none|nf4), dpo.shared_prompt (true|false).\n"
+    "With a lora/qlora section the output is a PEFT adapter.\n"
     "\n"
     "  --dry-run   print the plan and stop\n"
     "  --resume    continue from the newest complete checkpoint in output_dir\n"
@@ -54,6 +56,7 @@ typedef struct dpo_job {
     char *ref_model_dir;
     int ref_nf4;     /* hold the separate reference model's linears in NF4 */
     ft_dtype compute; /* the reference pass's compute dtype (part of the cache key) */
+    dpo_layout layout; /* dpo.shared_prompt, and the span that keeps it exact for the model(s) */
     pair_set train, eval;
 } dpo_job;
 
@@ -133,7 +136,7 @@ static int plan_epoch(void *ctx, int epoch, ds_batch **batches, int *n, ft_error
         order[i] = order[k];
         order[k] = tmp;
     }
-    dpo_build_batches(d->train.p, order, d->train.n, d->j.batch_size, batches, n);
+    dpo_build_batches(d->train.p, order, d->train.n, d->j.batch_size, &d->layout, batches, n);
     free(order);
     (void)e;
     return FT_OK;
@@ -153,8 +156,8 @@ static const char *pair_where(void *ctx, int32_t sample, char *buf, size_t cap) 
  * on-disk cache at cache_path: a finished pass with the same key is reused, an interrupted one resumes. */
 /* Data parallel: the chunks of `per` pairs not yet in the cache are split over the ranks (chunk k to rank
  * k mod world); their sums meet by an all-reduce, rank 0 alone writes the cache, and its values go to every rank. */
-static int reference_pass_dist(dist_comm *dc, ft_model *m, pair_set *s, int per, const char *cache_path,
-                               const char *key, ft_error *e) {
+static int reference_pass_dist(dist_comm *dc, ft_model *m, pair_set *s, int per, const dpo_layout *lay,
+                               const char *cache_path, const char *key, ft_error *e) {
     int rank = dist_rank(dc), world = dist_world(dc), n = s->n, rc = FT_OK;
     s->ref_c = ft_xcalloc((size_t)(n ? n : 1), sizeof(double));
     s->ref_r = ft_xcalloc((size_t)(n ? n : 1), sizeof(double));
@@ -177,9 +180,10 @@ static int reference_pass_dist(dist_comm *dc, ft_model *m, pair_set *s, int per,
         if (k % world != rank) continue;
         int count = first + per <= n ? per : n - first, nb;
         ds_batch *b;
-        dpo_build_batches(s->p, order + first, count, count, &b, &nb);
+        dpo_build_batches(s->p, order + first, count, count, lay, &b, &nb);
         float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
-        rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+        rc = model_forward_excl(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->excl_start, b->excl_end, b->targets,
+                                logp, e);
         if (!rc) {
             int *pair = ft_xmalloc((size_t)count * sizeof(int)), *nc = ft_xmalloc((size_t)count * sizeof(int)),
                 *nr = ft_xmalloc((size_t)count * sizeof(int));
@@ -213,9 +217,9 @@ static int reference_pass_dist(dist_comm *dc, ft_model *m, pair_set *s, int per,
     return rc;
 }
 
-static int reference_pass(dist_comm *dc, ft_model *m, pair_set *s, int per, const char *cache_path, const char *key,
-                          ft_error *e) {
-    if (dist_active(dc)) return reference_pass_dist(dc, m, s, per, cache_path, key, e);
+static int reference_pass(dist_comm *dc, ft_model *m, pair_set *s, int per, const dpo_layout *lay,
+                          const char *cache_path, const char *key, ft_error *e) {
+    if (dist_active(dc)) return reference_pass_dist(dc, m, s, per, lay, cache_path, key, e);
     s->ref_c = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
     s->ref_r = ft_xcalloc((size_t)(s->n ? s->n : 1), sizeof(double));
     refc_cache *cache = NULL;
@@ -229,9 +233,10 @@ static int reference_pass(dist_comm *dc, ft_model *m, pair_set *s, int per, cons
     for (int first = start; first < s->n && !rc; first += per) {
         int count = first + per <= s->n ? per : s->n - first, nb;
         ds_batch *b;
-        dpo_build_batches(s->p, order + first, count, count, &b, &nb);
+        dpo_build_batches(s->p, order + first, count, count, lay, &b, &nb);
         float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
-        rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+        rc = model_forward_excl(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->excl_start, b->excl_end, b->targets,
+                                logp, e);
         if (!rc) {
             int *pair = ft_xmalloc((size_t)count * sizeof(int)), *nc = ft_xmalloc((size_t)count * sizeof(int)),
                 *nr = ft_xmalloc((size_t)count * sizeof(int));
@@ -302,9 +307,10 @@ static int dpo_eval(void *ctx, ft_model *m, double *values, ft_error *e) {
         if (k++ % world != rank) continue; /* data parallel: batch k on rank k mod world */
         ds_batch *b;
         int nb;
-        dpo_build_batches(s->p, order + first, first + per <= n ? per : n - first, per, &b, &nb);
+        dpo_build_batches(s->p, order + first, first + per <= n ? per : n - first, per, &d->layout, &b, &nb);
         float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
-        rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+        rc = model_forward_excl(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->excl_start, b->excl_end, b->targets,
+                                logp, e);
         if (!rc) {
             int k = dpo_gather(b, logp, pair, pc, pr, nc, nr);
             for (int i = 0; i < k; i++) {
@@ -377,7 +383,19 @@ static int read_dpo_keys(rcp *r, dpo_job *d, ft_error *e) {
         return ft_fail(e, FT_EINPUT, "dpo.reference_quantize applies to dpo.reference 'model' only");
     if (strcmp(d->ref_mode, "model") == 0 && !d->ref_model_dir)
         return ft_fail(e, FT_EINPUT, "dpo.reference 'model' needs dpo.reference_model (an HF model dir)");
-    return FT_OK;
+    return rcp_get_bool(r, "dpo.shared_prompt", 1, &d->layout.shared, e);
+}
+
+/* The shared-prompt layout's span limit from the policy's config and the separate reference model's. */
+static int layout_setup(dpo_job *d, ft_error *e) {
+    if (!d->layout.shared) return FT_OK;
+    ft_config c;
+    int rc = job_model_config(&d->j, &c, e);
+    if (!rc) d->layout.span_limit = dpo_shared_span_limit(&c, 0);
+    if (!rc && strcmp(d->ref_mode, "model") == 0 && dpo_needs_reference(d->loss.type) &&
+        !(rc = cfg_load(d->ref_model_dir, &c, e)))
+        d->layout.span_limit = dpo_shared_span_limit(&c, d->layout.span_limit);
+    return rc;
 }
 
 /* The policy with its adapters switched off (the base model, as TRL's PEFT reference); the quantized base
@@ -395,7 +413,8 @@ static int reference_on_the_fly(void *ctx, ft_model *m, const ds_batch *b, ft_er
     dpo_job *d = ctx;
     float *logp = ft_xmalloc((size_t)b->n_tokens * sizeof(float));
     ft_linear_hooks saved = adapters_off(m);
-    int rc = model_forward(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->targets, logp, e);
+    int rc = model_forward_excl(m, b->n_tokens, b->ids, b->pos, b->doc_start, b->excl_start, b->excl_end, b->targets,
+                                logp, e);
     m->hooks = saved;
     if (!rc) {
         size_t cap = (size_t)b->n_samples;
@@ -434,6 +453,8 @@ static int reference_key(dpo_job *d, const char *split, refc_key *k, ft_error *e
     if (!rc) rc = refc_key_add_int(k, "truncation", j->ex.trunc, e);
     if (!rc) rc = refc_key_add_int(k, "overlong", j->ex.overlong, e);
     if (!rc) rc = refc_key_add(k, "compute", ft_dtype_name(d->compute), e);
+    /* the layouts agree up to fp32 summation order; the key keeps a resumed run bit-exact */
+    if (!rc && d->layout.shared) rc = refc_key_add_int(k, "shared_prompt_span_limit", d->layout.span_limit, e);
     return rc;
 }
 
@@ -498,7 +519,7 @@ static int compute_references(dpo_job *d, ft_error *e) {
         snprintf(name, sizeof name, "ref_logps.%s.bin", splits[i]);
         char *path = ft_path_join(d->j.output_dir, name);
         rc = reference_key(d, splits[i], &k, e);
-        if (!rc) rc = reference_pass(d->j.comm, ref, sets[i], d->j.batch_size, path, k.s, e);
+        if (!rc) rc = reference_pass(d->j.comm, ref, sets[i], d->j.batch_size, &d->layout, path, k.s, e);
         free(path);
         refc_key_free(&k);
     }
@@ -535,6 +556,7 @@ int cmd_dpo(int argc, char **argv) {
     if (!rc && j->n_eval_data) rc = read_pairs(j, j->eval_data, j->n_eval_data, &d->eval, &e);
     if (!rc && !j->n_eval_data) split_eval(&d->train, &d->eval, j->eval_fraction, j->train.seed);
     if (!rc && d->train.n == 0) rc = ft_fail(&e, FT_EINPUT, "%s: no preference pairs left after reading the data", args.recipe);
+    if (!rc) rc = layout_setup(d, &e);
     if (!rc) rc = plan_epoch(d, 0, &probe, &n_probe, &e);
     if (!rc) {
         const ds_example_stats *st = &d->train.st;
@@ -550,6 +572,15 @@ int cmd_dpo(int argc, char **argv) {
                 dpo_needs_reference(d->loss.type) ? d->ref_mode : "none (reference-free loss)");
         fprintf(stderr, "plan: %d micro-batches of %d pairs per epoch, grad_accum %d, %d optimizer steps\n", n_probe,
                 j->batch_size, j->train.grad_accum, trainer_total_steps(&j->train, n_probe));
+        long long toks = 0, trl = 0;
+        for (int i = 0; i < n_probe; i++) toks += probe[i].n_tokens;
+        for (int i = 0; i < d->train.n; i++)
+            trl += 2LL * d->train.p[i].n_prompt + d->train.p[i].n_chosen + d->train.p[i].n_rejected;
+        if (d->layout.shared)
+            fprintf(stderr, "layout: shared prompt, %lld tokens per epoch (TRL's layout: %lld, %.2fx)\n", toks, trl,
+                    toks ? (double)trl / (double)toks : 0.0);
+        else
+            fprintf(stderr, "layout: TRL's [chosen; rejected], %lld tokens per epoch\n", toks);
         if (args.dry_run) {
             job_print_memory_estimate(j, 2 * j->batch_size); /* chosen and rejected sequences */
             fprintf(stderr, "dry run: nothing trained\n");

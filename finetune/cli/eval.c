@@ -100,7 +100,7 @@ static int eval_pairs(ft_model *m, ds_dataset *d, const tmpl *t, const ft_tokeni
     for (int i = 0; i < n; i++) order[i] = i;
     ds_batch *b = NULL;
     int nb = 0;
-    if (!rc && n) dpo_build_batches(p, order, n, o->batch, &b, &nb);
+    if (!rc && n) dpo_build_batches(p, order, n, o->batch, NULL, &b, &nb);
     double acc = 0, acc_avg = 0, margin = 0, margin_avg = 0;
     for (int i = 0; i < nb && !rc; i++) {
         float *logp = ft_xmalloc((size_t)b[i].n_tokens * sizeof(float));

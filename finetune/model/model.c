@@ -525,6 +525,7 @@ typedef struct kv_cache {
 typedef struct step_inputs {
     int64_t T;
     ft_tensor ids, pos, doc, invf; /* invf [nseg, Dh/2] */
+    ft_tensor excl_start, excl_end; /* data NULL without exclusions */
     int nseg;
     int *seg_start; /* [nseg + 1], host */
     float mscale;
@@ -547,7 +548,8 @@ static size_t ctensor_bytes(int64_t n, size_t esz) { return (size_t)n * esz + 25
 static size_t step_bytes(const ft_config *c, int64_t T, size_t esz) {
     int64_t D = c->hidden_size, F = c->intermediate_size;
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
-    return 3 * tensor_bytes(T) + tensor_bytes(T * c->head_dim / 2 + c->head_dim) +
+    /* ids, pos, doc_start, excl_start, excl_end; the RoPE frequencies */
+    return 5 * tensor_bytes(T) + tensor_bytes(T * c->head_dim / 2 + c->head_dim) +
            3 * ctensor_bytes(T * D, esz) + 2 * tensor_bytes(T * D) + (esz < 4 ? tensor_bytes(T * D) : 0) +
            3 * ctensor_bytes(T * QD, esz) + 2 * ctensor_bytes(T * KD, esz) + 3 * ctensor_bytes(T * F, esz) +
            2 * tensor_bytes(T) + tensor_bytes(T * c->num_heads);
@@ -591,15 +593,18 @@ static int acts_alloc(ft_model *m, int64_t T, int keep_lse, layer_acts *a, ft_er
     return rc;
 }
 
-/* Validate and upload the inputs; fill the RoPE segments. */
+/* Validate and upload the inputs; fill the RoPE segments. excl_start/excl_end: host [T] or both NULL. */
 static int inputs_setup(ft_model *m, int64_t T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
-                        int64_t q_start, step_inputs *in, ft_error *e) {
+                        const int32_t *excl_start, const int32_t *excl_end, int64_t q_start, step_inputs *in,
+                        ft_error *e) {
     const ft_config *c = &m->cfg;
     ft_backend *b = m->b;
     ft_arena *A = &m->arena;
     int64_t Dh = c->head_dim;
     memset(in, 0, sizeof *in);
     in->T = T;
+    if (!excl_start != !excl_end)
+        return ft_fail(e, FT_EINTERNAL, "excl_start and excl_end must both be given or both be NULL");
     for (int64_t t = 0; t < T; t++) {
         if (ids[t] < 0 || ids[t] >= c->vocab_size)
             return ft_fail(e, FT_EINPUT, "token id %d at position %lld is outside the vocabulary (size %d)", ids[t],
@@ -607,6 +612,9 @@ static int inputs_setup(ft_model *m, int64_t T, const int32_t *ids, const int32_
         if (doc_start[t] < 0 || doc_start[t] > q_start + t)
             return ft_fail(e, FT_EINTERNAL, "doc_start[%lld] = %d is after the token itself", (long long)t,
                            doc_start[t]);
+        if (excl_start && (excl_start[t] < 0 || excl_start[t] > excl_end[t] || excl_end[t] > q_start + t))
+            return ft_fail(e, FT_EINTERNAL, "excluded keys [%d, %d) of token %lld: not a range before the token",
+                           excl_start[t], excl_end[t], (long long)t);
     }
     in->nseg = 1;
     if (c->rope_type == FT_ROPE_DYNAMIC)
@@ -616,6 +624,8 @@ static int inputs_setup(ft_model *m, int64_t T, const int32_t *ids, const int32_
     if (!rc) rc = arena_tensor(A, FT_I32, 1, s1, &in->pos, e);
     if (!rc) rc = arena_tensor(A, FT_I32, 1, s1, &in->doc, e);
     if (!rc) rc = arena_tensor(A, FT_F32, 2, sI, &in->invf, e);
+    if (!rc && excl_start) rc = arena_tensor(A, FT_I32, 1, s1, &in->excl_start, e);
+    if (!rc && excl_start) rc = arena_tensor(A, FT_I32, 1, s1, &in->excl_end, e);
     if (rc) return rc;
     in->seg_start = ft_xmalloc((size_t)(in->nseg + 1) * sizeof(int));
     float *inv_freq = ft_xmalloc((size_t)in->nseg * (size_t)(Dh / 2) * sizeof(float));
@@ -633,11 +643,17 @@ static int inputs_setup(ft_model *m, int64_t T, const int32_t *ids, const int32_
     b->upload(b, in->pos.data, pos, (size_t)T * 4);
     b->upload(b, in->doc.data, doc_start, (size_t)T * 4);
     b->upload(b, in->invf.data, inv_freq, (size_t)in->nseg * (size_t)(Dh / 2) * 4);
+    if (excl_start) {
+        b->upload(b, in->excl_start.data, excl_start, (size_t)T * 4);
+        b->upload(b, in->excl_end.data, excl_end, (size_t)T * 4);
+    }
     free(inv_freq);
     in->L = (ft_attn_layout){.q_start = q_start,
                              .doc_start = in->doc.data,
                              .window = c->sliding_window,
-                             .scale = 1.0f / sqrtf((float)Dh)};
+                             .scale = 1.0f / sqrtf((float)Dh),
+                             .excl_start = in->excl_start.data,
+                             .excl_end = in->excl_end.data};
     return FT_OK;
 }
 
@@ -790,6 +806,12 @@ static int run_decoder(ft_model *m, const step_inputs *in, kv_cache *cache, ft_t
 
 int model_forward(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
                   const int32_t *targets, float *logp, ft_error *e) {
+    return model_forward_excl(m, T, ids, pos, doc_start, NULL, NULL, targets, logp, e);
+}
+
+int model_forward_excl(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                       const int32_t *excl_start, const int32_t *excl_end, const int32_t *targets, float *logp,
+                       ft_error *e) {
     if (T <= 0) return FT_OK;
     for (int t = 0; t < T; t++)
         if (targets[t] >= m->cfg.vocab_size)
@@ -801,7 +823,7 @@ int model_forward(ft_model *m, int T, const int32_t *ids, const int32_t *pos, co
     m->training = 0;
     step_inputs in;
     ft_tensor h, tg, lp;
-    rc = inputs_setup(m, T, ids, pos, doc_start, 0, &in, e);
+    rc = inputs_setup(m, T, ids, pos, doc_start, excl_start, excl_end, 0, &in, e);
     if (!rc) rc = run_decoder(m, &in, NULL, &h, e);
     int64_t s1[1] = {T};
     if (!rc) rc = arena_tensor(&m->arena, FT_I32, 1, s1, &tg, e);
@@ -902,7 +924,7 @@ int model_generate(ft_model *m, const int32_t *prompt, int n_prompt, int max_new
         arena_reset(&m->arena);
         step_inputs in;
         ft_tensor h, lg;
-        rc = inputs_setup(m, n_feed, feed, pos + cache.len, doc, cache.len, &in, e);
+        rc = inputs_setup(m, n_feed, feed, pos + cache.len, doc, NULL, NULL, cache.len, &in, e);
         if (!rc) rc = run_decoder(m, &in, &cache, &h, e);
         if (!rc) rc = arena_f32(&m->arena, &lg, 2, 1, c->vocab_size, 0, e);
         inputs_free(&in);
@@ -1020,6 +1042,12 @@ size_t model_train_arena_bytes(const ft_config *c, int64_t T, ft_dtype compute, 
 
 int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
                         const int32_t *targets, float *logp, ft_error *e) {
+    return model_forward_train_excl(m, T, ids, pos, doc_start, NULL, NULL, targets, logp, e);
+}
+
+int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                             const int32_t *excl_start, const int32_t *excl_end, const int32_t *targets, float *logp,
+                             ft_error *e) {
     const ft_config *c = &m->cfg;
     ft_backend *b = m->b;
     ft_arena *A = &m->arena;
@@ -1057,7 +1085,7 @@ int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *p
     arena_reset(A);
     s->xs = ft_xrealloc(s->xs, (size_t)(L + 1) * sizeof *s->xs);
     memset(s->xs, 0, (size_t)(L + 1) * sizeof *s->xs);
-    rc = inputs_setup(m, T, ids, pos, doc_start, 0, &s->in, e);
+    rc = inputs_setup(m, T, ids, pos, doc_start, excl_start, excl_end, 0, &s->in, e);
     for (int l = 0; l <= L && !rc; l++)
         if (!s->offload || l == L) rc = arena_f32(A, &s->xs[l], 2, T, D, 0, e);
     for (int k = 0; k < 2 && s->offload && !rc; k++) rc = arena_f32(A, &s->xbuf[k], 2, T, D, 0, e);

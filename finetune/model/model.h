@@ -151,6 +151,12 @@ ft_param *model_params(ft_model *m, int *n);
 /* Forward over T tokens (host arrays). targets[t] < 0: no log-prob (0 written). logp [T] on the host. */
 int model_forward(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
                   const int32_t *targets, float *logp, ft_error *e);
+/* The same with attention exclusions (backend.h): token t does not see keys excl_start[t] <= j < excl_end[t]
+ * (host [T] arrays, ranges before the token itself; both NULL: exactly model_forward). DPO's shared-prompt
+ * layout uses them. */
+int model_forward_excl(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                       const int32_t *excl_start, const int32_t *excl_end, const int32_t *targets, float *logp,
+                       ft_error *e);
 /* Convenience: one sequence; logp[i] = log p(ids[i+1] | ids[..i]) for i < n-1. */
 int model_score(ft_model *m, const int32_t *ids, int n, float *logp, ft_error *e);
 
@@ -181,6 +187,10 @@ void grads_free(ft_model *m, ft_weights *g);
  * recomputed during backward). logp [T] on the host. */
 int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
                         const int32_t *targets, float *logp, ft_error *e);
+/* model_forward_train with attention exclusions, as model_forward_excl (kept for model_backward). */
+int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                             const int32_t *excl_start, const int32_t *excl_end, const int32_t *targets, float *logp,
+                             ft_error *e);
 /* Backward of the last model_forward_train for the scalar sum_t dlogp[t] * logp[t] (dlogp [T] on the host,
  * e.g. -1/N on trained tokens for mean cross-entropy); gradients are ADDED into g. */
 int model_backward(ft_model *m, const float *dlogp, ft_weights *g, ft_error *e);

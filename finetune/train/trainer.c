@@ -195,7 +195,8 @@ static int evaluate(ft_train_job *job, double *mean_nll, ft_error *e) {
     for (int i = rank; i < job->n_eval; i += world) {
         const ds_batch *bt = &job->eval[i];
         float *logp = ft_xmalloc((size_t)bt->n_tokens * sizeof(float));
-        int rc = model_forward(job->model, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
+        int rc = model_forward_excl(job->model, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->excl_start,
+                                    bt->excl_end, bt->targets, logp, e);
         for (int t = 0; !rc && t < bt->n_tokens; t++)
             if (bt->targets[t] >= 0) {
                 nll -= logp[t];
@@ -534,7 +535,9 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             m->step_seed = ft_dropout_key(cfg->seed ^ ft_dropout_key((uint64_t)step * (uint64_t)micro +
                                                                      (uint64_t)(i - first)));
             if (job->loss.prepare) rc = job->loss.prepare(job->loss.ctx, m, bt, e);
-            if (!rc) rc = model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, e);
+            if (!rc)
+                rc = model_forward_train_excl(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->excl_start,
+                                              bt->excl_end, bt->targets, logp, e);
             if (!rc) rc = job->loss.loss(job->loss.ctx, bt, logp, &norm, dlogp, &loss, extra, e);
             if (!rc && step == 0 && bb.index < 0 && isfinite(before) && !isfinite(loss))
                 note_bad_batch(bt, logp, i - first, &bb);

@@ -57,5 +57,30 @@ expect 2 "reference_model" -- "$BIN" dpo "$T/full.json" "${common[@]}" output_di
 run "$BIN" dpo "$T/full.json" "${common[@]}" output_dir="$T/full" dpo.reference=model dpo.reference_model="$T/sft" dpo.reference_quantize=nf4
 [ -f "$T/full/model.safetensors" ] && ok || bad "full DPO wrote no model"
 
+# dpo.shared_prompt (default true: each pair's prompt computed once) against TRL's layout: the same run within
+# fp32 summation order, for the precomputed, on-the-fly (adapters disabled) and separate-model references
+metric() { grep -o "\"$2\":[^,}]*" "$1/metrics.jsonl" | cut -d: -f2 | tr '\n' ' '; }
+same_run() { # same_run DIR_SHARED DIR_TRL: every logged loss and log-prob mean within 1e-5 (relative)
+  local k
+  for k in loss logps/chosen logps/rejected rewards/margins; do
+    paste <(metric "$1" "$k" | tr ' ' '\n') <(metric "$2" "$k" | tr ' ' '\n') | awk -v k="$k" '
+      NF == 2 { n++; d = $1 - $2; if (d < 0) d = -d; m = ($2 < 0 ? -$2 : $2); if (d > 1e-5 * (m > 1 ? m : 1)) bad = bad " " $1 "/" $2 }
+      END { if (bad != "" || n < 6) { print k ":" bad " (" n " values)"; exit 1 } }' || return 1
+  done
+}
+for ref in pre fly full; do
+  case $ref in
+    pre) args=("$R" "${common[@]}") ;;
+    fly) args=("$R" "${common[@]}" dpo.reference=adapters_disabled) ;;
+    full) args=("$T/full.json" "${common[@]}" dpo.reference=model dpo.reference_model="$T/sft" dpo.reference_quantize=nf4) ;;
+  esac
+  run "$BIN" dpo "${args[@]}" output_dir="$T/$ref-trl" dpo.shared_prompt=false
+  grep -q "layout: TRL's" "$T/err" && ok || bad "dpo.shared_prompt=false: no TRL layout line"
+  msg=$(same_run "$T/$ref" "$T/$ref-trl") && ok || bad "$ref: shared prompt and TRL's layout differ: $msg"
+done
+run "$BIN" dpo "$R" "${common[@]}" output_dir="$T/dry2" --dry-run
+grep -q "layout: shared prompt, [0-9]* tokens per epoch (TRL's layout: [0-9]*" "$T/err" && ok ||
+  bad "dpo --dry-run printed no shared-prompt layout line"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

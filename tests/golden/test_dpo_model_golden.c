@@ -1,7 +1,8 @@
 /* DPO through the whole model against transformers + TRL's sigmoid loss
  * (tests/reference/make_dpo_model_fixtures.py): the pair layout (prompt masked, [chosen; rejected]
  * packed), the per-pair log-prob sums, the loss, and every parameter's gradient. Run once with all
- * pairs in one micro-batch and once split over two accumulated micro-batches (same step loss). */
+ * pairs in one micro-batch and once split over two accumulated micro-batches (same step loss), each in
+ * TRL's layout and in the shared-prompt layout (dpo.shared_prompt: the prompt computed once per pair). */
 #include <cjson/cJSON.h>
 
 #include "dpo/dpo_batch.h"
@@ -16,7 +17,7 @@ static int32_t *ints(const cJSON *a, int *n) {
     return v;
 }
 
-static void run(const cJSON *fx, int per, ft_backend *b) {
+static void run(const cJSON *fx, int per, const dpo_layout *lay, ft_backend *b) {
     char dir[1024], path[1200];
     ft_error e = {0};
     t_src("tests/fixtures/models/llama-gqa", dir, sizeof dir);
@@ -39,7 +40,7 @@ static void run(const cJSON *fx, int per, ft_backend *b) {
     cfg.beta = cJSON_GetObjectItem(fx, "beta")->valuedouble;
     ds_batch *batches;
     int nb;
-    dpo_build_batches(pairs, order, n, per, &batches, &nb);
+    dpo_build_batches(pairs, order, n, per, lay, &batches, &nb);
     ft_model *m = NULL;
     ft_weights g = {0};
     CHECK_MSG(model_load(dir, b, &m, &e) == 0, "%s", e.msg);
@@ -48,7 +49,9 @@ static void run(const cJSON *fx, int per, ft_backend *b) {
     for (int i = 0; m && i < nb; i++) {
         ds_batch *bt = &batches[i];
         float *logp = ft_xmalloc((size_t)bt->n_tokens * 4), *dlogp = ft_xmalloc((size_t)bt->n_tokens * 4);
-        CHECK(model_forward_train(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->targets, logp, &e) == 0);
+        CHECK(model_forward_train_excl(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->excl_start, bt->excl_end,
+                                       bt->targets, logp, &e) == 0);
+        CHECK(!lay == !bt->excl_start); /* the shared layout is in use (the fixture's pairs all have prompts) */
         /* per-pair policy log-probs equal transformers' (each sequence run alone there) */
         int pair[32], nc[32], nr[32];
         double pc[32], pr[32];
@@ -73,7 +76,7 @@ static void run(const cJSON *fx, int per, ft_backend *b) {
     int np = 0;
     ft_param *p = m ? weights_params(&m->cfg, &g, &np) : NULL;
     char label[32];
-    snprintf(label, sizeof label, "per=%d", per);
+    snprintf(label, sizeof label, "per=%d%s", per, lay ? " shared prompt" : "");
     t_check_grads(b, ref, p, np, 1e-4, label);
     free(p);
     st_close(ref);
@@ -97,8 +100,11 @@ int main(void) {
     cJSON *fx = cJSON_Parse(text);
     free(text);
     ft_backend *b = ft_backend_cpu_create();
-    run(fx, 3, b); /* all pairs in one micro-batch */
-    run(fx, 2, b); /* two micro-batches accumulated into one step */
+    const dpo_layout shared = {1, 0};
+    for (int k = 0; k < 2; k++) {
+        run(fx, 3, k ? &shared : NULL, b); /* all pairs in one micro-batch */
+        run(fx, 2, k ? &shared : NULL, b); /* two micro-batches accumulated into one step */
+    }
     b->destroy(b);
     cJSON_Delete(fx);
     TEST_DONE();

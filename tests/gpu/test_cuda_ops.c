@@ -276,9 +276,10 @@ static void t_logprobs(int64_t T, int64_t D, int64_t V, int with_lse) {
 
 /* ------------------------------------------------------------------ attention */
 
-/* docs: lengths of packed samples over the Tk keys (summing to Tk); window; q_start = Tk - Tq */
-static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t Dh, int window, const int *docs,
-                        int ndocs) {
+/* docs: lengths of packed samples over the Tk keys (summing to Tk); window; q_start = Tk - Tq; es/ee: [Tq]
+ * excluded key ranges per query (both NULL: none) */
+static void t_attention_x(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t Dh, int window, const int *docs,
+                          int ndocs, const int32_t *es, const int32_t *ee) {
     int64_t q0 = Tk - Tq;
     int32_t *ds = malloc((size_t)Tq * 4);
     {
@@ -292,16 +293,21 @@ static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t
             if (k >= q0) ds[k - q0] = start; /* docs shorter than Tk: the rest is one more sample */
     }
     pair dsp = ints(Tq, ds);
-    free(ds);
     pair q = frand(3, Tq, Hq, Dh, 1), k = frand(3, Tk, Hkv, Dh, 1), v = frand(3, Tk, Hkv, Dh, 1);
     pair out = fout(3, Tq, Hq, Dh), lse = fout(2, Tq, Hq, 0);
-    ft_attn_layout Lg = {q0, dsp.g.data, window, 1.0f / sqrtf((float)Dh)}, Lc = Lg;
+    ft_attn_layout Lg = {.q_start = q0, .doc_start = dsp.g.data, .window = window, .scale = 1.0f / sqrtf((float)Dh)},
+                   Lc = Lg;
     Lc.doc_start = dsp.c.data;
+    pair esp = ints(Tq, es ? es : ds), eep = ints(Tq, ee ? ee : ds); /* (ds: placeholders, unused without es) */
+    if (es) {
+        Lg.excl_start = esp.g.data, Lg.excl_end = eep.g.data;
+        Lc.excl_start = esp.c.data, Lc.excl_end = eep.c.data;
+    }
     G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
     C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
     char w[128];
-    snprintf(w, sizeof w, "attention Tq%lld Tk%lld H%lld/%lld Dh%lld W%d docs%d", (long long)Tq, (long long)Tk,
-             (long long)Hq, (long long)Hkv, (long long)Dh, window, ndocs);
+    snprintf(w, sizeof w, "attention Tq%lld Tk%lld H%lld/%lld Dh%lld W%d docs%d%s", (long long)Tq, (long long)Tk,
+             (long long)Hq, (long long)Hkv, (long long)Dh, window, ndocs, es ? " excl" : "");
     cmp(w, &out, 1e-5);
     cmp("  lse", &lse, 1e-5);
     pair dout = frand(3, Tq, Hq, Dh, 1), dq = fout(3, Tq, Hq, Dh), dk = fout(3, Tk, Hkv, Dh), dv = fout(3, Tk, Hkv, Dh);
@@ -314,6 +320,29 @@ static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t
     cmp_atol("  backward dk", &dk, tol, 1e-6);
     cmp("  backward dv", &dv, tol);
     drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse), drop(&dout), drop(&dq), drop(&dk), drop(&dv);
+    drop(&esp), drop(&eep);
+    free(ds);
+}
+
+static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t Dh, int window, const int *docs,
+                        int ndocs) {
+    t_attention_x(Tq, Tk, Hq, Hkv, Dh, window, docs, ndocs, NULL, NULL);
+}
+
+/* DPO's shared-prompt layout: per pair [prompt P, chosen C, the prompt's last token again, rejected R] as one
+ * sample, the last three fields of pr (P, C, R per pair); the copy and the rejected tokens exclude the
+ * prompt's last token and the chosen reply. */
+static void t_attention_shared(int64_t Hq, int64_t Hkv, int64_t Dh, int window, const int *pr, int npairs) {
+    int docs[16], T = 0;
+    for (int p = 0; p < npairs; p++) T += docs[p] = pr[3 * p] + pr[3 * p + 1] + 1 + pr[3 * p + 2];
+    int32_t *es = calloc((size_t)T, 4), *ee = calloc((size_t)T, 4);
+    for (int p = 0, start = 0; p < npairs; start += docs[p], p++) {
+        int P = pr[3 * p], C = pr[3 * p + 1];
+        for (int t = start + P + C; t < start + docs[p]; t++) es[t] = start + P - 1, ee[t] = start + P + C;
+    }
+    t_attention_x(T, T, Hq, Hkv, Dh, window, docs, npairs, es, ee);
+    free(es);
+    free(ee);
 }
 
 
@@ -487,7 +516,7 @@ static void t_half(ft_dtype dt) {
     pair dsp = ints(T, ds);
     pair q = hrand(dt, 3, T, Hq, Dh, 1, 0), k = hrand(dt, 3, T, Hkv, Dh, 1, 0), v = hrand(dt, 3, T, Hkv, Dh, 1, 0);
     pair out = hrand(dt, 3, T, Hq, Dh, 0, 1), lse = fout(2, T, Hq, 0);
-    ft_attn_layout Lg = {0, dsp.g.data, 24, 1.0f / sqrtf((float)Dh)}, Lc = Lg;
+    ft_attn_layout Lg = {.doc_start = dsp.g.data, .window = 24, .scale = 1.0f / sqrtf((float)Dh)}, Lc = Lg;
     Lc.doc_start = dsp.c.data;
     G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
     C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
@@ -676,6 +705,17 @@ int main(void) {
     t_attention(1024, 1024, 4, 2, 80, 256, big, 3);
     int tiny[] = {1, 1, 1};
     t_attention(3, 3, 2, 1, 8, 0, tiny, 3);                   /* every sample one token; small head dim */
+    /* excluded key ranges (DPO shared prompt): ranges across key tiles and query tiles, windows, 1-token prompts */
+    int sp1[] = {40, 25, 30, 7, 3, 9, 1, 5, 2};
+    t_attention_shared(4, 2, 64, 0, sp1, 3);
+    t_attention_shared(6, 2, 80, 0, sp1, 3);
+    t_attention_shared(2, 1, 128, 20, sp1, 3);
+    int sp2[] = {300, 200, 260, 90, 33, 64};
+    t_attention_shared(8, 2, 96, 0, sp2, 2);
+    {
+        int32_t des[5] = {0, 10, 30, 60, 0}, dee[5] = {0, 40, 95, 98, 0}; /* cached decoding (q_start 95) */
+        t_attention_x(5, 100, 4, 2, 64, 0, one_doc, 1, des, dee);
+    }
 
     t_half(FT_BF16);
     t_half(FT_F16);

@@ -5,7 +5,7 @@
  * logp). Each input element is perturbed by +-eps in double and the numeric
  * gradient is compared with what the backend's backward op returns for
  * dout = R. Covers rmsnorm (dx, dw, acc), embedding (repeated ids, acc),
- * rope (inverse), swiglu, attention (causal, packed, window, GQA, q_start > 0)
+ * rope (inverse), swiglu, attention (causal, packed, window, GQA, q_start > 0, excluded ranges)
  * and token_logprobs (targets -1, several vocab chunks, dW accumulation). */
 #include "finetune/backend/backend.h"
 #include "test.h"
@@ -228,7 +228,8 @@ static double att_loss(void *p) {
             int64_t g = h / (c->Hq / c->Hkv), qpos = L->q_start + i;
             double m = -INFINITY;
             for (int64_t j = 0; j < c->Tk; j++) {
-                int ok = j <= qpos && (!L->doc_start || j >= L->doc_start[i]) && (L->window <= 0 || qpos - j < L->window);
+                int ok = j <= qpos && (!L->doc_start || j >= L->doc_start[i]) && (L->window <= 0 || qpos - j < L->window) &&
+                         !(L->excl_start && j >= L->excl_start[i] && j < L->excl_end[i]);
                 s[j] = -INFINITY;
                 if (!ok) continue;
                 double dot = 0;
@@ -249,12 +250,15 @@ static double att_loss(void *p) {
     return loss;
 }
 
-static void one_attention(ft_backend *b, const char *name, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
-                          int64_t Dh, int64_t q_start, const int32_t *doc, int window) {
+/* es/ee: the layout's excluded key ranges per query (both NULL: none) */
+static void one_attention_x(ft_backend *b, const char *name, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
+                            int64_t Dh, int64_t q_start, const int32_t *doc, int window, const int32_t *es,
+                            const int32_t *ee) {
     int64_t nq = Tq * Hq * Dh, nk = Tk * Hkv * Dh;
     float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *R = rnd(nq, 1);
     float *out = zeros(nq), *lse = zeros(Tq * Hq), *dq = rnd(nq, 1), *dk = rnd(nk, 1), *dv = rnd(nk, 1);
-    ft_attn_layout L = {.q_start = q_start, .doc_start = doc, .window = window, .scale = 1.0f / sqrtf((float)Dh)};
+    ft_attn_layout L = {.q_start = q_start, .doc_start = doc, .window = window, .scale = 1.0f / sqrtf((float)Dh),
+                        .excl_start = es, .excl_end = ee};
     ft_tensor tq = ft_t3(q, FT_F32, FT_DEV_CPU, Tq, Hq, Dh), tk = ft_t3(k, FT_F32, FT_DEV_CPU, Tk, Hkv, Dh),
               tv = ft_t3(v, FT_F32, FT_DEV_CPU, Tk, Hkv, Dh), to = ft_t3(out, FT_F32, FT_DEV_CPU, Tq, Hq, Dh),
               tl = ft_t2(lse, FT_F32, FT_DEV_CPU, Tq, Hq), tR = ft_t3(R, FT_F32, FT_DEV_CPU, Tq, Hq, Dh),
@@ -296,6 +300,25 @@ static void one_attention(ft_backend *b, const char *name, int64_t Tq, int64_t T
     free(c.k);
     free(c.v);
     free(c.R);
+}
+
+static void one_attention(ft_backend *b, const char *name, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
+                          int64_t Dh, int64_t q_start, const int32_t *doc, int window) {
+    one_attention_x(b, name, Tq, Tk, Hq, Hkv, Dh, q_start, doc, window, NULL, NULL);
+}
+
+/* excluded key ranges (DPO's shared-prompt layout): [prompt 3, chosen 3, dup, rejected 3] then a second pair */
+static void test_attention_excl(ft_backend *b) {
+    int32_t doc[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10};
+    int32_t es[16] = {0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 12, 12, 12};
+    int32_t ee[16] = {0, 0, 0, 0, 0, 0, 6, 6, 6, 6, 0, 0, 0, 14, 14, 14};
+    one_attention_x(b, "excl shared-prompt gqa", 16, 16, 4, 2, 4, 0, doc, 0, es, ee);
+    one_attention_x(b, "excl shared-prompt window", 16, 16, 2, 1, 4, 0, doc, 4, es, ee);
+    int32_t les[80], lee[80];
+    for (int t = 0; t < 80; t++) les[t] = t < 70 ? 0 : 10, lee[t] = t < 70 ? 0 : 69; /* across the 64-key block */
+    one_attention_x(b, "excl many keys", 80, 80, 2, 1, 4, 0, NULL, 0, les, lee);
+    int32_t dz[3] = {1, 1, 1}, des[3] = {2, 0, 3}, dee[3] = {5, 0, 7};
+    one_attention_x(b, "excl q_start=5", 3, 8, 2, 1, 4, 5, dz, 0, des, dee);
 }
 
 static void test_attention(ft_backend *b) {
@@ -394,6 +417,7 @@ int main(void) {
     test_rope(b);
     test_swiglu(b);
     test_attention(b);
+    test_attention_excl(b);
     test_logprobs(b);
     b->destroy(b);
     TEST_DONE();

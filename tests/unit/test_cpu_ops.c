@@ -1,7 +1,7 @@
 /* CPU backend forward ops against naive double-precision implementations
  * written here: gemm (all four transposes, alpha/beta), embedding, rmsnorm,
  * rope (direct rotate-half formula), attention (explicit full softmax with
- * causal, packed, sliding-window, GQA and cached-decoding masks), swiglu,
+ * causal, packed, sliding-window, GQA, excluded-range and cached-decoding masks), swiglu,
  * add, add_bias, token_logprobs (full softmax), memory accounting and
  * determinism across thread counts. */
 #include "finetune/backend/backend.h"
@@ -205,7 +205,8 @@ static void naive_attention(const float *q, const float *k, const float *v, int6
             int64_t g = h / (Hq / Hkv), qpos = L->q_start + i;
             double m = -INFINITY;
             for (int64_t j = 0; j < Tk; j++) {
-                int ok = j <= qpos && (!L->doc_start || j >= L->doc_start[i]) && (L->window <= 0 || qpos - j < L->window);
+                int ok = j <= qpos && (!L->doc_start || j >= L->doc_start[i]) && (L->window <= 0 || qpos - j < L->window) &&
+                         !(L->excl_start && j >= L->excl_start[i] && j < L->excl_end[i]);
                 if (!ok) {
                     s[j] = -INFINITY;
                     continue;
@@ -228,12 +229,15 @@ static void naive_attention(const float *q, const float *k, const float *v, int6
     free(s);
 }
 
-static void one_attention(ft_backend *b, const char *name, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
-                          int64_t Dh, int64_t q_start, const int32_t *doc, int window) {
+/* es/ee: the layout's excluded key ranges per query (both NULL: none) */
+static void one_attention_x(ft_backend *b, const char *name, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
+                            int64_t Dh, int64_t q_start, const int32_t *doc, int window, const int32_t *es,
+                            const int32_t *ee) {
     float *q = rnd(Tq * Hq * Dh, 1), *k = rnd(Tk * Hkv * Dh, 1), *v = rnd(Tk * Hkv * Dh, 1);
     float *out = malloc((size_t)(Tq * Hq * Dh) * sizeof(float)), *lse = malloc((size_t)(Tq * Hq) * sizeof(float));
     double *ro = malloc((size_t)(Tq * Hq * Dh) * sizeof(double)), *rl = malloc((size_t)(Tq * Hq) * sizeof(double));
-    ft_attn_layout L = {.q_start = q_start, .doc_start = doc, .window = window, .scale = 1.0f / sqrtf((float)Dh)};
+    ft_attn_layout L = {.q_start = q_start, .doc_start = doc, .window = window, .scale = 1.0f / sqrtf((float)Dh),
+                        .excl_start = es, .excl_end = ee};
     naive_attention(q, k, v, Tq, Tk, Hq, Hkv, Dh, &L, ro, rl);
     ft_tensor tq = ft_t3(q, FT_F32, FT_DEV_CPU, Tq, Hq, Dh), tk = ft_t3(k, FT_F32, FT_DEV_CPU, Tk, Hkv, Dh),
               tv = ft_t3(v, FT_F32, FT_DEV_CPU, Tk, Hkv, Dh), to = ft_t3(out, FT_F32, FT_DEV_CPU, Tq, Hq, Dh),
@@ -257,6 +261,38 @@ static void one_attention(ft_backend *b, const char *name, int64_t Tq, int64_t T
     free(lse);
     free(ro);
     free(rl);
+}
+
+static void one_attention(ft_backend *b, const char *name, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv,
+                          int64_t Dh, int64_t q_start, const int32_t *doc, int window) {
+    one_attention_x(b, name, Tq, Tk, Hq, Hkv, Dh, q_start, doc, window, NULL, NULL);
+}
+
+/* Exclusions (excl_start/excl_end) against the explicit mask: DPO's shared-prompt layout and ranges that
+ * straddle the online-softmax key blocks, the sample start, a window and cached decoding. */
+static void test_attention_excl(ft_backend *b) {
+    /* two pairs [prompt 6, chosen 5, last prompt token again, rejected 4], then [prompt 3, chosen 2, dup, rejected 3] */
+    int32_t doc[30], es[30], ee[30];
+    for (int t = 0; t < 30; t++) {
+        doc[t] = t < 16 ? 0 : 16;
+        es[t] = ee[t] = 0;
+        if (t >= 11 && t < 16) es[t] = 5, ee[t] = 11;  /* dup + rejected: not the prompt's last token, not chosen */
+        if (t >= 21) es[t] = 18, ee[t] = 21;
+    }
+    one_attention_x(b, "excl shared-prompt pairs", 30, 30, 2, 2, 8, 0, doc, 0, es, ee);
+    one_attention_x(b, "excl shared-prompt pairs gqa 6/2", 30, 30, 6, 2, 4, 0, doc, 0, es, ee);
+    one_attention_x(b, "excl shared-prompt pairs window", 30, 30, 2, 1, 8, 0, doc, 4, es, ee);
+    int32_t les[200], lee[200];
+    for (int t = 0; t < 200; t++) { /* ranges across the 64-key blocks, before lo, empty, reaching the query */
+        les[t] = t < 100 ? 0 : t < 150 ? 30 : t < 180 ? 0 : 60;
+        lee[t] = t < 100 ? 0 : t < 150 ? 95 : t < 180 ? 64 : t;
+    }
+    one_attention_x(b, "excl long (several key blocks)", 200, 200, 2, 1, 16, 0, NULL, 0, les, lee);
+    int32_t ldoc[200];
+    for (int t = 0; t < 200; t++) ldoc[t] = t < 40 ? 0 : 40; /* exclusions starting before the sample */
+    one_attention_x(b, "excl long packed+window", 200, 200, 2, 2, 8, 0, ldoc, 90, les, lee);
+    int32_t dz[3] = {0, 0, 0}, des[3] = {4, 4, 0}, dee[3] = {9, 17, 0};
+    one_attention_x(b, "excl cached decode q_start=17", 3, 20, 4, 2, 8, 17, dz, 0, des, dee);
 }
 
 static void test_attention(ft_backend *b) {
@@ -355,6 +391,7 @@ int main(void) {
     test_embedding_rmsnorm(b);
     test_rope(b);
     test_attention(b);
+    test_attention_excl(b);
     test_elementwise(b);
     test_logprobs(b);
     b->destroy(b);

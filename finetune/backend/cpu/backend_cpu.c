@@ -531,12 +531,18 @@ void cpu_attn_range(const ft_attn_layout *L, int64_t i, int64_t Tk, int64_t *lo,
     *hi = h;
 }
 
+void cpu_attn_excl(const ft_attn_layout *L, int64_t i, int64_t *es, int64_t *ee) {
+    *es = L->excl_start ? L->excl_start[i] : 0;
+    *ee = L->excl_end ? L->excl_end[i] : 0;
+}
+
 static void attn_check(const char *op, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v,
                        const ft_attn_layout *L) {
     cpu_need_f32(op, "q", q);
     cpu_need_f32(op, "k", k);
     cpu_need_f32(op, "v", v);
     if (!L) cpu_contract(op, "layout is NULL");
+    if (!L->excl_start != !L->excl_end) cpu_contract(op, "excl_start and excl_end must both be given or both be NULL");
     if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3) cpu_contract(op, "q, k, v must be 3-D [T,H,Dh]");
     if (k->shape[0] != v->shape[0] || k->shape[1] != v->shape[1] || k->shape[2] != v->shape[2])
         cpu_contract(op, "k and v shapes differ");
@@ -573,15 +579,21 @@ static void cpu_attention(ft_backend *b, const ft_tensor *q, const ft_tensor *k,
 #pragma omp for schedule(dynamic, 4)
         for (int64_t ih = 0; ih < Tq * Hq; ih++) {
             int64_t i = ih / Hq, h = ih % Hq, g = h / grp;
-            int64_t lo, hi;
+            int64_t lo, hi, es, ee;
             cpu_attn_range(L, i, Tk, &lo, &hi);
+            cpu_attn_excl(L, i, &es, &ee);
             const float *qr = qp + ih * Dh;
             float *orow = op + ih * Dh;
             float m = -INFINITY;
             double l = 0.0;
             for (int64_t d = 0; d < Dh; d++) acc[d] = 0.0f;
-            for (int64_t j0 = lo; j0 <= hi; j0 += KB) {
-                int64_t nb = hi - j0 + 1 < KB ? hi - j0 + 1 : KB;
+            for (int64_t j0 = lo, nb; j0 <= hi; j0 += nb) {
+                if (j0 >= es && j0 < ee) { /* skip the excluded keys */
+                    nb = ee - j0;
+                    continue;
+                }
+                int64_t end = j0 < es && es <= hi ? es : hi + 1; /* a block stops before an exclusion */
+                nb = end - j0 < KB ? end - j0 : KB;
                 float bm = -INFINITY;
                 for (int64_t jj = 0; jj < nb; jj++) {
                     const float *kr = kp + ((j0 + jj) * Hkv + g) * Dh;

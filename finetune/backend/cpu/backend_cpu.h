@@ -46,6 +46,8 @@ void cpu_gemm_raw(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, 
 
 /* Keys visible to query i (absolute key index qpos = q_start + i): [*lo, *hi], empty when lo > hi. */
 void cpu_attn_range(const ft_attn_layout *L, int64_t i, int64_t Tk, int64_t *lo, int64_t *hi);
+/* Keys query i must not see inside that range (L->excl_start/excl_end): [*es, *ee), empty (0, 0) without them. */
+void cpu_attn_excl(const ft_attn_layout *L, int64_t i, int64_t *es, int64_t *ee);
 
 /* logits chunk width used by the fused lm_head ops for T tokens and vocab V */
 int64_t cpu_vocab_chunk(int64_t T, int64_t V);

@@ -144,6 +144,7 @@ void cpu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *
     cpu_need_f32(op, "dk", dk);
     cpu_need_f32(op, "dv", dv);
     if (!L) cpu_contract(op, "layout is NULL");
+    if (!L->excl_start != !L->excl_end) cpu_contract(op, "excl_start and excl_end must both be given or both be NULL");
     if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3) cpu_contract(op, "q, k, v must be 3-D [T,H,Dh]");
     int64_t Tq = q->shape[0], Hq = q->shape[1], Dh = q->shape[2], Tk = k->shape[0], Hkv = k->shape[1];
     if (Hkv <= 0 || Hq % Hkv || k->shape[2] != Dh) cpu_contract(op, "q/k head layout mismatch");
@@ -173,14 +174,16 @@ void cpu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *
     /* dq: one (query, head) per iteration */
 #pragma omp parallel for schedule(dynamic, 4)
     for (int64_t ih = 0; ih < Tq * Hq; ih++) {
-        int64_t i = ih / Hq, h = ih % Hq, g = h / grp, lo, hi;
+        int64_t i = ih / Hq, h = ih % Hq, g = h / grp, lo, hi, es, ee;
         cpu_attn_range(L, i, Tk, &lo, &hi);
+        cpu_attn_excl(L, i, &es, &ee);
         const float *qr = qp + ih * Dh, *dor = dop + ih * Dh;
         float *dqr = dqp + ih * Dh;
         for (int64_t d = 0; d < Dh; d++) dqr[d] = 0.0f;
         if (lo > hi) continue;
         float l = lp[ih], Di = Dd[ih];
         for (int64_t j = lo; j <= hi; j++) {
+            if (j >= es && j < ee) continue;
             const float *kr = kp + (j * Hkv + g) * Dh, *vr = vp + (j * Hkv + g) * Dh;
             float s = cpu_dot(qr, kr, Dh), dp = cpu_dot(dor, vr, Dh);
             float p = expf(s * scale - l);
@@ -201,9 +204,10 @@ void cpu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *
         if (i0 < 0) i0 = 0;
         if (L->window > 0 && j + L->window - 1 - L->q_start < i1) i1 = j + L->window - 1 - L->q_start;
         for (int64_t i = i0; i <= i1; i++) {
-            int64_t lo, hi;
+            int64_t lo, hi, es, ee;
             cpu_attn_range(L, i, Tk, &lo, &hi);
-            if (j < lo || j > hi) continue;
+            cpu_attn_excl(L, i, &es, &ee);
+            if (j < lo || j > hi || (j >= es && j < ee)) continue;
             for (int64_t h = g * grp; h < (g + 1) * grp; h++) {
                 int64_t ih = i * Hq + h;
                 const float *qr = qp + ih * Dh, *dor = dop + ih * Dh;

@@ -10,7 +10,8 @@
  * results are deterministic: D = rowsum(dout * out), then one kernel for dq
  * (loop over keys) and one for dk, dv (loop over queries and over the query
  * heads of each kv head). Visibility (backend.h): key j is seen by query i when
- * doc_start[i] <= j <= q_start + i and, with a window W > 0, q_start + i - j < W. */
+ * doc_start[i] <= j <= q_start + i and, with a window W > 0, q_start + i - j < W, and (with the
+ * exclusion arrays) not excl_start[i] <= j < excl_end[i]. */
 #include "finetune/backend/cuda/cuda_internal.cuh"
 
 #include <limits.h>
@@ -35,7 +36,8 @@ static __device__ __forceinline__ void at_range(int i, const int32_t *doc_start,
 template <typename T>
 __global__ void __launch_bounds__(AT_WARPS * 32)
     k_attn_fwd(const T *q, const T *k, const T *v, T *out, float *lse, const int32_t *doc_start, int Tq, int Tk,
-               int Hq, int Hkv, int Dh, int q_start, int window, float scale) {
+               int Hq, int Hkv, int Dh, int q_start, int window, float scale, const int32_t *excl_start,
+               const int32_t *excl_end) {
     __shared__ float sK[AT_TILE][AT_PAD];
     __shared__ float sV[AT_TILE][AT_PAD];
     __shared__ float sQ[AT_WARPS][AT_DMAX];
@@ -44,8 +46,9 @@ __global__ void __launch_bounds__(AT_WARPS * 32)
     int h = blockIdx.y, hk = h / (Hq / Hkv);
     int i = blockIdx.x * AT_WARPS + warp;
     bool active = i < Tq;
-    int lo = 0, hi = -1;
+    int lo = 0, hi = -1, es = 0, ee = 0;
     if (active) at_range(i, doc_start, q_start, window, Tk, &lo, &hi);
+    if (active && excl_start) es = excl_start[i], ee = excl_end[i];
     if (lane == 0) {
         wlo[warp] = lo <= hi ? lo : INT_MAX;
         whi[warp] = lo <= hi ? hi : -1;
@@ -74,7 +77,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32)
         __syncthreads();
         if (!active) continue;
         int j = j0 + lane;
-        bool ok = j >= lo && j <= hi;
+        bool ok = j >= lo && j <= hi && (j < es || j >= ee);
         float s = -INFINITY;
         if (ok) {
             float dot = 0.f;
@@ -122,7 +125,8 @@ __global__ void k_attn_dsum(const T *out, const T *dout, float *Dsum, int rows, 
 template <typename T>
 __global__ void __launch_bounds__(AT_WARPS * 32)
     k_attn_dq(const T *q, const T *k, const T *v, const float *lse, const T *dout, const float *Dsum, T *dq,
-              const int32_t *doc_start, int Tq, int Tk, int Hq, int Hkv, int Dh, int q_start, int window, float scale) {
+              const int32_t *doc_start, int Tq, int Tk, int Hq, int Hkv, int Dh, int q_start, int window, float scale,
+              const int32_t *excl_start, const int32_t *excl_end) {
     __shared__ float sK[AT_TILE][AT_PAD];
     __shared__ float sV[AT_TILE][AT_PAD];
     __shared__ float sQ[AT_WARPS][AT_DMAX];
@@ -132,8 +136,9 @@ __global__ void __launch_bounds__(AT_WARPS * 32)
     int h = blockIdx.y, hk = h / (Hq / Hkv);
     int i = blockIdx.x * AT_WARPS + warp;
     bool active = i < Tq;
-    int lo = 0, hi = -1;
+    int lo = 0, hi = -1, es = 0, ee = 0;
     if (active) at_range(i, doc_start, q_start, window, Tk, &lo, &hi);
+    if (active && excl_start) es = excl_start[i], ee = excl_end[i];
     if (lane == 0) {
         wlo[warp] = lo <= hi ? lo : INT_MAX;
         whi[warp] = lo <= hi ? hi : -1;
@@ -167,7 +172,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32)
         __syncthreads();
         if (!active) continue;
         int j = j0 + lane;
-        bool ok = j >= lo && j <= hi;
+        bool ok = j >= lo && j <= hi && (j < es || j >= ee);
         if (!__any_sync(CU_FULL, ok)) continue;
         float ds = 0.f;
         if (ok) {
@@ -201,13 +206,13 @@ template <typename T>
 __global__ void __launch_bounds__(AT_WARPS * 32)
     k_attn_dkdv(const T *q, const T *k, const T *v, const float *lse, const T *dout, const float *Dsum, T *dk, T *dv,
                 const int32_t *doc_start, int Tq, int Tk, int Hq, int Hkv, int Dh, int q_start, int window,
-                float scale) {
+                float scale, const int32_t *excl_start, const int32_t *excl_end) {
     __shared__ float sQ[AT_TILE][AT_PAD];
     __shared__ float sO[AT_TILE][AT_PAD];
     __shared__ float sK[AT_WARPS][AT_DMAX];
     __shared__ float sV[AT_WARPS][AT_DMAX];
     __shared__ float sL[AT_TILE], sD[AT_TILE];
-    __shared__ int sDoc[AT_TILE];
+    __shared__ int sDoc[AT_TILE], sEs[AT_TILE], sEe[AT_TILE];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int hk = blockIdx.y, group = Hq / Hkv;
     int jb0 = blockIdx.x * AT_WARPS, jb1 = min(jb0 + AT_WARPS, Tk) - 1; /* keys of this block */
@@ -253,11 +258,14 @@ __global__ void __launch_bounds__(AT_WARPS * 32)
                 sL[threadIdx.x] = i <= ihi ? lse[(size_t)i * Hq + h] : 0.f;
                 sD[threadIdx.x] = i <= ihi ? Dsum[(size_t)i * Hq + h] : 0.f;
                 sDoc[threadIdx.x] = i <= ihi ? (doc_start ? doc_start[i] : 0) : INT_MAX;
+                sEs[threadIdx.x] = i <= ihi && excl_start ? excl_start[i] : 0;
+                sEe[threadIdx.x] = i <= ihi && excl_start ? excl_end[i] : 0;
             }
             __syncthreads();
             if (!active) continue;
             int i = i0 + lane, qi = q_start + i;
-            bool ok = i <= ihi && sDoc[lane] <= j && j <= qi && (window <= 0 || qi - j < window);
+            bool ok = i <= ihi && sDoc[lane] <= j && j <= qi && (window <= 0 || qi - j < window) &&
+                      (j < sEs[lane] || j >= sEe[lane]);
             if (!__any_sync(CU_FULL, ok)) continue;
             float p = 0.f, ds = 0.f;
             if (ok) {
@@ -316,6 +324,10 @@ static int at_check(ft_backend *b, const char *op, const ft_tensor *q, const ft_
                   op, ft_shape_str(q, s1, sizeof s1), ft_shape_str(k, s2, sizeof s2), ft_shape_str(v, s3, sizeof s3));
         return 0;
     }
+    if (!L->excl_start != !L->excl_end) {
+        cu_report(b, "%s: excl_start and excl_end must both be given or both be NULL", op);
+        return 0;
+    }
     if (Dh > AT_DMAX) {
         cu_report(b, "%s: head dim %lld is above the %d the cuda attention kernels support", op, (long long)Dh,
                   AT_DMAX);
@@ -367,7 +379,7 @@ void cu_attention(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const f
                 CU_LAUNCH(grid, AT_WARPS * 32, s, k_attn_fwd<T>)(
                     (const T *)q->data, (const T *)k->data, (const T *)v->data, (T *)out->data,
                     lse ? (float *)lse->data : (float *)NULL, L->doc_start, d.Tq, d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start,
-                    L->window, L->scale));
+                    L->window, L->scale, L->excl_start, L->excl_end));
     cu_check_launch(b, op);
 }
 
@@ -402,11 +414,12 @@ void cu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k
             (const T *)out->data, (const T *)dout->data, Dsum, rows, d.Dh);
         CU_LAUNCH(gq, AT_WARPS * 32, s, k_attn_dq<T>)((const T *)q->data, (const T *)k->data, (const T *)v->data, ls,
                                                   (const T *)dout->data, Dsum, (T *)dq->data, L->doc_start, d.Tq,
-                                                  d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start, L->window, L->scale);
+                                                  d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start, L->window, L->scale,
+                                                  L->excl_start, L->excl_end);
         CU_LAUNCH(gk, AT_WARPS * 32, s, k_attn_dkdv<T>)((const T *)q->data, (const T *)k->data, (const T *)v->data, ls,
                                                     (const T *)dout->data, Dsum, (T *)dk->data, (T *)dv->data,
                                                     L->doc_start, d.Tq, d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start,
-                                                    L->window, L->scale);
+                                                    L->window, L->scale, L->excl_start, L->excl_end);
     });
     cu_check_launch(b, op);
 }
