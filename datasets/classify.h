@@ -13,8 +13,14 @@
  *     truncated to its share of max_length (prompt_share, response_share of the token budget left after the
  *     template's own tokens and EOS; a part's unused share goes to the others; each part keeps its start),
  *     every truncated part counted.
- * Each example ends with the tokenizer's EOS when add_eos (the pooled token is then always EOS, as in the
- * Kaggle solutions). Rows without labels are accepted only when !o->require_labels (predict on test.csv):
+ * Each example starts with what the tokenizer's post-processor puts before a text (BOS for Llama/Mistral,
+ * as tokenizer(text) in transformers; its own suffix, if any, follows the text) and ends with the
+ * tokenizer's EOS when add_eos (the pooled token is then always EOS, as in the Kaggle solutions);
+ * max_length counts them. The template's text and each part are tokenized separately (tok_encode for
+ * the first piece, tok_encode_cont for the rest, a literal's trailing space moved to the start of the
+ * part after it), so the ids equal those of the whole rendered text, without truncation, for the
+ * tokenizers we test (docs/datasets.md, "Classification data"); special tokens written in the data are
+ * matched as transformers matches them. Shares are relative weights (only their ratio matters). Rows without labels are accepted only when !o->require_labels (predict on test.csv):
  * then has_label = 0. A bad row (unparsable JSON list, missing column, label not one-hot or unknown) is
  * FT_EINPUT naming file:line[:column] and the field with DS_BAD_FAIL, or counted in stats.skipped with
  * DS_BAD_SKIP. Swapping (o->swap): DS_CLS_SWAP_HALF swaps response_a/response_b and labels 0<->1 on a
@@ -68,6 +74,7 @@ typedef struct ds_cls_stats {
     long rows, examples, skipped;
     long truncated_parts; /* prompt/response parts (or texts) cut to their budget */
     long nulls;           /* null turns read as "" */
+    long surrogates;      /* lone UTF-16 surrogate escapes in the JSON lists, read as U+FFFD */
     long swapped;
     char first_skip[512];
 } ds_cls_stats;

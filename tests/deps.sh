@@ -1,7 +1,7 @@
 # deps.sh: the system packages finetune needs, installed when missing. Sourced by recipes/quickstart.sh
 # and tests/run.sh (and so by .ci/run, which installs nothing else):
 #
-#   ft_deps build   a C compiler, make, CMake, cJSON, zlib            (the library and the binary)
+#   ft_deps build   a C compiler, make, CMake, cJSON, zlib, libcsv    (the library and the binary)
 #   ft_deps test    + a C++17 compiler                                 (the CUDA emulator the GPU tests run on)
 #   ft_deps all     + clang and its runtime libraries                  (ASan/UBSan and libFuzzer: tests/run.sh --all)
 #
@@ -22,14 +22,14 @@ ft_deps() {
   fi
   if ! command -v dpkg > /dev/null; then
     if [ ${#cmds[@]} -gt 0 ]; then
-      echo "deps: missing ${cmds[*]}; finetune also needs the cJSON and zlib development files" >&2
+      echo "deps: missing ${cmds[*]}; finetune also needs the cJSON, zlib and libcsv development files" >&2
       echo "deps: (not a Debian system: install them with your package manager, then run this again)" >&2
       return 1
     fi
     return 0
   fi
   local p
-  for p in libcjson-dev zlib1g-dev; do
+  for p in libcjson-dev zlib1g-dev libcsv-dev; do
     dpkg -s "$p" > /dev/null 2>&1 || pkgs+=("$p")
   done
   ft_deps_install "${pkgs[@]}" || return 1

@@ -237,6 +237,7 @@ typedef struct {
 typedef struct {
     tok_bpe_work w;
     tok_ivec *out;
+    int cont; /* tok_encode_cont: the piece at_start gets no start-of-text prefix */
 } tok_enc_ctx;
 
 /* tokenizer.c: JSON helpers shared by the loaders */
@@ -250,7 +251,8 @@ int tok_load_pretok(ft_tokenizer *t, const cJSON *n, const char *where, const ch
 /* Metaspace "prepend_scheme" (or the older add_prefix_space) of node n. */
 int tok_parse_scheme(const cJSON *n, const char *where, const char *key, int *out, ft_error *e);
 /* Run the normalizers on s[0..n); out->s is malloc'd (NULL when the result is empty). */
-void tok_normalize(const ft_tokenizer *t, const uint8_t *s, size_t n, tok_sbuf *out);
+/* no_prepend: skip Prepend normalizers (the text continues another one) */
+void tok_normalize(const ft_tokenizer *t, const uint8_t *s, size_t n, int no_prepend, tok_sbuf *out);
 int tok_needs_nfc(const ft_tokenizer *t);
 /* Pre-tokenize s[0..n) and run the model on each piece; at_start: s begins the text. */
 void tok_pretokenize(const ft_tokenizer *t, const uint8_t *s, size_t n, int at_start, tok_enc_ctx *c);

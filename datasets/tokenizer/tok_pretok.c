@@ -92,7 +92,8 @@ static void pre_metaspace(const ft_tokenizer *t, const tok_pre *p, int k, const 
                           int at_start, tok_enc_ctx *c) {
     tok_sbuf b = {0};
     int starts = n >= p->repl_len && memcmp(s, p->repl, p->repl_len) == 0;
-    int prepend = (p->scheme == TOK_SCHEME_ALWAYS || (p->scheme == TOK_SCHEME_FIRST && at_start));
+    int prepend = (p->scheme == TOK_SCHEME_ALWAYS || (p->scheme == TOK_SCHEME_FIRST && at_start)) &&
+                  !(c->cont && at_start);
     if (prepend && !(starts || (n > 0 && s[0] == ' '))) tok_sb_put(&b, p->repl, p->repl_len);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
@@ -156,7 +157,7 @@ static void pre_stage(const ft_tokenizer *t, int k, const uint8_t *s, size_t n, 
     case TOK_PRE_BYTELEVEL:
     case TOK_PRE_SPLIT: {
         uint8_t *own = NULL;
-        if (p->type == TOK_PRE_BYTELEVEL && p->prefix_space && s[0] != ' ') {
+        if (p->type == TOK_PRE_BYTELEVEL && p->prefix_space && s[0] != ' ' && !(c->cont && at_start)) {
             own = ft_xmalloc(n + 1);
             own[0] = ' ';
             memcpy(own + 1, s, n);
@@ -185,14 +186,14 @@ void tok_pretokenize(const ft_tokenizer *t, const uint8_t *s, size_t n, int at_s
 /* ---------- normalizers ---------- */
 
 /* Normalizers (HF skips empty strings: Prepend only prepends to non-empty text). */
-void tok_normalize(const ft_tokenizer *t, const uint8_t *s, size_t n, tok_sbuf *out) {
+void tok_normalize(const ft_tokenizer *t, const uint8_t *s, size_t n, int no_prepend, tok_sbuf *out) {
     tok_sbuf a = {0}, b = {0};
     tok_sb_put(&a, s, n);
     for (int k = 0; k < t->n_norms; k++) {
         const tok_norm *nm = &t->norms[k];
         b.n = 0;
         if (nm->type == TOK_NORM_PREPEND) {
-            if (a.n) tok_sb_put(&b, nm->a, nm->alen);
+            if (a.n && !no_prepend) tok_sb_put(&b, nm->a, nm->alen);
             tok_sb_put(&b, a.s, a.n);
         } else if (nm->type == TOK_NORM_REPLACE) {
             size_t i = 0, run = 0;

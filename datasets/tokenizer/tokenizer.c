@@ -106,7 +106,7 @@ static void piece_normalize(const ft_tokenizer *t, const uint8_t *s, size_t n, i
         return;
     }
     tok_sbuf b = {0};
-    tok_normalize(t, s, n, &b);
+    tok_normalize(t, s, n, c->cont && at_start, &b);
     if (b.n) {
         if (t->has_norm_added) split_added(t, 1, (const uint8_t *)b.s, b.n, at_start, c, piece_pretok);
         else tok_pretokenize(t, (const uint8_t *)b.s, b.n, at_start, c);
@@ -114,8 +114,8 @@ static void piece_normalize(const ft_tokenizer *t, const uint8_t *s, size_t n, i
     free(b.s);
 }
 
-int tok_encode(const ft_tokenizer *t, const char *text, size_t len, int special, int32_t **ids, size_t *n,
-               ft_error *e) {
+static int encode(const ft_tokenizer *t, const char *text, size_t len, int special, int cont, int32_t **ids,
+                  size_t *n, ft_error *e) {
     *ids = NULL;
     *n = 0;
     if (!t) return ft_fail(e, FT_EINTERNAL, "tok_encode: no tokenizer");
@@ -132,7 +132,7 @@ int tok_encode(const ft_tokenizer *t, const char *text, size_t len, int special,
         i += l;
     }
     tok_ivec out = {0};
-    tok_enc_ctx c = {.out = &out};
+    tok_enc_ctx c = {.out = &out, .cont = cont};
     if (special)
         for (size_t i = 0; i < t->n_post_pre; i++) tok_iv_push(&out, t->post_pre[i]);
     split_added(t, 0, s, len, 1, &c, piece_normalize);
@@ -144,6 +144,15 @@ int tok_encode(const ft_tokenizer *t, const char *text, size_t len, int special,
     *ids = out.v;
     *n = out.n;
     return FT_OK;
+}
+
+int tok_encode(const ft_tokenizer *t, const char *text, size_t len, int special, int32_t **ids, size_t *n,
+               ft_error *e) {
+    return encode(t, text, len, special, 0, ids, n, e);
+}
+
+int tok_encode_cont(const ft_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, ft_error *e) {
+    return encode(t, text, len, 0, 1, ids, n, e);
 }
 
 /* ---------- loading ---------- */
@@ -370,7 +379,7 @@ int tok_load_json(const char *json, size_t len, const char *where, ft_tokenizer 
     for (int a = 0; a < t->n_added; a++) {
         tok_added *x = &t->added[a];
         tok_sbuf b = {0};
-        if (x->normalized) tok_normalize(t, (const uint8_t *)x->s, x->len, &b);
+        if (x->normalized) tok_normalize(t, (const uint8_t *)x->s, x->len, 0, &b);
         else tok_sb_put(&b, x->s, x->len);
         x->m = b.s ? b.s : ft_xstrdup("");
         x->mlen = b.n;

@@ -24,6 +24,11 @@ void tok_free(ft_tokenizer *t);
 /* Encode len bytes of UTF-8 text. *ids is malloc'd (caller frees), *n its length. */
 int tok_encode(const ft_tokenizer *t, const char *text, size_t len, int special, int32_t **ids, size_t *n,
                ft_error *e);
+/* As tok_encode(special = 0) for text that continues a text already begun: no start-of-text prefix is put
+ * before it (a Prepend("▁") normalizer, Metaspace's prepend_scheme first/always, ByteLevel's
+ * add_prefix_space), as none is in the middle of a text. Where the pre-tokenizer splits between two pieces
+ * (before a space, at an added token), tok_encode(A) + tok_encode_cont(B) == tok_encode(A B). */
+int tok_encode_cont(const ft_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, ft_error *e);
 /* Decode to a malloc'd NUL-terminated UTF-8 string. */
 int tok_decode(const ft_tokenizer *t, const int32_t *ids, size_t n, int skip_special, char **text, ft_error *e);
 

@@ -72,11 +72,12 @@ if [ -z "$NVCC" ]; then
     exit 1
 fi
 # Debian packages carried to a machine that cannot install any (.deps/*.deb; docs/gpu-log.md says how to
-# fetch them): libcjson1, libcjson-dev and zlib1g-dev, unpacked over /, as the device tool's notes advise.
+# fetch them): libcjson1, libcjson-dev, zlib1g-dev, libcsv3 and libcsv-dev, unpacked over /, as the device tool's notes advise.
 # Only when something is missing: the machine's own packages are not overwritten needlessly.
 if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1 &&
     ! { any_exists /usr/include/zlib.h /usr/local/include/zlib.h &&
-        any_exists /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h; }; then
+        any_exists /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h &&
+        any_exists /usr/include/csv.h /usr/local/include/csv.h; }; then
     if command -v dpkg >/dev/null; then
         for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" / || say "WARN  could not unpack $(basename "$f")"; done
         ldconfig 2>/dev/null
@@ -94,6 +95,12 @@ if ! any_exists /usr/include/cjson/cJSON.h /usr/local/include/cjson/cJSON.h &&
     ! find / -path /proc -prune -o -name cJSON.h -path '*cjson*' -print -quit 2>/dev/null | grep -q .; then
     say "FAIL  libcjson-dev is missing (cjson/cJSON.h not found) and this machine has no network to install it;"
     say "      carry libcjson1 and libcjson-dev in .deps/ (docs/gpu-log.md, How to run)"
+    exit 1
+fi
+# libcsv (CSV datasets) is required by CMakeLists (find_path csv.h).
+if ! any_exists /usr/include/csv.h /usr/local/include/csv.h; then
+    say "FAIL  libcsv-dev is missing (csv.h not found) and this machine has no network to install it;"
+    say "      carry libcsv3 and libcsv-dev in .deps/ (docs/gpu-log.md, How to run)"
     exit 1
 fi
 
