@@ -43,6 +43,7 @@ static cJSON *opts_json(const ds_cls_opts *o, const char *layout, const ft_confi
     cJSON *l = cJSON_CreateArray();
     for (int i = 0; i < c->num_labels; i++) cJSON_AddItemToArray(l, cJSON_CreateString(c->labels[i]));
     cJSON_AddItemToObject(j, "labels", l);
+    cJSON_AddNumberToObject(j, "pad_token_id", c->pad_token_id);
     if (o->text_field) cJSON_AddStringToObject(j, "text_field", o->text_field);
     if (o->label_field) cJSON_AddStringToObject(j, "label_field", o->label_field);
     if (o->id_field) cJSON_AddStringToObject(j, "id_field", o->id_field);

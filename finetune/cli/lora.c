@@ -215,6 +215,44 @@ static void add_delta(float *W, const float *A, const float *B, int64_t out, int
     }
 }
 
+/* A SEQ_CLS adapter holds base_model.model.score.weight [K, D]: *cls = 1 and cfg becomes a classifier of K
+ * labels (the base's own when it is one already, else the names and pad id of the adapter dir's
+ * classify.json, else LABEL_i). */
+static int seq_cls_head(const char *adapter, ft_config *cfg, int *cls, ft_error *e) {
+    char *path = ft_path_join(adapter, "adapter_model.safetensors");
+    st_file *f = NULL;
+    *cls = 0;
+    int rc = st_open(path, &f, e);
+    free(path);
+    if (rc) return rc;
+    const st_tensor_info *t = st_find(f, "base_model.model.score.weight");
+    int K = t && t->ndim == 2 ? (int)t->shape[0] : 0;
+    st_close(f);
+    if (!t) return FT_OK;
+    *cls = 1;
+    if (cfg->num_labels > 0) return FT_OK; /* lora_load checks the shape against the base's head */
+    char names[FT_MAX_LABELS][FT_LABEL_LEN];
+    const char *nm[FT_MAX_LABELS];
+    int n = 0, pad = -1;
+    char *cp = ft_path_join(adapter, "classify.json"), *text = NULL;
+    if (ft_file_exists(cp) && ft_read_file(cp, &text, NULL, e) == FT_OK) {
+        cJSON *j = cJSON_Parse(text);
+        const cJSON *l = cJSON_GetObjectItem(j, "labels"), *it, *p = cJSON_GetObjectItem(j, "pad_token_id");
+        cJSON_ArrayForEach(it, l) if (cJSON_IsString(it) && n < FT_MAX_LABELS) {
+            snprintf(names[n], FT_LABEL_LEN, "%s", it->valuestring);
+            nm[n] = names[n];
+            n++;
+        }
+        if (cJSON_IsNumber(p)) pad = p->valueint;
+        cJSON_Delete(j);
+    }
+    free(text);
+    free(cp);
+    rc = cfg_set_labels(cfg, K, n == K ? nm : NULL, K == 1 ? "regression" : "single_label_classification", e);
+    if (!rc && pad >= 0) cfg->pad_token_id = pad;
+    return rc;
+}
+
 typedef struct merge_args {
     const char *base, *adapter, *out, *dtype;
     uint64_t max_shard;
@@ -237,8 +275,17 @@ static int merge_run(const merge_args *a, ft_error *e) {
     st_sharded *w = NULL;
     float *buf = NULL, *row = NULL, *hA = NULL, *hB = NULL;
     void *conv = NULL;
+    /* A SEQ_CLS adapter (finetune classify with LoRA, or PEFT's): the output is a classifier with the adapter's
+     * head; the base's lm_head is left out. */
+    int cls = 0;
+    rc = seq_cls_head(a->adapter, &cfg, &cls, e);
+    if (!rc) stub.cfg = cfg;
+    if (!rc && cls) {
+        weights_shape(&cfg, FT_DEV_CPU, &stub.w);
+        stub.w.score.data = ft_xcalloc((size_t)ft_numel(&stub.w.score), sizeof(float));
+    }
     /* 1. everything checked before writing: the adapter (config, tensors, shapes against the config)... */
-    rc = lora_load(a->adapter, &stub, &ad, e);
+    if (!rc) rc = lora_load(a->adapter, &stub, &ad, e);
     if (!rc) rc = st_model_open(a->base, &st, e);
     /* ...and the base's tensors: every adapted linear present with the config's shape, all tensors usable */
     int64_t biggest = 0, widest = 0;
@@ -249,6 +296,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
         if (lora_is_bnb4_aux(t->name)) continue;
         int lin = parse_linear(t->name, cfg.num_layers, &l, &which);
         int64_t n = 1;
+        if (cls && (!strcmp(t->name, "lm_head.weight") || !strcmp(t->name, "score.weight"))) continue;
         if (lin) {
             int64_t ro, co;
             lora_linear_shape(&cfg, which, &ro, &co);
@@ -294,6 +342,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
         int l;
         ft_linear which;
         if (lora_is_bnb4_aux(t->name)) continue;
+        if (cls && (!strcmp(t->name, "lm_head.weight") || !strcmp(t->name, "score.weight"))) continue;
         if (t->dtype == FT_U8 && parse_linear(t->name, cfg.num_layers, &l, &which)) {
             int64_t shape[2];
             lora_linear_shape(&cfg, which, &shape[0], &shape[1]);
@@ -302,6 +351,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
             rc = st_sharded_declare(w, t->name, dt, t->ndim, t->shape, e);
         }
     }
+    if (!rc && cls) rc = st_sharded_declare(w, "score.weight", dt, 2, stub.w.score.shape, e);
     /* 3. stream: read one tensor in fp32, add the adapter's delta, convert, write, forget */
     if (!rc) {
         buf = malloc((size_t)biggest * sizeof(float));
@@ -311,9 +361,15 @@ static int merge_run(const merge_args *a, ft_error *e) {
             rc = ft_fail(e, FT_ENOMEM, "out of host memory (the largest tensor has %lld elements)", (long long)biggest);
     }
     int merged = 0;
+    if (!rc && cls) { /* the head, from the adapter */
+        size_t n = (size_t)ft_numel(&stub.w.score);
+        convert_out(stub.w.score.data, conv, n, dt);
+        rc = st_sharded_write(w, "score.weight", conv, e);
+    }
     for (size_t i = 0; !rc && i < st_model_count(st); i++) {
         const st_tensor_info *t = st_model_at(st, i);
         if (lora_is_bnb4_aux(t->name)) continue;
+        if (cls && (!strcmp(t->name, "lm_head.weight") || !strcmp(t->name, "score.weight"))) continue;
         int l = -1;
         ft_linear which = FT_LIN_Q;
         int lin = parse_linear(t->name, cfg.num_layers, &l, &which);
@@ -374,6 +430,10 @@ static int merge_run(const merge_args *a, ft_error *e) {
     free(tmpl);
     if (st) st_model_close(st);
     lora_free(ad);
+    if (cls) {
+        free(stub.w.score.data);
+        free(stub.w.layers);
+    }
     cpu->destroy(cpu);
     return rc;
 }

@@ -5,11 +5,12 @@
  * (cross-entropy over 3 labels; MSE for the 1-label regression) through train/cls_loss match loss.backward()
  * for every parameter; a PEFT SEQ_CLS adapter (LoRA on all linears, score in modules_to_save) loads and gives
  * PEFT's logits and the gradients of A, B and score; an adapter we write back reads identically and says
- * SEQ_CLS; a causal LM loaded as a classifier gets a new score of std initializer_range; finite differences
+ * SEQ_CLS; finetune merge of it equals PEFT's merge_and_unload (on the classifier and on the causal base); a causal LM loaded as a classifier gets a new score of std initializer_range; finite differences
  * check the head's and the decoder's gradients through the pooling. */
 #include <cjson/cJSON.h>
 #include <unistd.h>
 
+#include "finetune/cli/cli.h"
 #include "finetune/io/safetensors.h"
 #include "finetune/train/cls_loss.h"
 #include "grad_check.h"
@@ -260,6 +261,36 @@ int main(void) {
         CHECK(system(p) == 0);
         lora_free(a);
         model_free(m);
+    }
+    /* finetune merge of the SEQ_CLS adapter = PEFT's merge_and_unload, on the classifier base and on the causal
+     * LM it was made from (whose lm_head is left out and the adapter's head put in) */
+    for (int k = 0; k < 2; k++) {
+        char basedir[1024], ad[1024], tmp[] = "/tmp/ft_clsm_XXXXXX", out[1100];
+        if (k == 0)
+            snprintf(basedir, sizeof basedir, "%s/llama_cls", fix);
+        else
+            t_src("tests/fixtures/models/llama-gqa", basedir, sizeof basedir);
+        snprintf(ad, sizeof ad, "%s/peft_cls", fix);
+        CHECK(mkdtemp(tmp) != NULL);
+        snprintf(out, sizeof out, "%s/m", tmp);
+        char *argv[] = {"merge", "--base", basedir, "--adapter", ad, "--out", out, "--dtype", "fp32", NULL};
+        CHECK(cmd_merge(9, argv) == 0);
+        ft_model *m;
+        if (model_load(out, b, &m, &e)) die(&e);
+        CHECK(m->cfg.num_labels == 3 && m->w.lm_head.data == NULL);
+        int n = 0;
+        ft_param *pp = model_params(m, &n);
+        for (int i = 0; i < n; i++) {
+            char key[200];
+            snprintf(key, sizeof key, "merged/%s", pp[i].name);
+            snprintf(pp[i].name, sizeof pp[i].name, "%s", key);
+        }
+        t_check_grads(b, ref, pp, n, 1e-6, k ? "merge onto the causal base" : "merge");
+        free(pp);
+        check_logits(m, "peft");
+        model_free(m);
+        snprintf(p, sizeof p, "rm -rf '%s'", tmp);
+        CHECK(system(p) == 0);
     }
     st_close(ref);
     cJSON_Delete(expected);
