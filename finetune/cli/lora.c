@@ -335,6 +335,17 @@ static int merge_run(const merge_args *a, ft_error *e) {
         const char *dirs[2] = {a->base, a->adapter};
         rc = copy_tokenizer(dirs, 2, tmp, tmpl, e);
     }
+    if (!rc && cls) { /* how `finetune predict` reads data for this classifier, kept beside it */
+        char *src = ft_path_join(a->adapter, "classify.json"), *dst = ft_path_join(tmp, "classify.json"), *text = NULL;
+        size_t len = 0;
+        if (ft_file_exists(src)) {
+            rc = ft_read_file(src, &text, &len, e);
+            if (!rc) rc = ft_write_file_atomic(dst, text, len, e);
+        }
+        free(text);
+        free(src);
+        free(dst);
+    }
     if (!rc) rc = st_sharded_open(tmp, "model", a->max_shard, &w, e);
     if (!rc) rc = st_sharded_metadata(w, "format", "pt", e);
     for (size_t i = 0; !rc && i < st_model_count(st); i++) {
