@@ -22,7 +22,9 @@ static const char CLASSIFY_HELP[] =
     "lmsys (Kaggle's LMSYS Chatbot Arena CSV: prompt, response_a, response_b -> a, b or tie), .csv or\n"
     ".jsonl. Loss: cross-entropy over the labels (soft labels, label_smoothing) or MSE with one label.\n"
     "Writes an HF classifier dir (or a PEFT SEQ_CLS adapter) and classify.json (how predict reads data)\n"
-    "to output_dir, with metrics.jsonl and checkpoints/. See docs/classify.md.\n"
+    "to output_dir, with metrics.jsonl and checkpoints/. task=reward trains a reward model (one score)\n"
+    "on preference pairs of any format finetune reads: -log sigmoid(r_chosen - r_rejected - reward_margin),\n"
+    "as TRL's RewardTrainer. See docs/classify.md.\n"
     "\n"
     "  --dry-run   print the plan (examples, tokens, steps, memory) and stop\n"
     "  --resume    continue from the newest complete checkpoint in output_dir\n";
@@ -90,12 +92,25 @@ static int32_t choose_pad(const ft_config *c, const ft_tokenizer *tok, int add_e
     return c->pad_token_id >= 0 ? c->pad_token_id : 0;
 }
 
-static int read_cls_keys(rcp *r, ft_job *j, cls_opts_store *s, int *num_labels, double *smoothing, ft_error *e) {
+static int read_cls_keys(rcp *r, ft_job *j, cls_opts_store *s, int *num_labels, double *smoothing, int *reward,
+                         double *margin, ft_error *e) {
     const char *str;
     double d;
     int v;
     memset(&s->o, 0, sizeof s->o);
-    int rc = rcp_get_string(r, "layout", "text", &s->layout_name, e);
+    int rc = rcp_get_string(r, "task", "classify", &str, e);
+    if (!rc && strcmp(str, "classify") && strcmp(str, "reward"))
+        rc = ft_fail(e, FT_EINPUT, "%s: task '%s': expected classify or reward", rcp_name(r), str);
+    *reward = !rc && strcmp(str, "reward") == 0;
+    if (!rc) rc = rcp_get_float(r, "reward_margin", 0.0, margin, e);
+    if (!rc && *reward) { /* TRL's reward model: one score per sequence, pairs from any preference format */
+        *num_labels = 1;
+        s->layout_name = "text"; /* predict scores single texts */
+        s->o.num_labels = 1;
+        s->o.max_length = j->ex.max_length;
+        return FT_OK;
+    }
+    if (!rc) rc = rcp_get_string(r, "layout", "text", &s->layout_name, e);
     if (!rc) rc = ds_cls_layout_parse(s->layout_name, &s->o.layout, e);
     int lmsys = s->o.layout == DS_CLS_LMSYS;
     if (!rc) rc = rcp_get_string_list(r, "labels", lmsys ? LMSYS_LABELS : NULL, lmsys ? 3 : 0, &s->labels, &s->n_labels, e);
@@ -142,18 +157,23 @@ int cmd_classify(int argc, char **argv) {
     memset(&j, 0, sizeof j);
     cls_data train = {0}, eval = {0};
     ds_batch *probe = NULL;
-    int n_probe = 0, num_labels = 0;
-    double smoothing = 0;
+    int n_probe = 0, num_labels = 0, reward = 0;
+    double smoothing = 0, margin = 0;
     cls_opts_store so = {0};
     int rc = job_load_recipe(&args, &r, &e);
     if (!rc) rc = job_read_common(r, &j, args.resume, &e);
     if (!rc) rc = job_claim_output_dir(&j, NULL, 0, args.dry_run, &e);
     if (!rc) rc = rcp_get_string(r, "save_dtype", "auto", &j.train.save_dtype_name, &e);
-    if (!rc) rc = read_cls_keys(r, &j, &so, &num_labels, &smoothing, &e);
+    if (!rc) rc = read_cls_keys(r, &j, &so, &num_labels, &smoothing, &reward, &margin, &e);
     if (!rc) rc = job_setup_data(&j, r, &e);
     if (!rc) rc = rcp_check_unused(r, &e);
-    if (!rc) rc = cls_data_read(j.data, j.n_data, &so.o, j.tok, &train, &e);
-    if (!rc && j.n_eval_data) {
+    if (!rc && reward) {
+        rc = cls_data_read_pairs(&j, j.data, j.n_data, &train, &e);
+        if (!rc && j.n_eval_data) rc = cls_data_read_pairs(&j, j.eval_data, j.n_eval_data, &eval, &e);
+    } else if (!rc) {
+        rc = cls_data_read(j.data, j.n_data, &so.o, j.tok, &train, &e);
+    }
+    if (!rc && j.n_eval_data && !reward) {
         ds_cls_opts eo = so.o;
         eo.swap = DS_CLS_SWAP_NONE;
         rc = cls_data_read(j.eval_data, j.n_eval_data, &eo, j.tok, &eval, &e);
@@ -162,7 +182,7 @@ int cmd_classify(int argc, char **argv) {
     if (!rc && train.n == 0) rc = ft_fail(&e, FT_EINPUT, "%s: no training examples left after reading the data", args.recipe);
     ft_config mc;
     if (!rc) rc = job_model_config(&j, &mc, &e);
-    cls_job cj = {&j, &train, &eval, 0, num_labels, smoothing};
+    cls_job cj = {&j, &train, &eval, 0, num_labels, smoothing, margin};
     if (!rc) {
         cj.pad = choose_pad(&mc, j.tok, so.o.add_eos);
         rc = cls_plan_epoch(&cj, 0, &probe, &n_probe, &e);
@@ -181,20 +201,21 @@ int cmd_classify(int argc, char **argv) {
     if (!rc && !args.dry_run) {
         ft_cls_load cl = {.num_labels = num_labels,
                           .labels = so.n_labels ? so.labels : NULL,
-                          .problem_type = num_labels == 1 ? "regression" : "single_label_classification",
+                          .problem_type = reward ? NULL : num_labels == 1 ? "regression" : "single_label_classification",
                           .seed = j.train.seed};
         rc = job_setup_model_cls(&j, &cl, &e);
         if (!rc) j.model->cfg.pad_token_id = cj.pad;
         if (!rc) rc = job_parse_dtype(j.train.save_dtype_name, j.model->cfg.torch_dtype, &j.train.save_dtype, &e);
         if (!rc) rc = job_write_resolved(&j, r, &e);
-        static const char *const extra_names[] = {"accuracy"}, *const extra_labels[] = {"acc"};
-        static const char *const eval_names[] = {"loss", "accuracy", "log_loss"};
+        static const char *const extra_names[] = {"accuracy", "margin"}, *const extra_labels[] = {"acc", "margin"};
+        static const char *const eval_names[] = {"loss", "accuracy", "log_loss"},
+                                 *const reward_eval_names[] = {"loss", "accuracy", "margin"};
         classify_save cs = {&j, &so.o, so.layout_name};
         ft_train_job job = {.cfg = &j.train,
                             .model = j.model,
                             .loss = {.ctx = &cj,
                                      .cls_loss = cls_loss_fn,
-                                     .n_extra = num_labels > 1 ? 1 : 0,
+                                     .n_extra = reward ? 2 : num_labels > 1 ? 1 : 0,
                                      .extra_names = extra_names,
                                      .extra_labels = extra_labels},
                             .trainable = job_trainable,
@@ -204,7 +225,7 @@ int cmd_classify(int argc, char **argv) {
                             .sample_where = cls_sample_where,
                             .batches_per_epoch = n_probe,
                             .eval_fn = {.ctx = &cj, .run = eval.n ? cls_eval_fn : NULL, .n_values = 3,
-                                        .names = eval_names},
+                                        .names = reward ? reward_eval_names : eval_names},
                             .add_params = j.use_lora ? job_add_params : NULL,
                             .params_ctx = &j,
                             .save_output = classify_save_output,

@@ -92,6 +92,22 @@ check "merge carries classify.json (how predict reads the data)" '[ -s "$T/merge
 check "the merged classifier predicts what the adapter does" \
   'paste -d, "$T/a.csv" "$T/m.csv" | awk -F, "NR>1{ for (i=2;i<=4;i++) if ((\$i-\$(i+4))^2 > 1e-10) bad=1 } END{exit bad}"'
 
+# reward modelling on preference pairs (the quick start's orca_dpo-format pairs): TRL's pair loss falls
+cat > "$T/reward.json" << EOF
+{"model_init": "tiny.json", "tokenizer": "$SRC/recipes/quickstart/tokenizer", "data": "$SRC/recipes/quickstart/pairs-sample.jsonl",
+ "format": "orca_dpo", "template": "danube", "task": "reward", "output_dir": "rrun", "max_length": 64,
+ "batch_size": 4, "epochs": 2, "lr": 1e-2, "warmup_steps": 3, "eval_fraction": 0.2, "log_every": 1, "device": "cpu",
+ "seed": 1}
+EOF
+"$FT" classify "$T/reward.json" > "$T/reward.log" 2>&1
+rc=$?
+check "reward model trains ($(tail -2 "$T/reward.log" | head -1))" '[ $rc = 0 ] && grep -q "LABEL_0" "$T/rrun/config.json"'
+check "reward metrics: accuracy, margin, eval_margin" \
+  'grep -q "\"margin\"" "$T/rrun/metrics.jsonl" && grep -q "\"eval_margin\"" "$T/rrun/metrics.jsonl"'
+L1=$(grep -m1 '"loss"' "$T/rrun/metrics.jsonl" | sed -E 's/.*"loss":([^,}]*).*/\1/')
+L2=$(grep '"loss"' "$T/rrun/metrics.jsonl" | tail -3 | sed -E 's/.*"loss":([^,}]*).*/\1/' | awk '{s+=$1} END{print s/NR}')
+check "pair loss falls (first step $L1, mean of the last three $L2)" 'awk -v a="$L1" -v b="$L2" "BEGIN{exit !(b < a)}"'
+
 # bad uses
 "$FT" predict "$BASE" --tokenizer "$T/lrun" --data "$FIX/pairs-lmsys.csv" --out "$T/x.csv" > "$T/bad.log" 2>&1
 rc=$?
