@@ -136,8 +136,6 @@ static int read_cls_keys(rcp *r, ft_job *j, cls_opts_store *s, int *num_labels, 
     if (!rc) rc = rcp_get_float(r, "label_smoothing", 0.0, smoothing, e);
     if (!rc && (*smoothing < 0 || *smoothing >= 1))
         rc = ft_fail(e, FT_EINPUT, "%s: label_smoothing must be in [0, 1)", rcp_name(r));
-    if (!rc) rc = rcp_get_string(r, "problem_type", NULL, &str, e);
-    (void)str;
     s->o.num_labels = *num_labels;
     s->o.labels = s->n_labels ? s->labels : NULL;
     s->o.max_length = j->ex.max_length;
