@@ -1,10 +1,13 @@
 /* finetune classify (train a sequence classifier from a recipe) and finetune predict (its probabilities as a
  * CSV submission). */
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "finetune/base/paths.h"
 #include "finetune/cli/cli.h"
@@ -253,10 +256,11 @@ static const char PREDICT_HELP[] =
     "\n"
     "  --data FILE          the rows to classify (labels optional)\n"
     "  --adapter DIR        a PEFT SEQ_CLS adapter trained on MODEL_DIR (finetune classify with lora/qlora)\n"
-    "  --out FILE.csv       the submission (written whole, then renamed into place)\n"
+    "  --out FILE.csv       the submission (streamed into a temp file, renamed into place at the end)\n"
     "  --tta swap           LMSYS: also predict with response_a and response_b swapped and average\n"
     "  --layout text|lmsys  override classify.json's layout;  --max-length N  its token budget\n"
     "  --batch-tokens N     tokens per forward (default 8192)\n"
+    "  --chunk-rows N       rows predicted and written per chunk (default 2048)\n"
     "  --device D           auto | cpu | cuda;  --precision P  auto | fp32 | bf16 | fp16\n"
     "  --tokenizer DIR      default: the adapter dir if it has one, else MODEL_DIR\n";
 
@@ -331,7 +335,7 @@ static void csv_printf(char **buf, size_t *len, size_t *cap, const char *fmt, do
 int cmd_predict(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *adapter = NULL, *out = NULL, *tta = NULL, *layout = NULL,
                *device = "auto", *precision = "auto", *tokdir = NULL;
-    long max_length = 0, batch_tokens = 8192;
+    long max_length = 0, batch_tokens = 8192, CHUNK = 2048;
     ft_error e = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -345,7 +349,8 @@ int cmd_predict(int argc, char **argv) {
             continue;
         }
         static const char *const VALUED[] = {"--data", "--adapter", "--out", "--tta", "--layout", "--max-length",
-                                             "--batch-tokens", "--device", "--precision", "--tokenizer", NULL};
+                                             "--batch-tokens", "--chunk-rows", "--device", "--precision",
+                                             "--tokenizer", NULL};
         if (!cli_is_one_of(a, VALUED)) return cli_usage_error("predict", "unknown option %s", a);
         if (i + 1 >= argc) return cli_usage_error("predict", "option %s needs a value", a);
         const char *val = argv[++i];
@@ -359,6 +364,8 @@ int cmd_predict(int argc, char **argv) {
         else if (strcmp(a, "--tokenizer") == 0) tokdir = val;
         else if (strcmp(a, "--max-length") == 0) {
             if (cli_parse_int("--max-length", val, 2, 1 << 24, &max_length, &e)) return cli_report("predict", &e);
+        } else if (strcmp(a, "--chunk-rows") == 0) {
+            if (cli_parse_int("--chunk-rows", val, 1, 1 << 24, &CHUNK, &e)) return cli_report("predict", &e);
         } else if (cli_parse_int("--batch-tokens", val, 16, 1 << 26, &batch_tokens, &e)) {
             return cli_report("predict", &e);
         }
@@ -416,83 +423,94 @@ int cmd_predict(int argc, char **argv) {
     o.labels = lab;
     if (!rc && o.layout == DS_CLS_LMSYS && K != 3) rc = ft_fail(&e, FT_EINPUT, "layout lmsys needs 3 labels; the model has %d", K);
     if (!rc) rc = cls_data_read(&(char *){(char *)data}, 1, &o, tok, &d, &e);
-    if (!rc) {
-        cls_data_print_stats("data", &d);
-        lg = ft_xmalloc((size_t)(d.n ? d.n : 1) * K * sizeof *lg);
-        rc = cls_logits(m, &d, (int)batch_tokens, 1, lg, &e);
-    }
-    /* probabilities (regression: the value itself) */
-    for (int i = 0; !rc && K > 1 && i < d.n; i++) {
-        double p[FT_MAX_LABELS];
-        cls_softmax(lg + (size_t)i * K, K, p);
-        for (int k = 0; k < K; k++) lg[(size_t)i * K + k] = (float)p[k];
-    }
+    if (!rc) cls_data_print_stats("data", &d);
     if (!rc && tta) {
         ds_cls_opts so = o;
         so.swap = DS_CLS_SWAP_ALL;
         rc = cls_data_read(&(char *){(char *)data}, 1, &so, tok, &ds, &e);
         if (!rc && ds.n != d.n) rc = ft_fail(&e, FT_EINTERNAL, "--tta swap: %d rows, then %d swapped", d.n, ds.n);
-        if (!rc) {
-            lgs = ft_xmalloc((size_t)(d.n ? d.n : 1) * K * sizeof *lgs);
-            rc = cls_logits(m, &ds, (int)batch_tokens, 1, lgs, &e);
-        }
-        for (int i = 0; !rc && i < d.n; i++) {
-            double p[FT_MAX_LABELS];
-            cls_softmax(lgs + (size_t)i * K, K, p);
-            float q[FT_MAX_LABELS];
-            for (int k = 0; k < K; k++) q[k] = (float)p[k];
-            ds_cls_unswap_probs(q, K);
-            for (int k = 0; k < K; k++) lg[(size_t)i * K + k] = 0.5f * (lg[(size_t)i * K + k] + q[k]);
-        }
     }
+    /* Streamed: chunks of rows in file order, each run in length-sorted batches, its rows appended to
+     * OUT.tmp.PID as soon as it is done; renamed into place at the end (never half a file at OUT). */
+    char *tmp = NULL, *csv = NULL;
+    size_t cap = 4096, len = 0;
+    int fd = -1, n_lab = 0;
+    double mse = 0, ll = 0, hits = 0;
     if (!rc) {
-        size_t len = 0, cap = 4096;
-        char *csv = ft_xmalloc(cap);
+        tmp = ft_xmalloc(strlen(out) + 32);
+        sprintf(tmp, "%s.tmp.%d", out, (int)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) rc = ft_fail_sys(&e, errno, "%s: cannot create", tmp);
+        lg = ft_xmalloc((size_t)CHUNK * K * sizeof *lg);
+        lgs = ft_xmalloc((size_t)CHUNK * K * sizeof *lgs);
+        csv = ft_xmalloc(cap);
         csv_field(&csv, &len, &cap, "id");
         for (int k = 0; k < K; k++) {
             csv[len++] = ',';
             csv_field(&csv, &len, &cap, m->cfg.labels[k]);
         }
         csv[len++] = '\n';
-        for (int i = 0; i < d.n; i++) {
-            csv_field(&csv, &len, &cap, d.cx[i].id);
+    }
+    for (int c0 = 0; !rc && c0 < d.n; c0 += CHUNK) {
+        int cn = d.n - c0 < CHUNK ? d.n - c0 : (int)CHUNK;
+        cls_data view = {.cx = d.cx + c0, .n = cn};
+        rc = cls_logits(m, &view, (int)batch_tokens, 0, lg, &e);
+        for (int i = 0; !rc && K > 1 && i < cn; i++) { /* probabilities (regression: the value itself) */
+            double p[FT_MAX_LABELS];
+            cls_softmax(lg + (size_t)i * K, K, p);
+            for (int k = 0; k < K; k++) lg[(size_t)i * K + k] = (float)p[k];
+        }
+        if (!rc && tta) {
+            cls_data sview = {.cx = ds.cx + c0, .n = cn};
+            rc = cls_logits(m, &sview, (int)batch_tokens, 0, lgs, &e);
+            for (int i = 0; !rc && i < cn; i++) {
+                double p[FT_MAX_LABELS];
+                cls_softmax(lgs + (size_t)i * K, K, p);
+                float q[FT_MAX_LABELS];
+                for (int k = 0; k < K; k++) q[k] = (float)p[k];
+                ds_cls_unswap_probs(q, K);
+                for (int k = 0; k < K; k++) lg[(size_t)i * K + k] = 0.5f * (lg[(size_t)i * K + k] + q[k]);
+            }
+        }
+        for (int i = 0; !rc && i < cn; i++) {
+            const ds_cls_example *x = &d.cx[c0 + i];
+            const float *p = lg + (size_t)i * K;
+            csv_field(&csv, &len, &cap, x->id);
             for (int k = 0; k < K; k++) {
                 csv[len++] = ',';
-                csv_printf(&csv, &len, &cap, "%.9g", lg[(size_t)i * K + k]);
+                csv_printf(&csv, &len, &cap, "%.9g", p[k]);
             }
             csv[len++] = '\n';
-        }
-        rc = ft_write_file_atomic(out, csv, len, &e);
-        free(csv);
-        if (!rc) fprintf(stderr, "wrote %d rows to %s\n", d.n, out);
-    }
-    int labelled = 0;
-    for (int i = 0; !rc && i < d.n; i++) labelled += d.cx[i].has_label;
-    if (!rc && labelled) { /* metrics on the probabilities written (after --tta) */
-        double loss = 0, ll = 0, hits = 0;
-        int n = 0;
-        for (int i = 0; i < d.n; i++) {
-            if (!d.cx[i].has_label) continue;
-            const float *p = lg + (size_t)i * K;
-            n++;
+            if (!x->has_label) continue; /* metrics on the probabilities written (after --tta) */
+            n_lab++;
             if (K == 1) {
-                loss += (p[0] - d.cx[i].value) * (p[0] - d.cx[i].value);
+                mse += (p[0] - x->value) * (p[0] - x->value);
                 continue;
             }
             int arg = 0, best = 0;
             for (int k = 0; k < K; k++) {
                 if (p[k] > p[arg]) arg = k;
-                if (d.cx[i].probs[k] > d.cx[i].probs[best]) best = k;
+                if (x->probs[k] > x->probs[best]) best = k;
                 /* Kaggle's log loss clips probabilities at 1e-15 */
-                if (d.cx[i].probs[k] > 0) ll -= d.cx[i].probs[k] * log(fmax((double)p[k], 1e-15));
+                if (x->probs[k] > 0) ll -= x->probs[k] * log(fmax((double)p[k], 1e-15));
             }
             hits += arg == best;
         }
-        if (K == 1)
-            printf("%d labelled rows: mse %.6f\n", n, loss / n);
-        else
-            printf("%d labelled rows: log loss %.6f, accuracy %.4f\n", n, ll / n, hits / n);
+        if (!rc && ft_write_all(fd, csv, len, -1, tmp) != 0) rc = ft_fail_sys(&e, errno, "%s: write failed", tmp);
+        len = 0;
+        if (!rc) fprintf(stderr, "\rpredicted %d of %d rows", c0 + cn, d.n);
     }
+    if (!rc && len && ft_write_all(fd, csv, len, -1, tmp) != 0) rc = ft_fail_sys(&e, errno, "%s: write failed", tmp);
+    if (!rc && d.n) fprintf(stderr, "\n");
+    if (!rc && fsync(fd) != 0) rc = ft_fail_sys(&e, errno, "%s: fsync failed", tmp);
+    if (fd >= 0 && close(fd) != 0 && !rc) rc = ft_fail_sys(&e, errno, "%s: close failed", tmp);
+    if (!rc && rename(tmp, out) != 0) rc = ft_fail_sys(&e, errno, "%s: rename to %s failed", tmp, out);
+    if (rc && fd >= 0) unlink(tmp);
+    free(tmp);
+    free(csv);
+    if (!rc) fprintf(stderr, "wrote %d rows to %s\n", d.n, out);
+    if (!rc && n_lab && K == 1) printf("%d labelled rows: mse %.6f\n", n_lab, mse / n_lab);
+    if (!rc && n_lab && K > 1) printf("%d labelled rows: log loss %.6f, accuracy %.4f\n", n_lab, ll / n_lab, hits / n_lab);
     free(lg);
     free(lgs);
     cls_data_free(&d);

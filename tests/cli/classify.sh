@@ -66,6 +66,10 @@ check "one row per input (401 lines)" '[ "$(wc -l < "$T/pred.csv")" = 401 ]'
 check "ids in file order, probabilities summing to 1" \
   'awk -F, "NR>1{ if (\$1 != \"alpaca-\" NR-2 || (\$2+\$3-1)^2 > 1e-10) bad=1 } END{exit bad}" "$T/pred.csv"'
 check "log loss and accuracy printed ($(cat "$T/pred.out"))" 'grep -q "400 labelled rows: log loss" "$T/pred.out"'
+"$FT" predict "$T/ref/run" --data "$FIX/alpaca-period.jsonl" --out "$T/pred7.csv" --chunk-rows 7 --batch-tokens 100 > "$T/pred7.out" 2>&1
+check "streamed in chunks of 7 rows and small batches: the same rows (to float rounding: batches differ)" \
+  'paste -d, "$T/pred.csv" "$T/pred7.csv" | awk -F, "{ if (\$1 != \$4) bad=1; else if (NR>1 && (\$2-\$5)^2 > 1e-12) bad=1 } END{exit bad}"'
+check "no temp file left" '[ -z "$(ls "$T" | grep "\.tmp\.")" ]'
 
 # LoRA on the LMSYS pairs: a PEFT SEQ_CLS adapter, predict (with --tta swap), merge
 cat > "$T/lora.json" << EOF
