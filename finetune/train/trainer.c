@@ -252,10 +252,15 @@ static void count_trained(const ds_batch *b, ft_step_norm *n) {
         }
 }
 
+/* token t is the last of a (non-padding) sample */
+static int sample_end(const ds_batch *b, int t) {
+    return b->sample[t] >= 0 && (t + 1 == b->n_tokens || b->doc_start[t + 1] != b->doc_start[t]);
+}
+
 int trainer_pool_rows(const ds_batch *b, int32_t *rows) {
     int S = 0;
     for (int t = 0; t < b->n_tokens; t++)
-        if (b->sample[t] >= 0 && (t + 1 == b->n_tokens || b->doc_start[t + 1] != b->doc_start[t])) rows[S++] = t;
+        if (sample_end(b, t)) rows[S++] = t;
     return S;
 }
 
@@ -349,9 +354,7 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         if (job->loss.cls_loss) { /* a classifier trains on every (pooled) sample */
             norm.samples = 0;
             for (int i = first; i < last; i++)
-                for (int t = 0; t < batches[i].n_tokens; t++)
-                    norm.samples += batches[i].sample[t] >= 0 && (t + 1 == batches[i].n_tokens ||
-                                                                  batches[i].doc_start[t + 1] != batches[i].doc_start[t]);
+                for (int t = 0; t < batches[i].n_tokens; t++) norm.samples += sample_end(&batches[i], t);
         }
         grads_zero(m, &g);
         for (int i = 0; i < o->n; i++) /* the model's again (cheap), and any extra (adapter) gradients */
