@@ -14,14 +14,17 @@
 #include "datasets/reader.h"
 
 enum { SLOT_LIT = -1, SLOT_PROMPT = 0, SLOT_A = 1, SLOT_B = 2, SLOT_TEXT = 3 };
+#define CLS_MAX_TAIL 64 /* bytes of a part's tail moved to the literal after it */
 
-/* The template in pieces: literals and parts. Whitespace never straddles two pieces, since a byte-level
- * pre-tokenizer merges a run of it (" \n\n" is one token, " <" another): a literal's trailing whitespace
- * goes to the start of the part after it (lead), and a part's trailing whitespace to the start of the
- * literal after it, tokenized again for that row (text). */
+/* The template in pieces: literals and parts, each tokenized alone. A boundary between two pieces is put
+ * where pre-tokenizers split anyway, before the whitespace in front of a word: a literal's trailing
+ * whitespace, or its last word with the whitespace before it, goes to the start of the part after it
+ * (lead); a part's last word with the whitespace around it goes to the start of the literal after it,
+ * which is tokenized again for that row. So no merge crosses a boundary (" \n\n", " <", ":\"" and
+ * ".\n\n" are single tokens for some byte-level tokenizers). */
 typedef struct cls_piece {
     int slot;     /* SLOT_LIT or a part */
-    char *text;   /* a literal: its text (without the trailing whitespace moved on); a part: lead */
+    char *text;   /* a literal: its text, less the tail moved to the part after it; a part: that tail (lead) */
     size_t len;
     int32_t *ids; /* a literal's ids */
     size_t n;
@@ -55,7 +58,6 @@ typedef struct cls_ctx {
     /* the layout's column names and (CSV) their indices */
     const char *text, *label, *id, *prompt, *ra, *rb, *win[3];
     int ci_text, ci_label, ci_id, ci_prompt, ci_ra, ci_rb, ci_win[3];
-    int has_labels; /* CSV: the label column(s) exist */
     cls_piece *pieces;
     int npieces;
     cls_ids pre, post; /* post-processor tokens around a text, EOS appended to post when add_eos */
@@ -156,9 +158,13 @@ static int parse_template(cls_ctx *c, ft_error *e) {
             p++;
             continue;
         }
-        size_t n = (size_t)(p - lit), ws = 0;
-        if (slot >= 0)
-            while (ws < n && is_ws(lit[n - 1 - ws])) ws++; /* moved to the part */
+        size_t n = (size_t)(p - lit), ws = 0; /* ws: the bytes moved to the part */
+        if (slot >= 0 && n > 0 && is_ws(lit[n - 1])) {
+            while (ws < n && is_ws(lit[n - 1 - ws])) ws++;
+        } else if (slot >= 0) {
+            while (ws < n && !is_ws(lit[n - 1 - ws])) ws++;
+            if (ws < n) ws++;
+        }
         if (n > ws) {
             cls_piece *x = add_piece(c, SLOT_LIT, lit, n - ws);
             int rc = c->npieces == 1 ? tok_encode(c->tok, x->text, x->len, 0, &x->ids, &x->n, e)
@@ -208,7 +214,6 @@ static int csv_columns(cls_ctx *c, ft_error *e) {
     if (o->layout == DS_CLS_TEXT) {
         if ((rc = csv_column(c, c->text, "the text", 1, &c->ci_text, e))) return rc;
         if ((rc = csv_column(c, c->label, "the label", o->require_labels, &c->ci_label, e))) return rc;
-        c->has_labels = c->ci_label >= 0;
         return csv_column(c, c->id, "the id", o->id_field != NULL, &c->ci_id, e);
     }
     if ((rc = csv_column(c, c->prompt, "the prompt", 1, &c->ci_prompt, e))) return rc;
@@ -219,7 +224,6 @@ static int csv_columns(cls_ctx *c, ft_error *e) {
     static const char *what[3] = {"label: model a won", "label: model b won", "label: a tie"};
     for (int k = 0; k < 3; k++)
         if ((rc = csv_column(c, c->win[k], what[k], o->require_labels || found > 0, &c->ci_win[k], e))) return rc;
-    c->has_labels = found == 3;
     return csv_column(c, c->id, "the id", o->id_col != NULL, &c->ci_id, e);
 }
 
@@ -290,6 +294,18 @@ static int parse_num(const char *s, size_t len, double *out) {
     return 1;
 }
 
+/* four hex digits at s, or -1 */
+static long hex4(const char *s) {
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = s[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
 /* Lone UTF-16 surrogate escapes (\uD83D without its pair; Python writes them, cJSON refuses them) become
  * \uFFFD, the same length. Returns the count; s is changed in place. */
 static long fix_surrogates(char *s, size_t n) {
@@ -307,16 +323,15 @@ static long fix_surrogates(char *s, size_t n) {
                 i++;
                 continue;
             }
-            unsigned u = 0;
-            if (sscanf(s + i + 2, "%4x", &u) != 1) {
+            long u = hex4(s + i + 2);
+            if (u < 0) {
                 i++;
                 continue;
             }
             int hi = u >= 0xD800 && u <= 0xDBFF, lo = u >= 0xDC00 && u <= 0xDFFF;
             if (hi) {
-                unsigned u2 = 0;
-                if (i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' && sscanf(s + i + 8, "%4x", &u2) == 1 &&
-                    u2 >= 0xDC00 && u2 <= 0xDFFF) {
+                long u2 = i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' ? hex4(s + i + 8) : -1;
+                if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
                     i += 11; /* a proper pair */
                     continue;
                 }
@@ -521,12 +536,12 @@ static void share_budget(const long *len, const double *w, int n, long budget, l
         if (active[i] && keep[i] < len[i]) keep[i]++, used++;
 }
 
-/* A part's ids. Its whitespace at the end, when a literal follows, is left to that literal (ws), which is
- * then tokenized again with it for this row (lit). */
+/* A part's ids. When a literal follows, the part's tail (its last word with the whitespace around it) is
+ * left to that literal, which is then tokenized again with it for this row (lit). */
 typedef struct cls_part {
     cls_ids ids;
     int slot;
-    cls_ids lit; /* the next literal's ids with the part's trailing whitespace, when it had some */
+    cls_ids lit; /* the next literal's ids with the part's tail before it, when the tail moved */
     long extra;  /* lit's tokens beyond the literal's own (>= 0): counted in the part's length */
 } cls_part;
 
@@ -546,8 +561,13 @@ static int encode_part(const cls_ctx *c, const cls_val *v, int i, const char *te
     memcpy(s + p->len, text, tn + 1);
     size_t core = n;
     const cls_piece *next = i + 1 < c->npieces && c->pieces[i + 1].slot == SLOT_LIT ? &c->pieces[i + 1] : NULL;
-    if (next)
+    if (next) {
         while (core > 0 && is_ws(s[core - 1])) core--;
+        size_t w = core;
+        while (w > 0 && !is_ws(s[w - 1])) w--;
+        if (w > 0) w--;
+        if (n - w <= CLS_MAX_TAIL) core = w; /* a longer "word" (a URL, base64) keeps its place */
+    }
     int rc = encode(c, v, s, core, i == 0, &out->ids, e);
     if (!rc && core < n) {
         size_t wn = n - core;
@@ -588,7 +608,7 @@ static void assemble(cls_ctx *c, ds_cls_example *x, cls_part *parts, int nparts)
     x->ids = ft_xmalloc((total ? total : 1) * sizeof *x->ids);
     size_t o = 0;
     put(x->ids, &o, c->pre.v, c->pre.n);
-    const cls_ids *lit = NULL; /* the next literal's ids for this row, when its part ended with whitespace */
+    const cls_ids *lit = NULL; /* the next literal's ids for this row, when its part's tail moved there */
     for (int i = 0, pi = 0; i < c->npieces || (c->npieces == 0 && pi < nparts); i++) {
         const int32_t *src;
         size_t n;

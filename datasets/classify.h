@@ -17,9 +17,8 @@
  * as tokenizer(text) in transformers; its own suffix, if any, follows the text) and ends with the
  * tokenizer's EOS when add_eos (the pooled token is then always EOS, as in the Kaggle solutions);
  * max_length counts them. The template's text and each part are tokenized separately (tok_encode for
- * the first piece, tok_encode_cont for the rest, a literal's trailing space moved to the start of the
- * part after it), so the ids equal those of the whole rendered text, without truncation, for the
- * tokenizers we test (docs/datasets.md, "Classification data"); special tokens written in the data are
+ * the first piece, tok_encode_cont for the rest, the boundaries moved to where pre-tokenizers split),
+ * so the ids equal those of the whole rendered text, without truncation, for the tokenizers we test (docs/datasets.md, "Classification data"); special tokens written in the data are
  * matched as transformers matches them. Shares are relative weights (only their ratio matters). Rows without labels are accepted only when !o->require_labels (predict on test.csv):
  * then has_label = 0. A bad row (unparsable JSON list, missing column, label not one-hot or unknown) is
  * FT_EINPUT naming file:line[:column] and the field with DS_BAD_FAIL, or counted in stats.skipped with

@@ -207,7 +207,7 @@ static int feed(ds_csv *r, ft_error *e) {
         if (r->rec_bytes > DS_MAX_RECORD) {
             char d[128];
             snprintf(d, sizeof d, "record longer than %u bytes (a quote left open?)", DS_MAX_RECORD);
-            r->fline = r->nbf ? r->bf[0].line : r->fline;
+            if (r->nbf) r->fline = r->bf[0].line, r->fcol = r->bf[0].col; /* where the record starts */
             return fatal(r, e, FT_EINPUT, d);
         }
     }

@@ -48,3 +48,52 @@ for i in range(64):
 with open("pairs-sample.jsonl", "w") as f:
     for row in pairs:
         f.write(json.dumps(row) + "\n")
+
+# Pairwise preference rows for sequence classification, in the Kaggle LMSYS Chatbot Arena train.csv layout
+# (id, model_a, model_b, prompt, response_a, response_b, winner_model_a, winner_model_b, winner_tie; the
+# prompt and the responses JSON-encoded lists of turns): a right and a wrong (or unhelpful) answer in a
+# random order, the winner being the right one; both right is a tie. Learnable from the text alone, so a
+# tiny classifier's accuracy rises above chance (1/3) quickly. arena-test.csv: the competition's test.csv
+# layout (no model or winner columns), for `finetune predict`. Its own RNG: the files above stay as they were.
+import csv
+
+rng2 = random.Random(11)
+RIGHT2 = {"sum": lambda a, b: [f"{a} plus {b} is {a + b}.", f"The answer is {a + b}."],
+          "capital": lambda c, cap: [f"The capital of {c} is {cap}.", f"It is {cap}."]}
+
+
+def arena_row(i):
+    if i % 2 == 0:
+        a, b = rng2.randint(1, 9), rng2.randint(1, 9)
+        q = f"What is {a} plus {b}?"
+        good = RIGHT2["sum"](a, b)
+        bad = ["I do not know.", f"{a} plus {b} is {a + b + rng2.choice([-2, -1, 1, 2])}."]
+    else:
+        c, cap = CAPITALS[rng2.randrange(len(CAPITALS))]
+        q = f"What is the capital of {c}?"
+        good = RIGHT2["capital"](c, cap)
+        bad = [f"The capital of {c} is {WRONG[cap]}.", "I do not know."]
+    if rng2.random() < 0.2:  # both right: a tie
+        ra, rb, w = good[0], good[1], 2
+        if rng2.random() < 0.5:
+            ra, rb = rb, ra
+    elif rng2.random() < 0.5:
+        ra, rb, w = rng2.choice(good), rng2.choice(bad), 0
+    else:
+        ra, rb, w = rng2.choice(bad), rng2.choice(good), 1
+    return [str(100000 + i), "quickstart-a", "quickstart-b", json.dumps([q]), json.dumps([ra]), json.dumps([rb]),
+            int(w == 0), int(w == 1), int(w == 2)]
+
+
+with open("arena-sample.csv", "w", newline="") as f:
+    wr = csv.writer(f, lineterminator="\n")
+    wr.writerow(["id", "model_a", "model_b", "prompt", "response_a", "response_b", "winner_model_a",
+                 "winner_model_b", "winner_tie"])
+    for i in range(160):
+        wr.writerow(arena_row(i))
+with open("arena-test.csv", "w", newline="") as f:
+    wr = csv.writer(f, lineterminator="\n")
+    wr.writerow(["id", "prompt", "response_a", "response_b"])
+    for i in range(160, 176):
+        r = arena_row(i)
+        wr.writerow([r[0], r[3], r[4], r[5]])

@@ -72,7 +72,8 @@ if [ -z "$NVCC" ]; then
     exit 1
 fi
 # Debian packages carried to a machine that cannot install any (.deps/*.deb; docs/gpu-log.md says how to
-# fetch them): libcjson1, libcjson-dev, zlib1g-dev, libcsv3 and libcsv-dev, unpacked over /, as the device tool's notes advise.
+# fetch them): libcjson1, libcjson-dev, zlib1g-dev, libcsv3 and libcsv-dev, unpacked over /, as the device
+# tool's notes advise.
 # Only when something is missing: the machine's own packages are not overwritten needlessly.
 if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1 &&
     ! { any_exists /usr/include/zlib.h /usr/local/include/zlib.h &&

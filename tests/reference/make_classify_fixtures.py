@@ -200,8 +200,12 @@ def joined(turns):
     return "\n".join("" if t is None else t for t in turns)
 
 
-def render(p, a, b):
-    return TEMPLATE.replace("{prompt}", joined(p)).replace("{response_a}", joined(a)).replace(
+# a custom template: literal text after the last part, no space after the colons, a tab
+CUSTOM = "Question:\t{prompt}\nAnswer A:{response_a}\nAnswer B: {response_b}\n\nWhich answer is better?"
+
+
+def render(p, a, b, template=TEMPLATE):
+    return template.replace("{prompt}", joined(p)).replace("{response_a}", joined(a)).replace(
         "{response_b}", joined(b))
 
 
@@ -216,10 +220,11 @@ for name in sorted(os.listdir(TOKS)):
     eos = cfg["eos_token"]
     eos = eos["content"] if isinstance(eos, dict) else eos
     eos_id = tok.token_to_id(eos)
-    e = {"eos": eos_id, "lmsys": [], "lmsys_swapped": [], "text": []}
+    e = {"eos": eos_id, "lmsys": [], "lmsys_swapped": [], "custom": [], "text": []}
     for r in ROWS:
         _, _, _, p, a, b, _ = r
         e["lmsys"].append(tok.encode(render(p, a, b)).ids + [eos_id])
+        e["custom"].append(tok.encode(render(p, a, b, CUSTOM)).ids + [eos_id])
         e["lmsys_swapped"].append(tok.encode(render(p, b, a)).ids + [eos_id])
     for t, _ in TEXT:
         e["text"].append(tok.encode(t).ids + [eos_id])

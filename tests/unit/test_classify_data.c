@@ -276,6 +276,8 @@ static void test_encode_cont(void) {
 
 /* ---------- LMSYS ---------- */
 
+#define LH "id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
+
 static const char *TOKS[3] = {"llama-2", "mistral-7b-v0.1", "smollm-135m"};
 
 static void check_lmsys_ids(const char *file, const ds_cls_opts *o, const char *key) {
@@ -327,6 +329,11 @@ static void test_lmsys(void) {
     }
     o.swap = DS_CLS_SWAP_ALL;
     check_lmsys_ids("lmsys-sample.csv", &o, "lmsys_swapped");
+    /* a template of our own: a tab, no space after a colon, literal text after the last part */
+    o = lmsys_opts();
+    o.pair_template = "Question:\t{prompt}\nAnswer A:{response_a}\nAnswer B: {response_b}\n\nWhich answer is better?";
+    check_lmsys_ids("lmsys-sample.csv", &o, "custom");
+    o = lmsys_opts();
 
     /* labels, ids, where, nulls, swapped labels */
     ft_tokenizer *t = load_tok("smollm-135m");
@@ -400,6 +407,66 @@ static void test_lmsys(void) {
         CHECK(ds_cls_read(fix("lmsys-surrogate.csv", path, sizeof path), &o, t, &x, &n, &st, &e) == 0);
         CHECK(n == 1 && st.surrogates == 1 && ids_equal(&x[0], exp));
         ds_cls_free(x, n);
+        /* an escaped backslash before "ud83d" is text; a lone low surrogate and a high one after a pair count */
+        const char *csv = LH "1,\"[\"\"a\\\\ud83d b\"\"]\",\"[\"\"\\udc00x\"\"]\",\"[\"\"\\ud83d\\ude00 \\ud83d\"\"]\",1,0,0\n";
+        CHECK(ds_cls_read(write_tmp("sur.csv", csv), &o, t, &x, &n, &st, &e) == 0);
+        CHECK_MSG(n == 1 && st.surrogates == 2, "%s surrogates %ld", e.msg, st.surrogates);
+        if (n == 1) {
+            char *txt = NULL;
+            CHECK(tok_decode(t, x[0].ids, (size_t)x[0].n, 1, &txt, &e) == 0);
+            CHECK_MSG(txt && strstr(txt, "<prompt>: a\\ud83d b\n\n<response_a>: \xEF\xBF\xBDx\n\n<response_b>: "
+                                         "\xF0\x9F\x98\x80 \xEF\xBF\xBD"),
+                      "%s", txt ? txt : "");
+            free(txt);
+        }
+        ds_cls_free(x, n);
+    }
+
+    /* templates that cannot work are refused before reading */
+    o = lmsys_opts();
+    o.pair_template = "{prompt} {response_a} {response_a}";
+    CHECK(ds_cls_read(fix("lmsys-sample.csv", path, sizeof path), &o, t, &x, &n, &st, &e) == FT_EINPUT &&
+          strstr(e.msg, "{response_a} appears twice"));
+    o.pair_template = "{prompt}: {response_a}";
+    CHECK(ds_cls_read(fix("lmsys-sample.csv", path, sizeof path), &o, t, &x, &n, &st, &e) == FT_EINPUT &&
+          strstr(e.msg, "needs {response_a} and {response_b}"));
+    o.pair_template = "{response_a} vs {response_b} ({other})"; /* no prompt, braces as text: fine */
+    CHECK(ds_cls_read(fix("lmsys-sample.csv", path, sizeof path), &o, t, &x, &n, &st, &e) == 0 && n == 12);
+    ds_cls_free(x, n);
+    o = lmsys_opts();
+    o.num_labels = 2;
+    CHECK(ds_cls_read(fix("lmsys-sample.csv", path, sizeof path), &o, t, &x, &n, &st, &e) == FT_EINPUT &&
+          strstr(e.msg, "3 labels"));
+    ds_cls_layout lay;
+    CHECK(ds_cls_layout_parse("lmsys", &lay, &e) == 0 && lay == DS_CLS_LMSYS);
+    CHECK(ds_cls_layout_parse("text", &lay, &e) == 0 && lay == DS_CLS_TEXT);
+    CHECK(ds_cls_layout_parse("pairs", &lay, &e) == FT_EINPUT && strstr(e.msg, "expected text or lmsys"));
+
+    /* a .json array of the same rows reads as the JSONL does */
+    {
+        char *data;
+        size_t len;
+        CHECK(ft_read_file(fix("lmsys-sample.jsonl", path, sizeof path), &data, &len, &e) == 0);
+        size_t cap = len + 64, o2 = 0;
+        char *arr = malloc(cap);
+        arr[o2++] = '[';
+        for (char *l = strtok(data, "\n"); l; l = strtok(NULL, "\n")) o2 += (size_t)sprintf(arr + o2, "%s%s\n", o2 > 1 ? "," : "", l);
+        arr[o2++] = ']', arr[o2] = 0;
+        free(data);
+        ds_cls_example *y;
+        int m;
+        o = lmsys_opts();
+        CHECK(ds_cls_read(fix("lmsys-sample.jsonl", path, sizeof path), &o, t, &x, &n, &st, &e) == 0);
+        CHECK(ds_cls_read(write_tmp("sample.json", arr), &o, t, &y, &m, &st, &e) == 0);
+        int same = n == m && n == 12;
+        for (int i = 0; same && i < n; i++)
+            same = x[i].n == y[i].n && memcmp(x[i].ids, y[i].ids, (size_t)x[i].n * sizeof(int32_t)) == 0 &&
+                   strcmp(x[i].id, y[i].id) == 0;
+        CHECK(same);
+        CHECK(strstr(y[2].where, "sample.json:3") != NULL);
+        ds_cls_free(x, n);
+        ds_cls_free(y, m);
+        free(arr);
     }
     tok_free(t);
 }
@@ -423,6 +490,8 @@ static char *words(const char *w, int n) {
     return s;
 }
 
+static float budget_shares[2]; /* prompt_share, response_share (0: the defaults) */
+
 /* One LMSYS row with np / na / nb words "p" / "x" / "y" (each " p" is one token for SmolLM's byte-level
  * BPE); returns the example, with the counts of each word's token kept. */
 static int budget_case(const ft_tokenizer *t, int np, int na, int nb, int max_length, int *kp, int *ka, int *kb,
@@ -434,6 +503,7 @@ static int budget_case(const ft_tokenizer *t, int np, int na, int nb, int max_le
                        "1,\"[\"\"%s\"\"]\",\"[\"\"%s\"\"]\",\"[\"\"%s\"\"]\",1,0,0\n", p, a, b);
     ds_cls_opts o = lmsys_opts();
     o.max_length = max_length;
+    o.prompt_share = budget_shares[0], o.response_share = budget_shares[1];
     ds_cls_example *x;
     int n;
     ds_cls_stats st;
@@ -484,6 +554,15 @@ static void test_budgets(void) {
     CHECK_MSG(kp == 10 && ka == 20 && kb == 29 && tr == 1 && total == fixed + 59, "%d %d %d", kp, ka, kb);
     /* a budget the template alone fills is a setup error */
     CHECK(budget_case(t, 1, 1, 1, fixed, &kp, &ka, &kb, &tr, &total) == FT_EINPUT);
+    /* other shares: 0.5 / 0.25 / 0.25 of 100 */
+    budget_shares[0] = 0.5f, budget_shares[1] = 0.25f;
+    CHECK(budget_case(t, 100, 100, 100, fixed + 100, &kp, &ka, &kb, &tr, &total) == 0);
+    CHECK_MSG(kp == 50 && ka == 25 && kb == 25 && tr == 3, "%d %d %d", kp, ka, kb);
+    /* only the ratio matters: 0.1 / 0.05 is the same split */
+    budget_shares[0] = 0.1f, budget_shares[1] = 0.05f;
+    CHECK(budget_case(t, 100, 100, 100, fixed + 100, &kp, &ka, &kb, &tr, &total) == 0);
+    CHECK_MSG(kp == 50 && ka == 25 && kb == 25, "%d %d %d", kp, ka, kb);
+    budget_shares[0] = budget_shares[1] = 0;
 
     /* text layout: the text keeps its start; max_length counts EOS */
     ds_cls_opts o = {0};
@@ -628,6 +707,25 @@ static void test_text(void) {
     r.require_labels = 1;
     CHECK(ds_cls_read(fix("text.jsonl", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
     CHECK_MSG(strstr(e.msg, "text.jsonl:1: missing field 'nolabel'"), "%s", e.msg);
+    /* CSV: a missing text or label column is named at the header; an id column named in the recipe must exist */
+    r = o;
+    CHECK(ds_cls_read(fix("text.csv", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
+    CHECK_MSG(strstr(e.msg, "text.csv:1: missing column 'text' (the text); the header has: sentence, y"), "%s", e.msg);
+    r.text_field = "sentence";
+    CHECK(ds_cls_read(fix("text.csv", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
+    CHECK_MSG(strstr(e.msg, "missing column 'label' (the label)"), "%s", e.msg);
+    r.label_field = "y", r.id_field = "uid";
+    CHECK(ds_cls_read(fix("text.csv", path, sizeof path), &r, t, &x, &n, &st, &e) == FT_EINPUT);
+    CHECK_MSG(strstr(e.msg, "missing column 'uid' (the id)"), "%s", e.msg);
+    /* add_eos off: the text's ids and nothing after them (SmolLM has no BOS) */
+    r = o;
+    r.add_eos = 0;
+    CHECK(ds_cls_read(fix("text.jsonl", path, sizeof path), &r, t, &x, &n, &st, &e) == 0);
+    {
+        const cJSON *exp = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(expected, "smollm-135m"), "text"), 0);
+        CHECK(x[0].n == cJSON_GetArraySize(exp) - 1 && x[0].ids[x[0].n - 1] != tok_eos_id(t));
+    }
+    ds_cls_free(x, n);
     tok_free(t);
 }
 
@@ -643,8 +741,6 @@ static void expect_bad(const ft_tokenizer *t, const ds_cls_opts *o, const char *
     CHECK_MSG(rc == FT_EINPUT && strstr(e.msg, msg), "%s: rc %d, '%s', expected '%s'", name, rc, e.msg, msg);
     if (!rc) ds_cls_free(x, n);
 }
-
-#define LH "id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
 
 static void test_bad(void) {
     char path[1024];
