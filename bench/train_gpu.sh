@@ -25,7 +25,7 @@ STEPS=${STEPS:-10}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 PEAK_TFLOPS=${PEAK_TFLOPS:-790}
 MAXLEN=${MAXLEN:-2048}
-MODES=${MODES:-full lora qlora}
+MODES=${MODES:-full lora qlora classify-qlora}
 PY=${PYTHON:-python3}
 FT=$BUILD/finetune
 DUMP=$BUILD/bench_sft_batches
@@ -97,6 +97,16 @@ cat >"$W/recipe.json" <<EOF
  "grad_clip": 1.0, "save_every": 0, "keep_last": 1, "log_every": 1, "device": "cuda", "seed": 42,
  "save_dtype": "bf16", "precision": "auto"}
 EOF
+# classify-qlora: the same model and shape as a sequence classifier (2 labels, score head on each packed
+# sample's last token; real alpaca rows packed into rows of $MAXLEN tokens), QLoRA r 16: no lm_head at all.
+cat >"$W/recipe-cls.json" <<EOF
+{"model": "$W/model", "tokenizer": "$ROOT/recipes/quickstart/tokenizer",
+ "data": "$ROOT/tests/fixtures/cls/alpaca-period.jsonl", "layout": "text", "labels": ["period", "other"],
+ "output_dir": "$W/unused", "max_length": $MAXLEN, "packing": true, "batch_size": 1, "grad_accum": 1,
+ "max_steps": $STEPS, "lr": 1e-4, "schedule": "cosine", "warmup_steps": 2, "weight_decay": 0.0,
+ "grad_clip": 1.0, "save_every": 0, "keep_last": 1, "log_every": 1, "device": "cuda", "seed": 42,
+ "precision": "auto"}
+EOF
 if ! timeout 60 "$DUMP" "$W/recipe.json" --epochs $((STEPS + 1)) >"$W/batches.jsonl" 2>"$B/dump.log"; then
     say "FAIL: bench_sft_batches (see bench-gpu/dump.log)"
     exit 1
@@ -120,20 +130,23 @@ run() { # run NAME CMD...: with a timeout; a timed-out run still leaves its per-
     return 0
 }
 for mode in $MODES; do
+    cmd=sft
+    rec=$W/recipe.json
     case $mode in
     full) over=(); tover=() ;;
+    classify-qlora) over=("qlora.r=16" "qlora.alpha=32"); tover=(); cmd=classify; rec=$W/recipe-cls.json ;;
     lora) over=("lora.r=16" "lora.alpha=32"); tover=(--lora-init "$W/peft-init") ;;
     qlora) over=("qlora.r=16" "qlora.alpha=32"); tover=() ;;
-    *) say "unknown mode '$mode' (full, lora, qlora): skipped"; continue ;;
+    *) say "unknown mode '$mode' (full, lora, qlora, classify-qlora): skipped"; continue ;;
     esac
-    [ "$mode" != full ] && [ -d "$W/peft-init" ] && over+=("$mode.init_from=$W/peft-init")
+    [ "$mode" != full ] && [ "$cmd" = sft ] && [ -d "$W/peft-init" ] && over+=("$mode.init_from=$W/peft-init")
     # The dry run's memory estimate, to set beside the measured peak ("memory estimate (...): X GiB (... overhead Y)")
-    "$FT" sft "$W/recipe.json" output_dir="$W/ours-$mode" "${over[@]}" --dry-run 2>&1 |
+    "$FT" $cmd "$rec" output_dir="$W/ours-$mode" "${over[@]}" --dry-run 2>&1 |
         sed -n 's/^memory estimate.*: \([0-9.]*\) GiB (.*overhead \([0-9.]*\)).*/\1 \2/p' >"$B/ours-$mode.estimate"
-    run "ours-$mode" "$FT" sft "$W/recipe.json" output_dir="$W/ours-$mode" "${over[@]}"
+    run "ours-$mode" "$FT" $cmd "$rec" output_dir="$W/ours-$mode" "${over[@]}"
     cp "$W/ours-$mode/metrics.jsonl" "$B/ours-$mode.metrics.jsonl" 2>/dev/null
     rm -rf "$W/ours-$mode" # 0.5B checkpoints: free the disk
-    if [ $TORCH = 1 ] && [ "$mode" != qlora ] && { [ "$mode" = full ] || [ -d "$W/peft-init" ]; }; then
+    if [ $TORCH = 1 ] && [ "$cmd" = sft ] && [ "$mode" != qlora ] && { [ "$mode" = full ] || [ -d "$W/peft-init" ]; }; then
         run "torch-$mode" "$PY" "$ROOT/bench/train_torch.py" train --model "$W/model" --batches "$W/batches.jsonl" \
             --steps "$STEPS" --lr 1e-4 --warmup 2 --schedule cosine --wd 0 --clip 1.0 --device cuda --dtype bf16 \
             --out "$B/torch-$mode.metrics.jsonl" "${tover[@]}"

@@ -139,6 +139,7 @@ static lora_adapter *adapter_new(ft_model *m, const lora_cfg *cfg) {
     a->cfg.pairs = dup_ints(cfg->pairs, cfg->n_pairs);
     a->scaling = cfg->use_rslora ? cfg->alpha / sqrtf((float)cfg->r) : cfg->alpha / (float)cfg->r;
     a->b = m->b;
+    a->m = m;
     a->num_layers = m->cfg.num_layers;
     size_t n = (size_t)a->num_layers * FT_LIN_COUNT;
     a->A = ft_xcalloc(n, sizeof *a->A);
@@ -582,9 +583,13 @@ static char *json_escape(const char *s) {
     return r;
 }
 
+/* PEFT's key of a SEQ_CLS adapter's head (modules_to_save "score", the adapter name dropped) */
+#define LORA_SCORE_KEY "base_model.model.score.weight"
+
 int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft_error *e) {
     int rc = ft_mkdir_p(dir, e);
     if (rc) return rc;
+    int cls = a->m && a->m->cfg.num_labels > 0;
     /* adapter_config.json: PEFT 0.21's keys, sorted, indent 2 */
     size_t len = 0, cap = 4096;
     char *s = ft_xmalloc(cap), drop[40], *base = json_escape(base_model ? base_model : "");
@@ -648,7 +653,7 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
              "  \"lora_ga_config\": null,\n"
              "  \"megatron_config\": null,\n"
              "  \"megatron_core\": \"megatron.core\",\n"
-             "  \"modules_to_save\": null,\n"
+             "  \"modules_to_save\": %s,\n"
              "  \"monteclora_config\": null,\n"
              "  \"peft_type\": \"LORA\",\n"
              "  \"peft_version\": \"0.21.2\",\n"
@@ -658,7 +663,7 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
              "  \"revision\": null,\n"
              "  \"target_modules\": %s,\n"
              "  \"target_parameters\": null,\n"
-             "  \"task_type\": \"CAUSAL_LM\",\n"
+             "  \"task_type\": \"%s\",\n"
              "  \"trainable_token_indices\": null,\n"
              "  \"use_bdlora\": null,\n"
              "  \"use_dora\": %s,\n"
@@ -666,7 +671,9 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
              "  \"use_rslora\": %s,\n"
              "  \"velora_config\": null\n"
              "}",
-             base, layers, alpha, drop, a->cfg.r, targets, a->cfg.use_dora ? "true" : "false",
+             base, layers, alpha, drop,
+             cls ? "[\n    \"classifier\",\n    \"score\",\n    \"pre_classifier\"\n  ]" : "null", a->cfg.r,
+             targets, cls ? "SEQ_CLS" : "CAUSAL_LM", a->cfg.use_dora ? "true" : "false",
              a->cfg.use_rslora ? "true" : "false");
     free(base);
     char *path = ft_path_join(dir, "adapter_config.json");
@@ -692,7 +699,13 @@ int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft
         lora_key(key, sizeof key, (int)(k / FT_LIN_COUNT), (ft_linear)(k % FT_LIN_COUNT), "M");
         if (!rc && a->mag[k].data) rc = st_writer_declare(w, key, FT_F32, 1, a->mag[k].shape, e);
     }
+    if (cls && !rc) rc = st_writer_declare(w, LORA_SCORE_KEY, FT_F32, 2, a->m->w.score.shape, e);
     float *h = NULL;
+    if (cls && !rc) { /* modules_to_save: the head, whole */
+        h = ft_xmalloc(ft_nbytes(&a->m->w.score));
+        rc = model_param_get(a->m, &a->m->w.score, h, e);
+        if (!rc) rc = st_writer_write(w, LORA_SCORE_KEY, h, e);
+    }
     for (size_t k = 0; k < n && !rc; k++) {
         if (!a->A[k].data) continue;
         const ft_tensor *t[3] = {&a->A[k], &a->B[k], &a->mag[k]};
@@ -821,7 +834,22 @@ int lora_load(const char *dir, ft_model *m, lora_adapter **out, ft_error *e) {
             }
         }
         int w = ab ? target_index(mod) : -1;
-        if (w >= 0 && layer >= 0 && layer < a->num_layers && (ab == 'A' || ab == 'B' || ab == 'M')) {
+        if (strcmp(t->name, LORA_SCORE_KEY) == 0) { /* a SEQ_CLS adapter's head */
+            ft_tensor *sc = &m->w.score;
+            if (m->cfg.num_labels <= 0)
+                rc = ft_fail(e, FT_EINPUT,
+                             "%s: tensor %s is a sequence-classification head (task_type SEQ_CLS); load the base as a "
+                             "classifier",
+                             path, t->name);
+            else if (t->ndim != 2 || t->shape[0] != sc->shape[0] || t->shape[1] != sc->shape[1])
+                rc = ft_fail(e, FT_EINPUT, "%s: tensor %s has shape [%lld, %lld] but the classifier needs [%lld, %lld]",
+                             path, t->name, (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0),
+                             (long long)sc->shape[0], (long long)sc->shape[1]);
+            float *h = rc ? NULL : ft_xmalloc(ft_nbytes(sc));
+            if (!rc) rc = st_read_f32(t, h, (size_t)ft_numel(sc), e);
+            if (!rc) rc = model_param_set(m, sc, h, e);
+            free(h);
+        } else if (w >= 0 && layer >= 0 && layer < a->num_layers && (ab == 'A' || ab == 'B' || ab == 'M')) {
             size_t k = (size_t)layer * FT_LIN_COUNT + w;
             ft_tensor *dst = ab == 'A' ? &a->A[k] : ab == 'B' ? &a->B[k] : &a->mag[k];
             if (ab == 'M' && !a->cfg.use_dora)

@@ -41,6 +41,8 @@ typedef struct lora_cfg {
 
 typedef struct lora_adapter {
     lora_cfg cfg;
+    ft_model *m; /* the model it adapts; a classifier's (num_labels > 0) adapter is PEFT's SEQ_CLS kind: its file
+                  * also holds the fully trained head, base_model.model.score.weight (modules_to_save) */
     float scaling;
     ft_backend *b;
     int num_layers;
@@ -72,7 +74,8 @@ void lora_cfg_free(lora_cfg *c);
 
 /* New adapter for m (PEFT init from seed). */
 int lora_create(ft_model *m, const lora_cfg *cfg, uint64_t seed, lora_adapter **out, ft_error *e);
-/* Read a PEFT adapter dir: config + weights, checked against m (targets, shapes). */
+/* Read a PEFT adapter dir: config + weights, checked against m (targets, shapes). A SEQ_CLS adapter's
+ * base_model.model.score.weight is loaded into m's score (m must be a classifier of that many labels). */
 int lora_load(const char *dir, ft_model *m, lora_adapter **out, ft_error *e);
 /* Read only adapter_config.json. */
 int lora_read_config(const char *dir, lora_cfg *out, ft_error *e);
@@ -85,7 +88,8 @@ int lora_grads_create(lora_adapter *a, ft_error *e);
 /* Trainable parameters and their gradients, PEFT names; arrays malloc'd, *n entries. */
 int lora_params(lora_adapter *a, ft_param **w, ft_param **g, int *n);
 
-/* Write adapter_config.json + adapter_model.safetensors into dir. */
+/* Write adapter_config.json + adapter_model.safetensors into dir (a classifier's: task_type SEQ_CLS,
+ * modules_to_save as PEFT writes it, and the score head). */
 int lora_save(const lora_adapter *a, const char *dir, const char *base_model, ft_error *e);
 
 /* QLoRA: quantize (or read, for a bitsandbytes 4-bit checkpoint) the layers' linear weights of the

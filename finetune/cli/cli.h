@@ -13,6 +13,8 @@
 #include "finetune/base/util.h"
 
 int cmd_sft(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 int cmd_dpo(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

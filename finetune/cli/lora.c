@@ -166,6 +166,47 @@ static void merge_usage(FILE *f) {
             "--out must not exist or be empty; nothing is written unless the merge succeeds.\n");
 }
 
+/* The base's own head: a classifier merged from a causal base writes the adapter's score instead. */
+static int is_lm_head(const char *name) { return !strcmp(name, "lm_head.weight") || !strcmp(name, "score.weight"); }
+
+/* A SEQ_CLS adapter holds base_model.model.score.weight [K, D]: *cls = 1 and cfg becomes a classifier of K
+ * labels (the base's own when it is one already, else the names and pad id of the adapter dir's
+ * classify.json, else LABEL_i). */
+static int seq_cls_head(const char *adapter, ft_config *cfg, int *cls, ft_error *e) {
+    char *path = ft_path_join(adapter, "adapter_model.safetensors");
+    st_file *f = NULL;
+    *cls = 0;
+    int rc = st_open(path, &f, e);
+    free(path);
+    if (rc) return rc;
+    const st_tensor_info *t = st_find(f, "base_model.model.score.weight");
+    int K = t && t->ndim == 2 ? (int)t->shape[0] : 0;
+    st_close(f);
+    if (!t) return FT_OK;
+    *cls = 1;
+    if (cfg->num_labels > 0) return FT_OK; /* lora_load checks the shape against the base's head */
+    char names[FT_MAX_LABELS][FT_LABEL_LEN];
+    const char *nm[FT_MAX_LABELS];
+    int n = 0, pad = -1;
+    char *cp = ft_path_join(adapter, "classify.json"), *text = NULL;
+    if (ft_file_exists(cp) && ft_read_file(cp, &text, NULL, e) == FT_OK) {
+        cJSON *j = cJSON_Parse(text);
+        const cJSON *l = cJSON_GetObjectItem(j, "labels"), *it, *p = cJSON_GetObjectItem(j, "pad_token_id");
+        cJSON_ArrayForEach(it, l) if (cJSON_IsString(it) && n < FT_MAX_LABELS) {
+            snprintf(names[n], FT_LABEL_LEN, "%s", it->valuestring);
+            nm[n] = names[n];
+            n++;
+        }
+        if (cJSON_IsNumber(p)) pad = p->valueint;
+        cJSON_Delete(j);
+    }
+    free(text);
+    free(cp);
+    rc = cfg_set_labels(cfg, K, n == K ? nm : NULL, K == 1 ? "regression" : "single_label_classification", e);
+    if (!rc && pad >= 0) cfg->pad_token_id = pad;
+    return rc;
+}
+
 typedef struct merge_args {
     const char *base, *adapter, *out, *dtype;
     uint64_t max_shard;
@@ -188,10 +229,19 @@ static int merge_run(const merge_args *a, ft_error *e) {
     st_sharded *w = NULL;
     float *buf = NULL;
     void *conv = NULL;
+    /* A SEQ_CLS adapter (finetune classify with LoRA, or PEFT's): the output is a classifier with the adapter's
+     * head; the base's lm_head is left out. */
+    int cls = 0;
+    rc = seq_cls_head(a->adapter, &cfg, &cls, e);
+    if (!rc) stub.cfg = cfg;
+    if (!rc && cls) {
+        weights_shape(&cfg, FT_DEV_CPU, &stub.w);
+        stub.w.score.data = ft_xcalloc((size_t)ft_numel(&stub.w.score), sizeof(float));
+    }
     lora_merge_scratch scratch = {0};
     /* 1. everything checked before writing: the adapter (config, tensors, shapes against the config), and the
      * base's tensors (every adapted linear present with the config's shape, all tensors usable) */
-    rc = lora_load(a->adapter, &stub, &ad, e);
+    if (!rc) rc = lora_load(a->adapter, &stub, &ad, e);
     if (!rc) rc = st_model_open(a->base, &st, e);
     int64_t biggest = 0;
     if (!rc) rc = lora_merge_check(st, &cfg, ad, a->base, a->adapter, &biggest, e);
@@ -208,6 +258,17 @@ static int merge_run(const merge_args *a, ft_error *e) {
         const char *dirs[2] = {a->base, a->adapter};
         rc = copy_tokenizer(dirs, 2, tmp, tmpl, e);
     }
+    if (!rc && cls) { /* how `finetune predict` reads data for this classifier, kept beside it */
+        char *src = ft_path_join(a->adapter, "classify.json"), *dst = ft_path_join(tmp, "classify.json"), *text = NULL;
+        size_t len = 0;
+        if (ft_file_exists(src)) {
+            rc = ft_read_file(src, &text, &len, e);
+            if (!rc) rc = ft_write_file_atomic(dst, text, len, e);
+        }
+        free(text);
+        free(src);
+        free(dst);
+    }
     if (!rc) rc = st_sharded_open(tmp, "model", a->max_shard, &w, e);
     if (!rc) rc = st_sharded_metadata(w, "format", "pt", e);
     for (size_t i = 0; !rc && i < st_model_count(st); i++) {
@@ -215,6 +276,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
         int l;
         ft_linear which;
         if (lora_is_bnb4_aux(t->name)) continue;
+        if (cls && is_lm_head(t->name)) continue;
         if (t->dtype == FT_U8 && lora_merge_linear_name(t->name, cfg.num_layers, &l, &which)) {
             int64_t shape[2];
             lora_linear_shape(&cfg, which, &shape[0], &shape[1]);
@@ -223,6 +285,7 @@ static int merge_run(const merge_args *a, ft_error *e) {
             rc = st_sharded_declare(w, t->name, dt, t->ndim, t->shape, e);
         }
     }
+    if (!rc && cls) rc = st_sharded_declare(w, "score.weight", dt, 2, stub.w.score.shape, e);
     /* 3. stream: read one tensor in fp32, add the adapter's delta, convert, write, forget */
     if (!rc) {
         buf = malloc((size_t)(biggest > 0 ? biggest : 1) * sizeof(float));
@@ -231,9 +294,15 @@ static int merge_run(const merge_args *a, ft_error *e) {
             rc = ft_fail(e, FT_ENOMEM, "out of host memory (the largest tensor has %lld elements)", (long long)biggest);
     }
     int merged = 0;
+    if (!rc && cls) { /* the head, from the adapter */
+        size_t n = (size_t)ft_numel(&stub.w.score);
+        convert_out(stub.w.score.data, conv, n, dt);
+        rc = st_sharded_write(w, "score.weight", conv, e);
+    }
     for (size_t i = 0; !rc && i < st_model_count(st); i++) {
         const st_tensor_info *t = st_model_at(st, i);
         if (lora_is_bnb4_aux(t->name)) continue;
+        if (cls && is_lm_head(t->name)) continue;
         int one;
         rc = lora_merge_read(st, &cfg, ad, t, buf, &scratch, a->base, &one, e);
         if (rc) break;
@@ -268,6 +337,10 @@ static int merge_run(const merge_args *a, ft_error *e) {
     free(tmpl);
     if (st) st_model_close(st);
     lora_free(ad);
+    if (cls) {
+        free(stub.w.score.data);
+        free(stub.w.layers);
+    }
     cpu->destroy(cpu);
     return rc;
 }

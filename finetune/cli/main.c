@@ -13,6 +13,8 @@ typedef struct {
 static const command COMMANDS[] = {
     {"sft", cmd_sft, "supervised fine-tuning from a recipe"},
     {"dpo", cmd_dpo, "preference tuning (DPO family) from a recipe"},
+    {"classify", cmd_classify, "train a sequence classifier (score head) from a recipe"},
+    {"predict", cmd_predict, "a classifier's probabilities for a data file, as a CSV submission"},
     {"info", cmd_info, "describe a checkpoint: architecture, parameters, training memory"},
     {"generate", cmd_generate, "generate tokens from a prompt"},
     {"chat", cmd_chat, "talk to a model in the terminal (multi-turn, chat template)"},

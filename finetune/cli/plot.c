@@ -2,7 +2,8 @@
  *
  * Panels (each only when its series exist): loss (training loss, its moving
  * average when noisy, eval loss as markers), learning rate, gradient norm,
- * DPO reward accuracy, DPO reward margins (+ chosen / rejected rewards).
+ * DPO reward accuracy, DPO reward margins (+ chosen / rejected rewards), classification accuracy (train and
+ * eval) and reward-model margins (finetune classify).
  * Hand-written SVG, no dependencies; non-finite values (null) break a line. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -284,10 +285,13 @@ static int render(FILE *f, const pl_data *d, const char *title, ft_error *e) {
                     *lr = pl_get((pl_data *)d, "lr", 0), *gn = pl_get((pl_data *)d, "grad_norm", 0),
                     *acc = pl_get((pl_data *)d, "rewards/accuracies", 0),
                     *mar = pl_get((pl_data *)d, "rewards/margins", 0),
-                    *ch = pl_get((pl_data *)d, "rewards/chosen", 0), *rj = pl_get((pl_data *)d, "rewards/rejected", 0);
-    int panels = (loss || eval) + !!lr + !!gn + !!acc + (mar || ch || rj);
+                    *ch = pl_get((pl_data *)d, "rewards/chosen", 0), *rj = pl_get((pl_data *)d, "rewards/rejected", 0),
+                    /* finetune classify: accuracy (reward models: reward accuracy) and reward margins */
+                    *cacc = pl_get((pl_data *)d, "accuracy", 0), *eacc = pl_get((pl_data *)d, "eval_accuracy", 0),
+                    *cmar = pl_get((pl_data *)d, "margin", 0), *emar = pl_get((pl_data *)d, "eval_margin", 0);
+    int panels = (loss || eval) + !!lr + !!gn + !!acc + (mar || ch || rj) + (cacc || eacc) + (cmar || emar);
     if (!panels)
-        return ft_fail(e, FT_EINPUT, "no plottable series: expected one of loss, eval_loss, lr, grad_norm, rewards/*");
+        return ft_fail(e, FT_EINPUT, "no plottable series: expected one of loss, eval_loss, lr, grad_norm, rewards/*, accuracy, margin");
     /* a shared step axis for every panel */
     double xlo = INFINITY, xhi = -INFINITY, xstep;
     for (size_t i = 0; i < d->n; i++)
@@ -344,6 +348,22 @@ static int render(FILE *f, const pl_data *d, const char *title, ft_error *e) {
         if (ch) L[n++] = (pl_line){ch, "rewards/chosen", "#17becf", 0, 0};
         if (rj) L[n++] = (pl_line){rj, "rewards/rejected", "#e377c2", 0, 0};
         draw_panel(f, top, "DPO rewards", "reward", L, n, xlo, xhi, xstep, 0);
+        top += PL_PH;
+    }
+    if (cacc || eacc) {
+        pl_line L[2];
+        int n = 0;
+        if (cacc) L[n++] = (pl_line){cacc, "accuracy", "#d62728", cacc->n <= 30, 0};
+        if (eacc) L[n++] = (pl_line){eacc, "eval accuracy", "#ff7f0e", 1, 0};
+        draw_panel(f, top, "Classification accuracy", "accuracy", L, n, xlo, xhi, xstep, 1);
+        top += PL_PH;
+    }
+    if (cmar || emar) {
+        pl_line L[2];
+        int n = 0;
+        if (cmar) L[n++] = (pl_line){cmar, "margin", "#8c564b", cmar->n <= 30, 0};
+        if (emar) L[n++] = (pl_line){emar, "eval margin", "#ff7f0e", 1, 0};
+        draw_panel(f, top, "Reward margin (chosen - rejected)", "reward", L, n, xlo, xhi, xstep, 0);
         top += PL_PH;
     }
     fputs("</svg>\n", f);

@@ -120,16 +120,21 @@ static int parse_arch(const cJSON *root, ft_config *c, const char *where, ft_err
             return ft_fail(e, FT_EINPUT, "%s: key \"architectures\" must be a list of strings, got %s", where,
                            json_type_name(a));
         name = a->child->valuestring;
-        for (size_t i = 0; i < N_ARCHES; i++)
-            if (strcmp(name, ARCHES[i].arch) == 0) {
+        for (size_t i = 0; i < N_ARCHES; i++) {
+            size_t k = strlen(ARCHES[i].arch) - strlen("CausalLM"); /* "Llama", "Mistral", "Qwen2" + "For" */
+            int causal = strcmp(name, ARCHES[i].arch) == 0;
+            int cls = !causal && strncmp(name, ARCHES[i].arch, k) == 0 && strcmp(name + k, "SequenceClassification") == 0;
+            if (causal || cls) {
                 c->arch = ARCHES[i].id;
-                snprintf(c->architecture, sizeof c->architecture, "%s", ARCHES[i].arch);
+                c->num_labels = cls ? -1 : 0; /* -1: parse_labels reads id2label */
+                snprintf(c->architecture, sizeof c->architecture, "%s", name);
                 snprintf(c->model_type, sizeof c->model_type, "%s", ARCHES[i].model_type);
                 return FT_OK;
             }
+        }
         return ft_fail(e, FT_EINPUT,
-                       "%s: architecture \"%.64s\" is not supported (expected LlamaForCausalLM, MistralForCausalLM "
-                       "or Qwen2ForCausalLM)",
+                       "%s: architecture \"%.64s\" is not supported (expected LlamaForCausalLM, MistralForCausalLM, "
+                       "Qwen2ForCausalLM or one of them ...ForSequenceClassification)",
                        where, name);
     }
     if (!mt[0]) return ft_fail(e, FT_EINPUT, "%s: missing required key \"architectures\"", where);
@@ -209,11 +214,72 @@ static int parse_rope(const cJSON *root, ft_config *c, const char *where, ft_err
     return FT_OK;
 }
 
+/* A sequence classifier's labels: id2label {"0": name, ...} (keys 0..n-1), else num_labels, else 2 (transformers'
+ * default), names LABEL_i; problem_type. */
+static int parse_labels(const cJSON *root, ft_config *c, const char *where, ft_error *e) {
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "id2label");
+    int rc, n = 2;
+    if (m && !cJSON_IsNull(m)) {
+        if (!cJSON_IsObject(m)) return ft_fail(e, FT_EINPUT, "%s: key \"id2label\" must be an object", where);
+        n = cJSON_GetArraySize(m);
+    } else if ((rc = get_int(root, "num_labels", 0, 2, &n, where, e))) {
+        return rc;
+    }
+    if (n < 1 || n > FT_MAX_LABELS)
+        return ft_fail(e, FT_EINPUT, "%s: %d labels (supported: 1 to %d)", where, n, FT_MAX_LABELS);
+    char pt[32];
+    if ((rc = get_str(root, "problem_type", pt, sizeof pt, where, e))) return rc;
+    if ((rc = cfg_set_labels(c, n, NULL, pt[0] ? pt : NULL, e))) return rc;
+    if (!m || cJSON_IsNull(m)) return FT_OK;
+    int seen[FT_MAX_LABELS] = {0};
+    const cJSON *it;
+    cJSON_ArrayForEach(it, m) {
+        char *end;
+        long id = strtol(it->string, &end, 10);
+        if (*end || end == it->string || id < 0 || id >= n || seen[id])
+            return ft_fail(e, FT_EINPUT, "%s: id2label key \"%.32s\" is not a distinct label id 0..%d", where,
+                           it->string, n - 1);
+        if (!cJSON_IsString(it) || strlen(it->valuestring) >= FT_LABEL_LEN)
+            return ft_fail(e, FT_EINPUT, "%s: id2label[\"%ld\"] must be a string of at most %d bytes", where, id,
+                           FT_LABEL_LEN - 1);
+        seen[id] = 1;
+        snprintf(c->labels[id], FT_LABEL_LEN, "%s", it->valuestring);
+    }
+    return FT_OK;
+}
+
+int cfg_set_labels(ft_config *c, int n, const char *const *names, const char *problem_type, ft_error *e) {
+    if (n < 1 || n > FT_MAX_LABELS) return ft_fail(e, FT_EINPUT, "num_labels %d: supported are 1 to %d", n, FT_MAX_LABELS);
+    if (problem_type && strcmp(problem_type, "single_label_classification") &&
+        strcmp(problem_type, "multi_label_classification") && strcmp(problem_type, "regression"))
+        return ft_fail(e, FT_EINPUT,
+                       "problem_type '%.40s': expected single_label_classification, multi_label_classification or "
+                       "regression",
+                       problem_type);
+    for (int i = 0; i < n; i++) {
+        if (names && strlen(names[i]) >= FT_LABEL_LEN)
+            return ft_fail(e, FT_EINPUT, "label '%.60s...' is longer than %d bytes", names[i], FT_LABEL_LEN - 1);
+        for (int j = 0; names && j < i; j++)
+            if (strcmp(names[i], names[j]) == 0) return ft_fail(e, FT_EINPUT, "label '%s' is given twice", names[i]);
+    }
+    c->num_labels = n;
+    memset(c->labels, 0, sizeof c->labels);
+    for (int i = 0; i < n; i++) {
+        if (names)
+            snprintf(c->labels[i], FT_LABEL_LEN, "%s", names[i]);
+        else
+            snprintf(c->labels[i], FT_LABEL_LEN, "LABEL_%d", i);
+    }
+    snprintf(c->problem_type, sizeof c->problem_type, "%s", problem_type ? problem_type : "");
+    return FT_OK;
+}
+
 static int parse_root(const cJSON *root, const char *where, ft_config *c, ft_error *e) {
     int rc;
     memset(c, 0, sizeof *c);
     if (!cJSON_IsObject(root)) return ft_fail(e, FT_EINPUT, "%s: config is not a JSON object", where);
     if ((rc = parse_arch(root, c, where, e))) return rc;
+    if (c->num_labels < 0 && (rc = parse_labels(root, c, where, e))) return rc;
     int llama = c->arch == FT_ARCH_LLAMA, mistral = c->arch == FT_ARCH_MISTRAL, qwen2 = c->arch == FT_ARCH_QWEN2;
 
     if ((rc = get_int(root, "vocab_size", 1, 0, &c->vocab_size, where, e))) return rc;
@@ -277,6 +343,10 @@ static int parse_root(const cJSON *root, const char *where, ft_config *c, ft_err
     if ((rc = get_str(root, "torch_dtype", c->torch_dtype, sizeof c->torch_dtype, where, e))) return rc;
     if (!c->torch_dtype[0] && (rc = get_str(root, "dtype", c->torch_dtype, sizeof c->torch_dtype, where, e)))
         return rc;
+    double ir;
+    if ((rc = get_float(root, "initializer_range", 0.02, &ir, where, e))) return rc;
+    if (!(ir >= 0 && ir < 1e3)) return ft_fail(e, FT_EINPUT, "%s: initializer_range must be >= 0, got %g", where, ir);
+    c->initializer_range = (float)ir;
 
     /* consistency */
     struct {
@@ -360,7 +430,9 @@ static cJSON *token_item(int id) { return id < 0 ? cJSON_CreateNull() : cJSON_Cr
 
 int cfg_write(const char *model_dir, const ft_config *c, ft_error *e) {
     int llama = c->arch == FT_ARCH_LLAMA, mistral = c->arch == FT_ARCH_MISTRAL, qwen2 = c->arch == FT_ARCH_QWEN2;
-    const char *arch = llama ? "LlamaForCausalLM" : mistral ? "MistralForCausalLM" : "Qwen2ForCausalLM";
+    char arch[64];
+    snprintf(arch, sizeof arch, "%sFor%s", llama ? "Llama" : mistral ? "Mistral" : "Qwen2",
+             c->num_labels > 0 ? "SequenceClassification" : "CausalLM");
     const char *mt = llama ? "llama" : mistral ? "mistral" : "qwen2";
     if (!llama && !mistral && !qwen2) return ft_fail(e, FT_EINTERNAL, "cfg_write: unknown arch %d", (int)c->arch);
     cJSON *o = cJSON_CreateObject();
@@ -375,8 +447,22 @@ int cfg_write(const char *model_dir, const ft_config *c, ft_error *e) {
     cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
     cJSON_AddStringToObject(o, "hidden_act", "silu");
     cJSON_AddNumberToObject(o, "hidden_size", c->hidden_size);
-    cJSON_AddItemToObject(o, "initializer_range", cJSON_CreateRaw("0.02"));
+    if (c->num_labels > 0) { /* transformers derives num_labels from id2label */
+        cJSON *i2l = cJSON_CreateObject();
+        for (int i = 0; i < c->num_labels; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "%d", i);
+            cJSON_AddStringToObject(i2l, k, c->labels[i]);
+        }
+        cJSON_AddItemToObject(o, "id2label", i2l);
+    }
+    cJSON_AddItemToObject(o, "initializer_range", float_item(c->initializer_range > 0 ? c->initializer_range : 0.02f));
     cJSON_AddNumberToObject(o, "intermediate_size", c->intermediate_size);
+    if (c->num_labels > 0) {
+        cJSON *l2i = cJSON_CreateObject();
+        for (int i = 0; i < c->num_labels; i++) cJSON_AddNumberToObject(l2i, c->labels[i], i);
+        cJSON_AddItemToObject(o, "label2id", l2i);
+    }
     cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_position_embeddings);
     if (qwen2) cJSON_AddNumberToObject(o, "max_window_layers", c->sliding_window > 0 ? 0 : c->num_layers);
     if (llama) cJSON_AddBoolToObject(o, "mlp_bias", 0);
@@ -385,6 +471,7 @@ int cfg_write(const char *model_dir, const ft_config *c, ft_error *e) {
     cJSON_AddNumberToObject(o, "num_hidden_layers", c->num_layers);
     cJSON_AddNumberToObject(o, "num_key_value_heads", c->num_kv_heads);
     cJSON_AddItemToObject(o, "pad_token_id", token_item(c->pad_token_id));
+    if (c->num_labels > 0 && c->problem_type[0]) cJSON_AddStringToObject(o, "problem_type", c->problem_type);
     cJSON_AddItemToObject(o, "rms_norm_eps", float_item(c->rms_norm_eps));
     if (c->rope_type == FT_ROPE_NONE) {
         cJSON_AddNullToObject(o, "rope_scaling");
@@ -438,6 +525,9 @@ int64_t cfg_param_count(const ft_config *c) {
     if (c->attention_bias) layer += q + 2 * kv;
     if (c->attention_bias && c->arch == FT_ARCH_LLAMA) layer += H; /* Llama's o_proj has a bias too; Qwen2's not */
     int64_t n = V * H + (int64_t)c->num_layers * layer + H;
-    if (!c->tie_word_embeddings) n += V * H;
+    if (c->num_labels > 0)
+        n += (int64_t)c->num_labels * H; /* score; no lm_head */
+    else if (!c->tie_word_embeddings)
+        n += V * H;
     return n;
 }

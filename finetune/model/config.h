@@ -1,4 +1,5 @@
-/* config: the model's config.json (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM).
+/* config: the model's config.json (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, and the same three
+ * ...ForSequenceClassification: num_labels > 0, from id2label, with label2id, problem_type, pad_token_id).
  *
  * cfg_load reads DIR/config.json and validates every field it uses; an
  * unknown architecture, a missing or mistyped key, or inconsistent sizes give
@@ -8,6 +9,9 @@
 #define FT_CONFIG_H
 
 #include "finetune/base/util.h"
+
+#define FT_MAX_LABELS 64
+#define FT_LABEL_LEN 48
 
 typedef enum { FT_ARCH_LLAMA = 0, FT_ARCH_MISTRAL, FT_ARCH_QWEN2 } ft_arch;
 typedef enum { FT_ROPE_NONE = 0, FT_ROPE_LINEAR, FT_ROPE_DYNAMIC, FT_ROPE_LLAMA3 } ft_rope_type;
@@ -36,9 +40,19 @@ typedef struct ft_config {
     int attention_bias;               /* q/k/v biases (Qwen2: always) */
     int bos_token_id, eos_token_id, pad_token_id; /* -1 when absent */
     char torch_dtype[16];             /* "float32", "bfloat16", "float16" or "" */
+    float initializer_range;          /* std of transformers' normal init (0.02 when absent) */
+    /* Sequence classification (architectures ...ForSequenceClassification): num_labels > 0, the decoder
+     * without lm_head and a bias-free `score` [num_labels, hidden] on the last token; 0 for a causal LM. */
+    int num_labels;
+    char labels[FT_MAX_LABELS][FT_LABEL_LEN]; /* id2label */
+    char problem_type[32]; /* "single_label_classification", "multi_label_classification", "regression" or "" */
 } ft_config;
 
 /* model_dir may also be a GGUF model file: the config its metadata implies (io/gguf_model). */
+/* Turn a causal-LM config into a sequence classifier of n labels (names: NULL gives transformers'
+ * LABEL_i); FT_EINPUT when n is out of range or a name is too long or repeated. */
+int cfg_set_labels(ft_config *c, int n, const char *const *names, const char *problem_type, ft_error *e);
+
 int cfg_load(const char *model_dir, ft_config *cfg, ft_error *e);
 /* Parse from an in-memory JSON text; `where` names the source in errors. */
 int cfg_parse(const char *json, size_t len, const char *where, ft_config *cfg, ft_error *e);

@@ -22,7 +22,8 @@ typedef struct ft_memplan {
     int64_t trainable_params;
 } ft_memplan;
 
-/* lora_r: rank for LoRA/QLoRA (all linear layers targeted). */
+/* lora_r: rank for LoRA/QLoRA (all linear layers targeted). A classifier config (num_labels > 0) has no
+ * lm_head and no vocabulary workspace; its score head trains whole in LoRA/QLoRA too. */
 void memplan_estimate(const ft_config *cfg, ft_train_mode mode, int64_t seq_len, int64_t batch, int lora_r,
                       ft_memplan *out);
 /* Parameters of a LoRA of rank r on every linear layer. */

@@ -10,6 +10,9 @@
 
 static void train_state_free(ft_train_state *s);
 
+/* lm_head is the embedding (a classifier has no lm_head at all) */
+static int model_tied(const ft_config *c) { return c->tie_word_embeddings && c->num_labels <= 0; }
+
 const char *const FT_LINEAR_NAMES[FT_LIN_COUNT] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                                    "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                                    "mlp.down_proj"};
@@ -56,7 +59,10 @@ ft_param *weights_params(const ft_config *c, ft_weights *w, int *n) {
         set_param(p, n, &L->wd, "model.layers.%d.mlp.down_proj.weight", l);
     }
     set_param(p, n, &w->norm, "model.norm.weight", 0);
-    if (!c->tie_word_embeddings) set_param(p, n, &w->lm_head, "lm_head.weight", 0);
+    if (c->num_labels > 0)
+        set_param(p, n, &w->score, "score.weight", 0);
+    else if (!c->tie_word_embeddings)
+        set_param(p, n, &w->lm_head, "lm_head.weight", 0);
     return p;
 }
 
@@ -67,7 +73,13 @@ void weights_shape(const ft_config *c, ft_device dev, ft_weights *w) {
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
     w->embed = ft_t2(NULL, FT_F32, dev, V, D);
     w->norm = ft_t1(NULL, FT_F32, dev, D);
-    w->lm_head = ft_t2(NULL, FT_F32, dev, V, D);
+    memset(&w->score, 0, sizeof w->score);
+    if (c->num_labels > 0) {
+        memset(&w->lm_head, 0, sizeof w->lm_head);
+        w->score = ft_t2(NULL, FT_F32, dev, c->num_labels, D);
+    } else {
+        w->lm_head = ft_t2(NULL, FT_F32, dev, V, D);
+    }
     w->layers = ft_xcalloc((size_t)c->num_layers, sizeof *w->layers);
     for (int l = 0; l < c->num_layers; l++) {
         ft_layer *L = &w->layers[l];
@@ -97,7 +109,7 @@ static int alloc_params(ft_model *m, ft_param *p, int n, ft_error *e) {
         if (!p[i].t->data)
             return ft_fail(e, FT_ENOMEM, "out of %s memory for %s (%zu bytes)", m->b->name, p[i].name, bytes);
     }
-    if (m->cfg.tie_word_embeddings) m->w.lm_head = m->w.embed;
+    if (model_tied(&m->cfg)) m->w.lm_head = m->w.embed;
     return FT_OK;
 }
 
@@ -273,11 +285,38 @@ int model_check_checkpoint(const char *dir, ft_config *cfg, int *n_tensors, int 
 }
 
 static int has_compute_copy(const char *name);
+
+/* A new classification head as transformers initialises one: normal(0, initializer_range), no bias. */
+static int init_score_weight(ft_model *m, const ft_param *dst, uint64_t seed, ft_error *e) {
+    size_t n = (size_t)ft_numel(dst->t);
+    float *h = malloc(n * sizeof(float));
+    uint16_t *h16 = dst->t->dtype == FT_F32 ? NULL : malloc(n * 2);
+    if (!h || (dst->t->dtype != FT_F32 && !h16)) {
+        free(h);
+        free(h16);
+        return ft_fail(e, FT_ENOMEM, "out of host memory initialising %s", dst->name);
+    }
+    ft_rng rng;
+    ft_rng_seed(&rng, seed ^ 0x73636f7265ULL); /* "score": its own stream, apart from LoRA's init */
+    float std = m->cfg.initializer_range > 0 ? m->cfg.initializer_range : 0.02f;
+    for (size_t j = 0; j < n; j++) h[j] = std * ft_rng_normal(&rng);
+    if (h16) {
+        convert_from_f32(h, h16, n, dst->t->dtype);
+        m->b->upload(m->b, dst->t->data, h16, n * 2);
+    } else {
+        m->b->upload(m->b, dst->t->data, h, n * sizeof(float));
+    }
+    free(h);
+    free(h16);
+    return FT_OK;
+}
+
 static int check_compute_dtype(const ft_backend *b, ft_dtype dt, ft_error *e);
 
 /* dt F32: fp32 weights. BF16/F16: what model_set_precision(dt) with nothing trainable leaves, built tensor
  * by tensor, so the device never holds the fp32 model. */
-static int load_model(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, ft_model **out, ft_error *e) {
+static int load_model(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, const ft_cls_load *cls,
+                      ft_model **out, ft_error *e) {
     *out = NULL;
     if (dt != FT_F32) {
         int rc = check_compute_dtype(b, dt, e);
@@ -286,6 +325,21 @@ static int load_model(const char *dir, ft_backend *b, int skip_linears, ft_dtype
     ft_config cfg;
     int rc = cfg_load(dir, &cfg, e);
     if (rc) return rc;
+    int init_score = 0;
+    if (cls && cfg.num_labels == 0) { /* a causal LM becomes a classifier: no lm_head, a new score */
+        rc = cfg_set_labels(&cfg, cls->num_labels, cls->labels, cls->problem_type, e);
+        if (rc) return rc;
+        init_score = 1;
+    } else if (cls) {
+        if (cfg.num_labels != cls->num_labels)
+            return ft_fail(e, FT_EINPUT, "%s: the checkpoint is a classifier of %d labels; %d asked for", dir,
+                           cfg.num_labels, cls->num_labels);
+        for (int i = 0; cls->labels && i < cfg.num_labels; i++)
+            if (strcmp(cfg.labels[i], cls->labels[i]) != 0)
+                return ft_fail(e, FT_EINPUT, "%s: label %d of the checkpoint is '%s' (id2label); '%s' asked for", dir, i,
+                               cfg.labels[i], cls->labels[i]);
+        if (cls->problem_type) snprintf(cfg.problem_type, sizeof cfg.problem_type, "%s", cls->problem_type);
+    }
     st_model *st = NULL;
     rc = st_model_open(dir, &st, e);
     if (rc) return rc;
@@ -303,15 +357,25 @@ static int load_model(const char *dir, ft_backend *b, int skip_linears, ft_dtype
     size_t cap = 0;
     for (int i = 0; i < n && !rc; i++) {
         if (skip_linears && is_layer_linear(p[i].name)) continue; /* a hook provides them */
-        const ft_param *dst = pc && has_compute_copy(p[i].name) ? &pc[i] : &p[i];
+        int is_score = p[i].t == &m->w.score, master = is_score && cls && cls->trainable_score && pc;
+        const ft_param *dst = pc && has_compute_copy(p[i].name) && !master ? &pc[i] : &p[i];
         size_t bytes = ft_nbytes(dst->t);
         dst->t->data = b->alloc(b, bytes);
         if (!dst->t->data)
             rc = ft_fail(e, FT_ENOMEM, "out of %s memory for %s (%zu bytes)", b->name, p[i].name, bytes);
+        else if (is_score && init_score)
+            rc = init_score_weight(m, dst, cls->seed, e);
         else
             rc = load_tensor(m, st, dir, dst, &host, &cap, e);
+        if (!rc && master) { /* and its compute copy */
+            pc[i].t->data = b->alloc(b, ft_nbytes(pc[i].t));
+            if (!pc[i].t->data)
+                rc = ft_fail(e, FT_ENOMEM, "out of %s memory for %s's %s copy", b->name, p[i].name, ft_dtype_name(dt));
+            else
+                b->cast(b, p[i].t, pc[i].t);
+        }
     }
-    if (m->cfg.tie_word_embeddings) {
+    if (model_tied(&m->cfg)) {
         m->w.lm_head = m->w.embed;
         if (pc) m->wc.lm_head = m->wc.embed;
     }
@@ -328,11 +392,17 @@ static int load_model(const char *dir, ft_backend *b, int skip_linears, ft_dtype
 }
 
 int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **out, ft_error *e) {
-    return load_model(dir, b, skip_linears, FT_F32, out, e);
+    return load_model(dir, b, skip_linears, FT_F32, NULL, out, e);
 }
 
 int model_load_frozen(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, ft_model **out, ft_error *e) {
-    return load_model(dir, b, skip_linears, dt, out, e);
+    return load_model(dir, b, skip_linears, dt, NULL, out, e);
+}
+
+int model_load_cls(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, const ft_cls_load *o, ft_model **out,
+                   ft_error *e) {
+    if (!o || o->num_labels < 1) return ft_fail(e, FT_EINTERNAL, "model_load_cls: num_labels must be > 0");
+    return load_model(dir, b, skip_linears, dt, o, out, e);
 }
 
 int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float std, ft_model **out, ft_error *e) {
@@ -411,7 +481,7 @@ int model_set_precision(ft_model *m, ft_dtype dt, int (*trainable)(const char *n
         if (has_compute_copy(pc[i].name)) pc[i].t->dtype = dt; /* hook-provided weights: the dtype to supply */
     free(p);
     free(pc);
-    if (m->cfg.tie_word_embeddings) {
+    if (model_tied(&m->cfg)) {
         m->w.lm_head = m->w.embed;
         m->wc.lm_head = m->wc.embed;
     }
@@ -967,6 +1037,8 @@ struct ft_train_state {
     ft_backend *b;
     int offload;
     ft_tensor rstd_final, h, tg, lse; /* h: the final norm's output, compute dtype */
+    int cls, S;                       /* classification: S pooled samples */
+    ft_tensor rows, pooled;           /* [S] each sample's last token, [S, D] their h rows (compute dtype) */
     layer_acts acts; /* one layer's intermediates, reused by the recomputation in backward */
     int ready;
 };
@@ -999,7 +1071,7 @@ int grads_create(ft_model *m, int (*trainable)(const char *name, void *ctx), voi
             m->b->zero(m->b, p[i].t->data, bytes);
     }
     free(p);
-    if (m->cfg.tie_word_embeddings) g->lm_head = g->embed;
+    if (model_tied(&m->cfg)) g->lm_head = g->embed;
     if (rc) grads_free(m, g);
     return rc;
 }
@@ -1040,22 +1112,13 @@ size_t model_train_arena_bytes(const ft_config *c, int64_t T, ft_dtype compute, 
            ctensor_bytes((int64_t)TD, esz) + 4 * tensor_bytes(T) + backward_bytes(c, T, esz);
 }
 
-int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
-                        const int32_t *targets, float *logp, ft_error *e) {
-    return model_forward_train_excl(m, T, ids, pos, doc_start, NULL, NULL, targets, logp, e);
-}
-
-int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
-                             const int32_t *excl_start, const int32_t *excl_end, const int32_t *targets, float *logp,
-                             ft_error *e) {
+/* The training forward up to the final norm's output s->h, keeping what backward needs; `extra` arena bytes
+ * for the head; excl_start/excl_end: attention exclusions (NULL: none). */
+static int forward_train_decoder(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                                 const int32_t *excl_start, const int32_t *excl_end, size_t extra, ft_error *e) {
     const ft_config *c = &m->cfg;
     ft_backend *b = m->b;
     ft_arena *A = &m->arena;
-    if (T <= 0) return ft_fail(e, FT_EINTERNAL, "model_forward_train: empty batch");
-    for (int t = 0; t < T; t++)
-        if (targets[t] >= c->vocab_size)
-            return ft_fail(e, FT_EINPUT, "target id %d at position %d is outside the vocabulary (size %d)", targets[t],
-                           t, c->vocab_size);
     if (!m->train) m->train = ft_xcalloc(1, sizeof *m->train);
     ft_train_state *s = m->train;
     m->training = 1; /* until the end of model_backward: adapters apply dropout identically in both */
@@ -1067,7 +1130,7 @@ int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32
     s->offload = m->offload_activations && L > 0;
     int64_t D = c->hidden_size;
     size_t TD = (size_t)T * (size_t)D;
-    int rc = arena_reserve(A, model_train_arena_bytes(c, T, m->compute, s->offload), e);
+    int rc = arena_reserve(A, model_train_arena_bytes(c, T, m->compute, s->offload) + extra, e);
     if (rc) return rc;
     if (s->offload && s->xs_host_bytes < (size_t)L * TD * 4) {
         if (s->xs_host) b->free_host(b, s->xs_host);
@@ -1092,11 +1155,6 @@ int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32
     if (!rc) rc = acts_alloc(m, T, 1, &s->acts, e);
     if (!rc) rc = arena_c(m, &s->h, 2, T, D, 0, e);
     if (!rc) rc = arena_f32(A, &s->rstd_final, 1, T, 0, 0, e);
-    if (!rc) rc = arena_f32(A, &s->lse, 1, T, 0, 0, e);
-    int64_t s1[1] = {T};
-    if (!rc) rc = arena_tensor(A, FT_I32, 1, s1, &s->tg, e);
-    ft_tensor lp;
-    if (!rc) rc = arena_f32(A, &lp, 1, T, 0, 0, e);
     if (rc) return rc;
     embed_to(m, &s->in.ids, train_x_in(s, 0), &s->acts.h1);
     for (int l = 0; l < L; l++) {
@@ -1106,9 +1164,112 @@ int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32
         layer_forward(m, l, &s->in, xin, train_x_out(s, l, L), &s->acts, NULL);
     }
     norm_to_compute(m, &s->xs[L], &m->w.norm, &s->h, &s->rstd_final, &s->acts.f);
+    return FT_OK;
+}
+
+int model_forward_train(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                        const int32_t *targets, float *logp, ft_error *e) {
+    return model_forward_train_excl(m, T, ids, pos, doc_start, NULL, NULL, targets, logp, e);
+}
+
+int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                             const int32_t *excl_start, const int32_t *excl_end, const int32_t *targets, float *logp,
+                             ft_error *e) {
+    const ft_config *c = &m->cfg;
+    ft_backend *b = m->b;
+    if (T <= 0) return ft_fail(e, FT_EINTERNAL, "model_forward_train: empty batch");
+    if (c->num_labels > 0) return ft_fail(e, FT_EINTERNAL, "model_forward_train: the model is a classifier");
+    for (int t = 0; t < T; t++)
+        if (targets[t] >= c->vocab_size)
+            return ft_fail(e, FT_EINPUT, "target id %d at position %d is outside the vocabulary (size %d)", targets[t],
+                           t, c->vocab_size);
+    int rc = forward_train_decoder(m, T, ids, pos, doc_start, excl_start, excl_end, 0, e);
+    if (rc) return rc;
+    ft_train_state *s = m->train;
+    ft_tensor lp;
+    int64_t s1[1] = {T};
+    rc = arena_f32(&m->arena, &s->lse, 1, T, 0, 0, e);
+    if (!rc) rc = arena_tensor(&m->arena, FT_I32, 1, s1, &s->tg, e);
+    if (!rc) rc = arena_f32(&m->arena, &lp, 1, T, 0, 0, e);
+    if (rc) return rc;
     b->upload(b, s->tg.data, targets, (size_t)T * 4);
     b->token_logprobs(b, &s->h, lm_head_weight(m), &s->tg, &lp, &s->lse);
     b->download(b, logp, lp.data, (size_t)T * 4);
+    s->cls = 0;
+    s->ready = 1;
+    return FT_OK;
+}
+
+/* ---------- sequence classification head ---------- */
+
+static ft_tensor *score_weight(ft_model *m) { return m->compute == FT_F32 ? &m->w.score : &m->wc.score; }
+
+/* Arena bytes of the head for S samples: rows, pooled rows, logits; backward's dlogits (fp32 and compute
+ * dtype) and pooled-row gradient. */
+static size_t cls_head_bytes(const ft_config *c, int64_t S, size_t esz) {
+    int64_t D = c->hidden_size, NL = c->num_labels;
+    return 2 * tensor_bytes(S) + ctensor_bytes(S * D, esz) + 2 * tensor_bytes(S * NL) + ctensor_bytes(S * NL, esz) +
+           tensor_bytes(S * D);
+}
+
+size_t model_cls_head_bytes(const ft_config *c, int64_t S, ft_dtype compute) {
+    return cls_head_bytes(c, S, ft_dtype_size(compute));
+}
+
+static int cls_check(const ft_model *m, int T, int S, const int32_t *rows, const char *fn, ft_error *e) {
+    if (m->cfg.num_labels <= 0) return ft_fail(e, FT_EINTERNAL, "%s: the model has no classification head", fn);
+    if (T <= 0 || S <= 0) return ft_fail(e, FT_EINTERNAL, "%s: empty batch", fn);
+    for (int i = 0; i < S; i++)
+        if (rows[i] < 0 || rows[i] >= T || (i && rows[i] <= rows[i - 1]))
+            return ft_fail(e, FT_EINTERNAL, "%s: pooled row %d = %d is not an increasing index below %d", fn, i,
+                           rows[i], T);
+    return FT_OK;
+}
+
+/* logits [S, num_labels] (fp32, on the host) = score(h[rows]); rows_dev and pooled are left for backward. */
+static int cls_head_forward(ft_model *m, const ft_tensor *h, int S, const int32_t *rows, ft_tensor *rows_dev,
+                            ft_tensor *pooled, float *logits, ft_error *e) {
+    ft_backend *b = m->b;
+    int64_t s1[1] = {S};
+    ft_tensor lg;
+    int rc = arena_tensor(&m->arena, FT_I32, 1, s1, rows_dev, e);
+    if (!rc) rc = arena_c(m, pooled, 2, S, m->cfg.hidden_size, 0, e);
+    if (!rc) rc = arena_f32(&m->arena, &lg, 2, S, m->cfg.num_labels, 0, e);
+    if (rc) return rc;
+    b->upload(b, rows_dev->data, rows, (size_t)S * 4);
+    b->embedding(b, rows_dev, h, pooled); /* a gather of the pooled rows */
+    b->gemm(b, pooled, 0, score_weight(m), 1, &lg, 1.0f, 0.0f);
+    b->download(b, logits, lg.data, (size_t)S * m->cfg.num_labels * 4);
+    return FT_OK;
+}
+
+int model_forward_cls(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start, int S,
+                      const int32_t *rows, float *logits, ft_error *e) {
+    int rc = cls_check(m, T, S, rows, "model_forward_cls", e);
+    if (rc) return rc;
+    rc = arena_reserve(&m->arena, step_bytes(&m->cfg, T, model_esz(m)) + cls_head_bytes(&m->cfg, S, model_esz(m)), e);
+    if (rc) return rc;
+    arena_reset(&m->arena);
+    m->training = 0;
+    step_inputs in;
+    ft_tensor h, rows_dev, pooled;
+    rc = inputs_setup(m, T, ids, pos, doc_start, 0, &in, e);
+    if (!rc) rc = run_decoder(m, &in, NULL, &h, e);
+    if (!rc) rc = cls_head_forward(m, &h, S, rows, &rows_dev, &pooled, logits, e);
+    inputs_free(&in);
+    return rc;
+}
+
+int model_forward_train_cls(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                            int S, const int32_t *rows, float *logits, ft_error *e) {
+    int rc = cls_check(m, T, S, rows, "model_forward_train_cls", e);
+    if (!rc) rc = forward_train_decoder(m, T, ids, pos, doc_start, NULL, NULL, cls_head_bytes(&m->cfg, S, model_esz(m)), e);
+    if (rc) return rc;
+    ft_train_state *s = m->train;
+    rc = cls_head_forward(m, &s->h, S, rows, &s->rows, &s->pooled, logits, e);
+    if (rc) return rc;
+    s->cls = 1;
+    s->S = S;
     s->ready = 1;
     return FT_OK;
 }
@@ -1127,7 +1288,39 @@ static ft_tensor *as_dtype(ft_model *m, ft_tensor *src, ft_tensor *dst) {
     return dst;
 }
 
+/* The gradient of sum dlogits * logits into dh (fp32 [T, D], overwritten) and score's gradient. */
+static int cls_head_backward(ft_model *m, const float *dlogits_host, ft_tensor *dh, ft_weights *g, ft_error *e) {
+    ft_backend *b = m->b;
+    ft_train_state *s = m->train;
+    int64_t S = s->S, NL = m->cfg.num_labels;
+    ft_tensor dlg, dlc, dpool;
+    int rc = arena_f32(&m->arena, &dlg, 2, S, NL, 0, e);
+    if (!rc && m->compute != FT_F32) rc = arena_c(m, &dlc, 2, S, NL, 0, e);
+    if (!rc) rc = arena_f32(&m->arena, &dpool, 2, S, m->cfg.hidden_size, 0, e);
+    if (rc) return rc;
+    b->upload(b, dlg.data, dlogits_host, (size_t)(S * NL) * 4);
+    ft_tensor *dl = as_dtype(m, &dlg, &dlc);
+    if (g->score.data) b->gemm(b, dl, 1, &s->pooled, 0, &g->score, 1.0f, 1.0f);
+    b->gemm(b, dl, 0, score_weight(m), 0, &dpool, 1.0f, 0.0f);
+    b->embedding_backward(b, &s->rows, &dpool, dh, 0); /* scattered back to the pooled rows, zero elsewhere */
+    return FT_OK;
+}
+
+static int backward(ft_model *m, const float *dlogp_host, const float *dlogits_host, ft_weights *g, ft_error *e);
+
 int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error *e) {
+    if (m->train && m->train->ready && m->train->cls)
+        return ft_fail(e, FT_EINTERNAL, "model_backward after model_forward_train_cls");
+    return backward(m, dlogp_host, NULL, g, e);
+}
+
+int model_backward_cls(ft_model *m, const float *dlogits, ft_weights *g, ft_error *e) {
+    if (m->train && m->train->ready && !m->train->cls)
+        return ft_fail(e, FT_EINTERNAL, "model_backward_cls after model_forward_train");
+    return backward(m, NULL, dlogits, g, e);
+}
+
+static int backward(ft_model *m, const float *dlogp_host, const float *dlogits_host, ft_weights *g, ft_error *e) {
     const ft_config *c = &m->cfg;
     ft_backend *b = m->b;
     ft_arena *A = &m->arena;
@@ -1161,7 +1354,7 @@ int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error
         dhc = dh;
     }
     if (rc) return rc;
-    b->upload(b, dlogp.data, dlogp_host, (size_t)T * 4);
+    if (dlogp_host) b->upload(b, dlogp.data, dlogp_host, (size_t)T * 4);
     if (c->attention_bias) {
         float *h1 = ft_xmalloc((size_t)T * 4);
         for (int64_t t = 0; t < T; t++) h1[t] = 1.0f;
@@ -1175,8 +1368,13 @@ int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error
         free(h1);
     }
     /* loss head and final norm: dh is fp32 whatever the compute dtype (the fp32 norm backward reads it) */
-    b->token_logprobs_backward(b, &s->h, lm_head_weight(m), &s->tg, &s->lse, &dlogp, &dh,
-                               g->lm_head.data ? &g->lm_head : NULL);
+    if (dlogits_host) {
+        rc = cls_head_backward(m, dlogits_host, &dh, g, e);
+        if (rc) return rc;
+    } else {
+        b->token_logprobs_backward(b, &s->h, lm_head_weight(m), &s->tg, &s->lse, &dlogp, &dh,
+                                   g->lm_head.data ? &g->lm_head : NULL);
+    }
     b->rmsnorm_backward(b, &dh, &s->xs[L], &m->w.norm, &s->rstd_final, &dx, g->norm.data ? &g->norm : NULL, 0);
     ft_tensor att2 = view2(&a.att, T, Hq * Dh), dq2 = view2(&dq, T, Hq * Dh), dk2 = view2(&dk, T, Hkv * Dh),
               dv2 = view2(&dv, T, Hkv * Dh), datt2 = view2(&datt, T, Hq * Dh);
@@ -1211,5 +1409,49 @@ int model_backward(ft_model *m, const float *dlogp_host, ft_weights *g, ft_error
     }
     if (g->embed.data) b->embedding_backward(b, &s->in.ids, &dx, &g->embed, 1);
     m->training = 0;
+    return FT_OK;
+}
+
+/* ---------- one parameter from/to the host ---------- */
+
+/* The compute copy of the model's parameter w (NULL when none). */
+static ft_tensor *compute_copy_of(ft_model *m, const ft_tensor *w) {
+    if (!m->wc.layers) return NULL;
+    int n = 0, nc = 0;
+    ft_param *p = model_params(m, &n), *pc = weights_params(&m->cfg, &m->wc, &nc);
+    ft_tensor *out = NULL;
+    for (int i = 0; i < n && !out; i++)
+        if (p[i].t == w && pc[i].t->data) out = pc[i].t;
+    free(p);
+    free(pc);
+    return out;
+}
+
+int model_param_set(ft_model *m, ft_tensor *w, const float *host, ft_error *e) {
+    ft_tensor *c = compute_copy_of(m, w);
+    size_t n = (size_t)ft_numel(w);
+    if (!w->data && !c) return ft_fail(e, FT_EINTERNAL, "model_param_set: the parameter has no memory");
+    if (w->data) m->b->upload(m->b, w->data, host, n * 4);
+    if (c) {
+        uint16_t *h = ft_xmalloc(n * 2);
+        convert_from_f32(host, h, n, c->dtype);
+        m->b->upload(m->b, c->data, h, n * 2);
+        free(h);
+    }
+    return FT_OK;
+}
+
+int model_param_get(ft_model *m, const ft_tensor *w, float *host, ft_error *e) {
+    size_t n = (size_t)ft_numel(w);
+    if (w->data) {
+        m->b->download(m->b, host, w->data, n * 4);
+        return FT_OK;
+    }
+    ft_tensor *c = compute_copy_of(m, w);
+    if (!c) return ft_fail(e, FT_EINTERNAL, "model_param_get: the parameter has no memory");
+    uint16_t *h = ft_xmalloc(n * 2);
+    m->b->download(m->b, h, c->data, n * 2);
+    for (size_t i = 0; i < n; i++) host[i] = c->dtype == FT_BF16 ? ft_bf16_to_f32(h[i]) : ft_f16_to_f32(h[i]);
+    free(h);
     return FT_OK;
 }

@@ -27,7 +27,8 @@ typedef struct ft_layer {
 
 /* The model's tensors; the same struct holds their gradients (data NULL for a frozen parameter). */
 typedef struct ft_weights {
-    ft_tensor embed, norm, lm_head; /* lm_head aliases embed when tied */
+    ft_tensor embed, norm, lm_head; /* lm_head aliases embed when tied; absent (ndim 0) in a classifier */
+    ft_tensor score;                /* sequence classification head [num_labels, D] (cfg.num_labels > 0), else ndim 0 */
     ft_layer *layers;
 } ft_weights;
 
@@ -128,6 +129,20 @@ int model_load_ex(const char *dir, ft_backend *b, int skip_linears, ft_model **o
  * in its final dtype (BF16/F16 rounded on the host), so loading never needs the fp32 model's 4 bytes per
  * parameter on the GPU. dt F32 is model_load_ex. */
 int model_load_frozen(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, ft_model **out, ft_error *e);
+/* Loading a checkpoint as a sequence classifier (model_load_cls). */
+typedef struct ft_cls_load {
+    int num_labels;            /* > 0 */
+    const char *const *labels; /* [num_labels] id2label names; NULL: the checkpoint's, else LABEL_i */
+    const char *problem_type;  /* NULL: the checkpoint's, else none */
+    uint64_t seed;             /* score's init when the checkpoint has none */
+    int trainable_score;       /* dt 16-bit: score keeps an fp32 master beside its compute copy (it trains) */
+} ft_cls_load;
+/* A ...ForSequenceClassification checkpoint loads as it is (its num_labels must be o->num_labels, and its
+ * label names o->labels when given); a causal LM loads without lm_head and gets `score` initialised as
+ * transformers does, normal(0, initializer_range) (from o->seed). skip_linears and dt as model_load_frozen,
+ * except that score keeps an fp32 master when o->trainable_score. */
+int model_load_cls(const char *dir, ft_backend *b, int skip_linears, ft_dtype dt, const ft_cls_load *o, ft_model **out,
+                   ft_error *e);
 /* Random init like transformers' _init_weights: normal(0, std) linears and embeddings, ones for norms. */
 int model_init_random(const ft_config *cfg, ft_backend *b, uint64_t seed, float std, ft_model **out, ft_error *e);
 /* Write config.json + model.safetensors (dtype F32, F16 or BF16) into dir. */
@@ -194,5 +209,24 @@ int model_forward_train_excl(ft_model *m, int T, const int32_t *ids, const int32
 /* Backward of the last model_forward_train for the scalar sum_t dlogp[t] * logp[t] (dlogp [T] on the host,
  * e.g. -1/N on trained tokens for mean cross-entropy); gradients are ADDED into g. */
 int model_backward(ft_model *m, const float *dlogp, ft_weights *g, ft_error *e);
+
+/* ---- sequence classification (cfg.num_labels > 0) ----
+ * The decoder's final-norm hidden state of each sample's last token (rows[s]: its flat index, increasing),
+ * times score^T: logits [S * num_labels] fp32 on the host, sample-major. The gather and the scatter of its
+ * gradient are the backend's embedding ops over the hidden states, so both backends run it. */
+int model_forward_cls(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start, int S,
+                      const int32_t *rows, float *logits, ft_error *e);
+/* Training forward (state kept for model_backward_cls). */
+int model_forward_train_cls(ft_model *m, int T, const int32_t *ids, const int32_t *pos, const int32_t *doc_start,
+                            int S, const int32_t *rows, float *logits, ft_error *e);
+/* Backward for the scalar sum dlogits * logits (dlogits [S * num_labels] host); gradients ADDED into g
+ * (score's included when g->score has memory). */
+int model_backward_cls(ft_model *m, const float *dlogits, ft_weights *g, ft_error *e);
+/* A parameter's values to/from the host as fp32: set writes the fp32 master and the 16-bit compute copy,
+ * whichever exist; get reads the master, else the compute copy. FT_EINTERNAL when it has neither. */
+int model_param_set(ft_model *m, ft_tensor *w, const float *host, ft_error *e);
+int model_param_get(ft_model *m, const ft_tensor *w, float *host, ft_error *e);
+/* Arena bytes the head adds for S samples (memplan). */
+size_t model_cls_head_bytes(const ft_config *c, int64_t S, ft_dtype compute);
 
 #endif

@@ -318,18 +318,29 @@ int job_check_weights(const ft_job *j, const ft_model *m, const char *what, cons
     return FT_OK;
 }
 
-int job_setup_model(ft_job *j, ft_error *e) {
+int job_setup_model(ft_job *j, ft_error *e) { return job_setup_model_cls(j, NULL, e); }
+
+int job_setup_model_cls(ft_job *j, const ft_cls_load *cls, ft_error *e) {
     GET(ft_backend_create(j->device, &j->backend, e));
     GET(dist_bind(j->comm, j->backend, e));
     if (j->model_dir && j->use_lora) { /* the base is frozen: straight into the compute dtype */
         ft_dtype compute;
         GET(trainer_compute_dtype(j->train.precision, j->backend, &compute, e));
-        GET(model_load_frozen(j->model_dir, j->backend, j->quantize_nf4, compute, &j->model, e));
+        if (cls) {
+            ft_cls_load o = *cls;
+            o.trainable_score = 1; /* the head trains whole beside the adapters (PEFT's modules_to_save) */
+            GET(model_load_cls(j->model_dir, j->backend, j->quantize_nf4, compute, &o, &j->model, e));
+        } else {
+            GET(model_load_frozen(j->model_dir, j->backend, j->quantize_nf4, compute, &j->model, e));
+        }
         GET(job_setup_lora(j, e)); /* QLoRA reads (and counts) the base linears here */
         return job_check_weights(j, j->model, "model", j->model_dir, e);
     }
     if (j->model_dir) {
-        GET(model_load(j->model_dir, j->backend, &j->model, e));
+        if (cls)
+            GET(model_load_cls(j->model_dir, j->backend, 0, FT_F32, cls, &j->model, e));
+        else
+            GET(model_load(j->model_dir, j->backend, &j->model, e));
         return job_check_weights(j, j->model, "model", j->model_dir, e);
     }
     char *text = NULL;
@@ -338,6 +349,7 @@ int job_setup_model(ft_job *j, ft_error *e) {
     int rc = ft_read_file(j->model_init, &text, &len, e);
     if (!rc) rc = cfg_parse(text, len, j->model_init, &c, e);
     free(text);
+    if (!rc && cls && c.num_labels == 0) rc = cfg_set_labels(&c, cls->num_labels, cls->labels, cls->problem_type, e);
     if (!rc) rc = model_init_random(&c, j->backend, j->train.seed, 0.02f, &j->model, e);
     if (!rc && j->use_lora) rc = job_setup_lora(j, e);
     return rc;
@@ -365,10 +377,10 @@ int job_model_config(const ft_job *j, ft_config *c, ft_error *e) {
     return rc;
 }
 
-void job_print_memory_estimate(const ft_job *j, int rows) {
+static void print_estimate(const ft_job *j, int rows, int num_labels) {
     ft_config c;
     ft_error e = {0};
-    if (job_model_config(j, &c, &e)) {
+    if (job_model_config(j, &c, &e) || (num_labels > 0 && c.num_labels == 0 && cfg_set_labels(&c, num_labels, NULL, NULL, &e))) {
         fprintf(stderr, "memory estimate: unavailable (%s)\n", e.msg);
         return;
     }
@@ -382,6 +394,9 @@ void job_print_memory_estimate(const ft_job *j, int rows) {
             NAMES[mode], rows, j->ex.max_length, mp.total / (1u << 30), mp.weights / (1u << 30),
             mp.trainable / (1u << 30), mp.activations / (1u << 30), mp.overhead / (1u << 30));
 }
+
+void job_print_memory_estimate(const ft_job *j, int rows) { print_estimate(j, rows, 0); }
+void job_print_memory_estimate_cls(const ft_job *j, int rows, int num_labels) { print_estimate(j, rows, num_labels); }
 
 void job_explain_oom(const ft_job *j, int rows, ft_error *e) {
     ft_config c;
@@ -406,6 +421,7 @@ void job_explain_oom(const ft_job *j, int rows, ft_error *e) {
 
 int job_trainable(const char *name, void *ctx) {
     const ft_job *j = ctx;
+    if (strcmp(name, "score.weight") == 0) return 1; /* a classifier's head always trains (LoRA: modules_to_save) */
     if (j->use_lora) return 0; /* the base is frozen: no weight gradients, no optimizer state */
     if (j->freeze_embeddings && strcmp(name, "model.embed_tokens.weight") == 0) return 0;
     int layer;

@@ -86,6 +86,9 @@ int job_setup_data(ft_job *j, rcp *r, ft_error *e);
 /* Backend and model (and the communicator bound to the backend). A loaded checkpoint holding NaN/Inf weights is refused (FT_EINPUT, naming the
  * tensors and counts) unless allow_nonfinite_weights, which turns it into a warning on stderr. */
 int job_setup_model(ft_job *j, ft_error *e);
+/* The same for `finetune classify`: the model loaded as a sequence classifier (model_load_cls; with LoRA the
+ * score head keeps an fp32 master and trains). */
+int job_setup_model_cls(ft_job *j, const ft_cls_load *cls, ft_error *e);
 /* That check for any model the job loaded from `dir` (`what`: "model", "reference model"). */
 int job_check_weights(const ft_job *j, const ft_model *m, const char *what, const char *dir, ft_error *e);
 /* The model's config without loading weights (model dir or model_init file), for plans and estimates. */
@@ -93,6 +96,8 @@ int job_model_config(const ft_job *j, ft_config *c, ft_error *e);
 /* Print the --dry-run memory estimate for this job's mode (full, LoRA or QLoRA), for micro-batches of
  * `rows` sequences of max_length tokens. */
 void job_print_memory_estimate(const ft_job *j, int rows);
+/* The same for a classifier of num_labels labels (no lm_head, no vocabulary workspace). */
+void job_print_memory_estimate_cls(const ft_job *j, int rows, int num_labels);
 /* After an out-of-memory failure: append the estimate for this recipe and what to lower to e's message. */
 void job_explain_oom(const ft_job *j, int rows, ft_error *e);
 /* Trainable-parameter predicate honouring freeze_embeddings and freeze_layers (ctx = ft_job). */

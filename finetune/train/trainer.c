@@ -410,6 +410,38 @@ static int all_ok(ft_train_job *job, int rc, const char *what, ft_error *e) {
     return ft_fail(e, FT_EIO, "another rank failed %s (its message says why); stopping", what);
 }
 
+/* token t is the last of a (non-padding) sample */
+static int sample_end(const ds_batch *b, int t) {
+    return b->sample[t] >= 0 && (t + 1 == b->n_tokens || b->doc_start[t + 1] != b->doc_start[t]);
+}
+
+int trainer_pool_rows(const ds_batch *b, int32_t *rows) {
+    int S = 0;
+    for (int t = 0; t < b->n_tokens; t++)
+        if (sample_end(b, t)) rows[S++] = t;
+    return S;
+}
+
+/* One classification micro-batch: forward to the pooled logits, the job's loss, backward from dlogits
+ * (multiplied by the fp16 loss scale). */
+static int cls_micro_batch(ft_train_job *job, const ds_batch *bt, const ft_step_norm *norm, float scale,
+                           ft_weights *g, double *loss, double *extra, ft_error *e) {
+    ft_model *m = job->model;
+    int NL = m->cfg.num_labels;
+    int32_t *rows = ft_xmalloc((size_t)bt->n_tokens * sizeof *rows);
+    int S = trainer_pool_rows(bt, rows);
+    float *lg = ft_xmalloc((size_t)S * NL * sizeof *lg), *dlg = ft_xcalloc((size_t)S * NL, sizeof *dlg);
+    int rc = S ? FT_OK : ft_fail(e, FT_EINTERNAL, "classification micro-batch without samples");
+    if (!rc) rc = model_forward_train_cls(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, S, rows, lg, e);
+    if (!rc) rc = job->loss.cls_loss(job->loss.ctx, bt, S, rows, lg, norm, dlg, loss, extra, e);
+    for (int i = 0; !rc && scale != 1.0f && i < S * NL; i++) dlg[i] *= scale;
+    if (!rc) rc = model_backward_cls(m, dlg, g, e);
+    free(rows);
+    free(lg);
+    free(dlg);
+    return rc;
+}
+
 int trainer_run(ft_train_job *job, ft_error *e) {
     const ft_train_cfg *cfg = job->cfg;
     ft_model *m = job->model;
@@ -522,6 +554,11 @@ int trainer_run(ft_train_job *job, ft_error *e) {
         /* this rank's share: the rank-th run of grad_accum micro-batches (world 1: all of them) */
         int mine = first + rank * cfg->grad_accum < last ? first + rank * cfg->grad_accum : last;
         int mine_end = mine + cfg->grad_accum < last ? mine + cfg->grad_accum : last;
+        if (job->loss.cls_loss) { /* a classifier trains on every (pooled) sample */
+            norm.samples = 0;
+            for (int i = first; i < last; i++)
+                for (int t = 0; t < batches[i].n_tokens; t++) norm.samples += sample_end(&batches[i], t);
+        }
         grads_zero(m, &g);
         for (int i = 0; i < o->n; i++) /* the model's again (cheap), and any extra (adapter) gradients */
             if (job->add_params) b->zero(b, o->g[i].t->data, ft_nbytes(o->g[i].t));
@@ -534,6 +571,11 @@ int trainer_run(ft_train_job *job, ft_error *e) {
             /* the micro-batch's global index: a resumed run draws the same dropout masks */
             m->step_seed = ft_dropout_key(cfg->seed ^ ft_dropout_key((uint64_t)step * (uint64_t)micro +
                                                                      (uint64_t)(i - first)));
+            if (job->loss.cls_loss) {
+                rc = cls_micro_batch(job, bt, &norm, ls.enabled ? ls.scale : 1.0f, &g, &loss, extra, e);
+                step_tokens += bt->n_tokens;
+                continue;
+            }
             if (job->loss.prepare) rc = job->loss.prepare(job->loss.ctx, m, bt, e);
             if (!rc)
                 rc = model_forward_train_excl(m, bt->n_tokens, bt->ids, bt->pos, bt->doc_start, bt->excl_start,

@@ -66,7 +66,17 @@ typedef struct ft_loss_fn {
     /* Called before each micro-batch's forward (may be NULL): e.g. DPO's reference log-probs computed on
      * the fly with the adapters disabled. */
     int (*prepare)(void *ctx, ft_model *m, const ds_batch *b, ft_error *e);
+    /* Sequence classification (set instead of `loss`; the model has a score head): each sample of the
+     * micro-batch is pooled at its last token, rows[i] (trainer_pool_rows), and logits [S * num_labels] are
+     * the head's output; fill dlogits (dL/dlogits of the step loss) and add into *loss and extra as `loss`
+     * does. norm->samples counts the pooled samples of the whole step. */
+    int (*cls_loss)(void *ctx, const ds_batch *b, int S, const int32_t *rows, const float *logits,
+                    const ft_step_norm *norm, float *dlogits, double *loss, double *extra, ft_error *e);
 } ft_loss_fn;
+
+/* The flat index of each sample's last token in b (padding skipped), in order; returns S. rows has room for
+ * b->n_tokens entries. */
+int trainer_pool_rows(const ds_batch *b, int32_t *rows);
 
 /* A job's own evaluation (e.g. DPO's eval rewards): fills values[n_values], logged as eval_<name>. */
 typedef struct ft_eval_fn {
