@@ -1253,7 +1253,7 @@ int model_forward_cls(ft_model *m, int T, const int32_t *ids, const int32_t *pos
     m->training = 0;
     step_inputs in;
     ft_tensor h, rows_dev, pooled;
-    rc = inputs_setup(m, T, ids, pos, doc_start, 0, &in, e);
+    rc = inputs_setup(m, T, ids, pos, doc_start, NULL, NULL, 0, &in, e);
     if (!rc) rc = run_decoder(m, &in, NULL, &h, e);
     if (!rc) rc = cls_head_forward(m, &h, S, rows, &rows_dev, &pooled, logits, e);
     inputs_free(&in);
