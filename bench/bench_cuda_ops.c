@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
         ft_dtype dt = dts[kd];
         const char *nm = ft_dtype_name(dt);
         if (dt == FT_BF16 && G->arch < 80) continue;
-        ft_attn_layout L = {0, dsd.data, 0, 1.0f / sqrtf((float)Dh)};
+        ft_attn_layout L = {0, dsd.data, 0, 1.0f / sqrtf((float)Dh), NULL, NULL};
         ft_tensor q = dev(dt, 3, T, Hq, Dh, 1), k = dev(dt, 3, T, Hkv, Dh, 1), v = dev(dt, 3, T, Hkv, Dh, 1),
                   o = dev(dt, 3, T, Hq, Dh, 0), lse = dev(FT_F32, 2, T, Hq, 0, 0), dout = dev(dt, 3, T, Hq, Dh, 1),
                   dq = dev(dt, 3, T, Hq, Dh, 0), dk = dev(dt, 3, T, Hkv, Dh, 0), dv = dev(dt, 3, T, Hkv, Dh, 0);

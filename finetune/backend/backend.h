@@ -43,6 +43,11 @@ struct ft_backend {
     int arch;   /* CUDA compute capability as major*10+minor (75 = T4, 80 = A100, 90 = H100); 0 on the CPU */
     char desc[160]; /* what it runs on, for logs: "cpu (8 threads)", "cuda: NVIDIA H100 (sm_90, 79.1 GiB)" */
     void *impl;     /* backend private state */
+    /* Device memory cap of our own, in bytes (0 = none): an allocation that would take what this backend holds
+     * past it fails as out of memory does (alloc returns NULL). The CUDA backend counts its allocations and the
+     * cuBLASLt workspace; it starts from FT_GPU_MEMORY_LIMIT (or 15 GiB in the T4 build, FT_CUDA_T4_PTX), and the
+     * recipe key gpu_memory_limit sets it. The CPU backend ignores it. */
+    size_t mem_limit;
 
     /* ---- memory ---- */
     void *(*alloc)(ft_backend *b, size_t bytes); /* NULL when out of memory */
@@ -122,6 +127,10 @@ struct ft_backend {
                   const ft_adamw_args *a);
     /* Sum of squares of an fp32 tensor, accumulated in double in a fixed order; returned to the host. */
     double (*sumsq)(ft_backend *b, const ft_tensor *x);
+    /* The sum of squares of n fp32 tensors, exactly the double that sumsq gives for each, added in order i = 0..n-1
+     * (total = 0; total += sumsq(x[i])), with one wait for the device instead of one per tensor: what the
+     * optimizer's global gradient norm needs once a step. NaN when an argument is bad. */
+    double (*sumsq_many)(ft_backend *b, int n, const ft_tensor *const *x);
     /* x *= alpha (fp32) */
     void (*scale)(ft_backend *b, ft_tensor *x, float alpha);
 

@@ -189,6 +189,22 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
         return ft_fail(e, FT_EINPUT, "%s: precision '%s': expected auto, fp32, bf16 or fp16", rcp_name(r),
                        t->precision);
     GET(rcp_get_bool(r, "offload_activations", 0, &t->offload_activations, e));
+    char *lim = NULL; /* a size string ("15GiB") or a byte count */
+    GET(rcp_get_json(r, "gpu_memory_limit", &lim, e));
+    if (lim) {
+        size_t n = strlen(lim);
+        if (n >= 2 && lim[0] == '"' && lim[n - 1] == '"') lim[n - 1] = 0;
+        const char *val = lim[0] == '"' ? lim + 1 : lim;
+        int bad = ft_parse_bytes(val, &j->gpu_memory_limit);
+        j->has_gpu_memory_limit = 1;
+        if (bad) {
+            int frc = ft_fail(e, FT_EINPUT, "%s: gpu_memory_limit %s: expected a size such as \"15GiB\" or \"512MiB\", or a "
+                                       "byte count (0: no limit)", rcp_name(r), val);
+            free(lim);
+            return frc;
+        }
+        free(lim);
+    }
     GET(rcp_get_float(r, "loss_scale_init", 65536.0, &d, e));
     t->loss_scale_init = (float)d;
     GET(rcp_get_int(r, "loss_scale_growth_interval", 2000, &t->loss_scale_growth_interval, e));
@@ -309,6 +325,7 @@ int job_check_weights(const ft_job *j, const ft_model *m, const char *what, cons
 
 int job_setup_model(ft_job *j, ft_error *e) {
     GET(ft_backend_create(j->device, &j->backend, e));
+    if (j->has_gpu_memory_limit) j->backend->mem_limit = j->gpu_memory_limit;
     if (j->model_dir && j->use_lora) { /* the base is frozen: straight into the compute dtype */
         ft_dtype compute;
         GET(trainer_compute_dtype(j->train.precision, j->backend, &compute, e));
@@ -386,6 +403,11 @@ void job_explain_oom(const ft_job *j, int rows, ft_error *e) {
                  "or set offload_activations=true",
                  mp.total / (1u << 30), mp.weights / (1u << 30), mp.trainable / (1u << 30),
                  mp.activations / (1u << 30), j->batch_size, j->ex.max_length);
+        if (j->backend && j->backend->mem_limit) {
+            size_t k = strlen(hint);
+            snprintf(hint + k, sizeof hint - k, " (the device is capped at gpu_memory_limit %.2f GiB)",
+                     (double)j->backend->mem_limit / (1u << 30));
+        }
     } else {
         snprintf(hint, sizeof hint, "; lower batch_size or max_length, or use a lora or qlora section");
     }

@@ -95,6 +95,7 @@ static void drop(pair *p) {
 /* Compare all elements of the GPU and CPU tensors: |gpu - cpu| <= tol (|cpu| + rms(cpu)) + atol; report the
  * first few mismatches. atol is for results that are zero in exact arithmetic, where both sides hold only
  * rounding noise of different summation orders. */
+static int cmp_silent;
 static void cmp_atol(const char *what, const pair *p, double tol, double atol) {
     int64_t n = ft_numel(&p->g);
     float *a = malloc((size_t)n * 4 + 4), *b = malloc((size_t)n * 4 + 4);
@@ -117,11 +118,16 @@ static void cmp_atol(const char *what, const pair *p, double tol, double atol) {
     }
     CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ (tol %g, worst rel %.3g)", what, (long long)bad,
               (long long)n, tol, worst);
-    if (!bad) fprintf(stderr, "ok %-40s n=%-8lld worst rel %.3g\n", what, (long long)n, worst);
+    if (!bad && !cmp_silent) fprintf(stderr, "ok %-40s n=%-8lld worst rel %.3g\n", what, (long long)n, worst);
     free(a);
     free(b);
 }
 static void cmp(const char *what, const pair *p, double tol) { cmp_atol(what, p, tol, 0); }
+static void cmp_quiet(const pair *p, double tol) { /* checked, but no "ok" line (loops of many small cases) */
+    cmp_silent = 1;
+    cmp_atol("(quiet case)", p, tol, 0);
+    cmp_silent = 0;
+}
 
 /* ------------------------------------------------------------------ forward ops */
 
@@ -136,6 +142,47 @@ static void t_gemm(int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
              beta);
     cmp(w, &Cm, 1e-5);
     drop(&A), drop(&B), drop(&Cm);
+}
+
+/* The cuBLASLt plan cache: a shape seen before reuses its plan (on the emulator, which counts heuristic queries: at
+ * most one for five identical GEMMs); an operand at another alignment gets a plan of its own (the emulator aborts
+ * when an algorithm runs on an operand less aligned than it was chosen for); more shapes than the cache holds evict
+ * and rebuild plans, every result still the CPU's. */
+__attribute__((weak)) long cuemu_lt_heuristic_calls(void);
+static void t_gemm_plans(void) {
+    int64_t M = 29, N = 61, K = 43;
+    pair A = frand(1, M * K + 1, 0, 0, 1), B = frand(2, K, N, 0, 1), Cm = fout(2, M, N, 0);
+    long h0 = cuemu_lt_heuristic_calls ? cuemu_lt_heuristic_calls() : 0;
+    char w[96];
+    for (int off = 0; off < 2; off++) { /* off 1: A starts 4 bytes into its allocation */
+        ft_tensor ag = ft_t2((char *)A.g.data + 4 * off, FT_F32, FT_DEV_CUDA, M, K),
+                  ac = ft_t2((char *)A.c.data + 4 * off, FT_F32, FT_DEV_CPU, M, K);
+        for (int rep = 0; rep < 5; rep++) {
+            G->gemm(G, &ag, 0, &B.g, 0, &Cm.g, 1.0f, 0.0f);
+            C->gemm(C, &ac, 0, &B.c, 0, &Cm.c, 1.0f, 0.0f);
+            snprintf(w, sizeof w, "gemm plan reuse, A offset %d bytes, rep %d", 4 * off, rep);
+            cmp(w, &Cm, 1e-5);
+        }
+        if (cuemu_lt_heuristic_calls) {
+            long h = cuemu_lt_heuristic_calls() - h0;
+            CHECK_MSG(h == off + 1, "cuBLASLt heuristic queried %ld times for %d shape/alignment(s) run 5 times each", h,
+                      off + 1);
+        }
+    }
+    drop(&A), drop(&B), drop(&Cm);
+    for (int round = 0; round < 2; round++) /* 110 shapes: more than the cache holds, twice */
+        for (int64_t m = 1; m <= 110; m++) {
+            pair a = frand(2, m, 3, 0, 1), b = frand(2, 3, 5, 0, 1), c = fout(2, m, 5, 0);
+            G->gemm(G, &a.g, 0, &b.g, 0, &c.g, 1.0f, 0.0f);
+            C->gemm(C, &a.c, 0, &b.c, 0, &c.c, 1.0f, 0.0f);
+            if (m % 37 == 1 || m == 110) {
+                snprintf(w, sizeof w, "gemm plan eviction round %d M%lld", round, (long long)m);
+                cmp(w, &c, 1e-5);
+            } else {
+                cmp_quiet(&c, 1e-5);
+            }
+            drop(&a), drop(&b), drop(&c);
+        }
 }
 
 static void t_embedding(void) {
@@ -239,6 +286,24 @@ static void t_optim(void) {
     cmp("adamw v", &v, 1e-5);
     double sg = G->sumsq(G, &g.g), sc = C->sumsq(C, &g.c);
     CHECK_MSG(fabs(sg - sc) <= 1e-9 * sc, "sumsq: cuda %.12g, cpu %.12g", sg, sc);
+    /* sumsq_many: each backend's result is bit for bit its own per-tensor sum (what the optimizer summed before),
+     * over tensors of different sizes (one above 1024 x 256 elements, one empty); the two backends agree to 1e-9 */
+    {
+        pair big = frand(1, 300000, 0, 0, 1), tiny = frand(1, 7, 0, 0, 3);
+        int64_t zero_n = 0;
+        pair empty = mk(FT_F32, 1, &zero_n);
+        const ft_tensor *lg[5] = {&g.g, &big.g, &empty.g, &tiny.g, &m.g}, *lc[5] = {&g.c, &big.c, &empty.c, &tiny.c, &m.c};
+        double eg = 0, ec = 0;
+        for (int i = 0; i < 5; i++) eg += G->sumsq(G, lg[i]), ec += C->sumsq(C, lc[i]);
+        double mg = G->sumsq_many(G, 5, lg), mc = C->sumsq_many(C, 5, lc);
+        CHECK_MSG(memcmp(&mg, &eg, sizeof mg) == 0, "sumsq_many on cuda: %.17g, per tensor %.17g", mg, eg);
+        CHECK_MSG(memcmp(&mc, &ec, sizeof mc) == 0, "sumsq_many on cpu: %.17g, per tensor %.17g", mc, ec);
+        CHECK_MSG(fabs(mg - mc) <= 1e-9 * mc, "sumsq_many: cuda %.12g, cpu %.12g", mg, mc);
+        CHECK_MSG(G->sumsq_many(G, 0, lg) == 0 && C->sumsq_many(C, 0, lc) == 0, "sumsq_many of no tensors is not 0");
+        if (memcmp(&mg, &eg, sizeof mg) == 0 && memcmp(&mc, &ec, sizeof mc) == 0)
+            fprintf(stderr, "ok sumsq_many (5 tensors)                   bit-identical to per-tensor sums\n");
+        drop(&big), drop(&tiny), drop(&empty);
+    }
     G->scale(G, &g.g, -1.5f);
     C->scale(C, &g.c, -1.5f);
     cmp("scale", &g, 1e-7);
@@ -295,7 +360,7 @@ static void t_attention(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t
     free(ds);
     pair q = frand(3, Tq, Hq, Dh, 1), k = frand(3, Tk, Hkv, Dh, 1), v = frand(3, Tk, Hkv, Dh, 1);
     pair out = fout(3, Tq, Hq, Dh), lse = fout(2, Tq, Hq, 0);
-    ft_attn_layout Lg = {q0, dsp.g.data, window, 1.0f / sqrtf((float)Dh)}, Lc = Lg;
+    ft_attn_layout Lg = {q0, dsp.g.data, window, 1.0f / sqrtf((float)Dh), NULL, NULL}, Lc = Lg;
     Lc.doc_start = dsp.c.data;
     G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
     C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
@@ -487,7 +552,7 @@ static void t_half(ft_dtype dt) {
     pair dsp = ints(T, ds);
     pair q = hrand(dt, 3, T, Hq, Dh, 1, 0), k = hrand(dt, 3, T, Hkv, Dh, 1, 0), v = hrand(dt, 3, T, Hkv, Dh, 1, 0);
     pair out = hrand(dt, 3, T, Hq, Dh, 0, 1), lse = fout(2, T, Hq, 0);
-    ft_attn_layout Lg = {0, dsp.g.data, 24, 1.0f / sqrtf((float)Dh)}, Lc = Lg;
+    ft_attn_layout Lg = {0, dsp.g.data, 24, 1.0f / sqrtf((float)Dh), NULL, NULL}, Lc = Lg;
     Lc.doc_start = dsp.c.data;
     G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
     C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
@@ -586,6 +651,21 @@ static void t_memory(void) {
     CHECK(huge == NULL);
     G->memory(G, &u2, NULL);
     CHECK(u2 == u0);
+    /* our own cap (mem_limit, the T4-on-an-H100 runs): counted with the cuBLASLt workspace (32 MiB here), an
+     * allocation past it fails like a full GPU, nothing is held, and what fits still works */
+    G->mem_limit = u0 + ((size_t)64 << 20);
+    void *fits = G->alloc(G, (size_t)16 << 20);
+    void *over = G->alloc(G, (size_t)60 << 20);
+    CHECK_MSG(fits != NULL, "16 MiB under a cap 64 MiB above what is held was refused");
+    CHECK_MSG(over == NULL, "60 MiB more past the cap was allowed");
+    G->memory(G, &u2, NULL);
+    CHECK(u2 == u0 + ((size_t)16 << 20));
+    G->free(G, fits);
+    fits = G->alloc(G, (size_t)31 << 20);
+    CHECK_MSG(fits != NULL, "31 MiB under the cap after a free was refused");
+    G->free(G, fits);
+    G->mem_limit = 0;
+    if (!over) fprintf(stderr, "ok mem_limit: refused past the cap, allowed under it\n");
     pair z = frand(1, 1000, 0, 0, 1);
     G->zero(G, z.g.data, ft_nbytes(&z.g));
     C->zero(C, z.c.data, ft_nbytes(&z.c));
@@ -642,6 +722,7 @@ int main(void) {
         }
     t_gemm(256, 512, 384, 0, 1, 1.0f, 0.0f);
     t_gemm(1, 300, 2, 1, 0, 1.0f, 1.0f);
+    t_gemm_plans();
     t_embedding();
     t_rmsnorm(17, 300);
     t_rmsnorm(300, 96);

@@ -742,6 +742,7 @@ ft_backend *ft_backend_cpu_create(void) {
     b->token_logprobs_backward = cpu_token_logprobs_backward;
     b->adamw = cpu_adamw;
     b->sumsq = cpu_sumsq;
+    b->sumsq_many = cpu_sumsq_many;
     b->scale = cpu_scale;
     b->nf4_dequant = cpu_nf4_dequant;
     b->dropout = cpu_dropout;

@@ -100,6 +100,16 @@ static void *cu_alloc_fn(ft_backend *b, size_t bytes) {
     cu_state *c = cu_of(b);
     void *p = NULL;
     if (bytes == 0) bytes = 1;
+    /* our own cap (gpu_memory_limit): what we hold, the cuBLASLt workspace included, may not pass it */
+    if (b->mem_limit && (bytes > b->mem_limit || c->in_use + c->lt_ws_bytes > b->mem_limit - bytes)) {
+        if (c->limit_refusals++ < 3)
+            fprintf(stderr,
+                    "finetune: cuda backend: gpu_memory_limit %.2f GiB: refusing %.1f MiB (%.2f GiB held, cuBLASLt "
+                    "workspace included)\n",
+                    (double)b->mem_limit / (1u << 30), (double)bytes / (1u << 20),
+                    (double)(c->in_use + c->lt_ws_bytes) / (1u << 30));
+        return NULL;
+    }
     cudaError_t err = cudaMalloc(&p, bytes);
     if (err != cudaSuccess) {
         cudaGetLastError(); /* OOM is not sticky: clear it so later launches are not blamed */
@@ -194,6 +204,8 @@ void *cu_scratch(ft_backend *b, size_t bytes, const char *op) {
 
 static size_t cu_align(size_t n) { return (n + 255) & ~(size_t)255; }
 
+static void cu_lt_plan_drop(cu_lt_plan *p);
+
 static void cu_destroy(ft_backend *b) {
     if (!b) return;
     cu_state *c = cu_of(b);
@@ -201,6 +213,11 @@ static void cu_destroy(ft_backend *b) {
         cudaStreamSynchronize(c->stream);
         for (size_t i = 0; i < c->nallocs; i++) cudaFree(c->allocs[i].p);
         free(c->allocs);
+        if (getenv("FT_CUDA_STATS"))
+            fprintf(stderr, "finetune: cuda backend: cuBLASLt plans: %llu hits, %llu misses, %d GEMMs by cublasGemmEx\n",
+                    (unsigned long long)c->lt_hits, (unsigned long long)c->lt_misses, c->lt_fallbacks);
+        for (int i = 0; i < CU_LT_PLANS; i++)
+            if (c->lt_plans[i].used) cu_lt_plan_drop(&c->lt_plans[i]);
         if (c->lt_ws) cudaFree(c->lt_ws);
         if (c->lt) cublasLtDestroy(c->lt);
         if (c->blas) cublasDestroy(c->blas);
@@ -223,30 +240,35 @@ static uint32_t cu_ptr_alignment(const void *p) {
     return al;
 }
 
-/* Column-major D = alpha op(X) op(Y) + beta D through cuBLASLt: X is rows_x x cols_x as stored (ld ldx), op(X)
- * m x k, op(Y) k x n. fp32 accumulation and fp32 alpha/beta (CUBLAS_COMPUTE_32F: no TF32). The heuristic is
- * told the operands' real alignments. Returns CUBLAS_STATUS_NOT_SUPPORTED when it has no algorithm. */
-static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOperation_t opy, int m, int n, int k,
-                                   float alpha, const void *X, cudaDataType xt, int ldx, const void *Y, cudaDataType yt,
-                                   int ldy, float beta, void *D, cudaDataType dt, int ldd) {
-    cublasLtMatmulDesc_t desc = NULL;
-    cublasLtMatrixLayout_t lx = NULL, ly = NULL, ld = NULL;
+static void cu_lt_plan_drop(cu_lt_plan *p) {
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->ly) cublasLtMatrixLayoutDestroy(p->ly);
+    if (p->lx) cublasLtMatrixLayoutDestroy(p->lx);
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    memset(p, 0, sizeof *p);
+}
+
+/* Build a plan: descriptors, layouts and the heuristic's best algorithm for key (its status says whether one was
+ * found; the descriptors are kept either way, so a refusal is not asked again). */
+static cublasStatus_t cu_lt_plan_build(cu_state *c, const cu_lt_key *k, cu_lt_plan *p) {
     cublasLtMatmulPreference_t pref = NULL;
-    int32_t tx = opx, ty = opy;
+    int32_t tx = k->opx, ty = k->opy;
     uint64_t ws = c->lt_ws_bytes;
-    uint32_t al[4] = {cu_ptr_alignment(X), cu_ptr_alignment(Y), cu_ptr_alignment(D), cu_ptr_alignment(D)};
     cublasLtMatmulHeuristicResult_t h;
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasOperation_t opx = (cublasOperation_t)k->opx, opy = (cublasOperation_t)k->opy;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &tx, sizeof tx);
+        st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &tx, sizeof tx);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &ty, sizeof ty);
+        st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &ty, sizeof ty);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&lx, xt, opx == CUBLAS_OP_N ? m : k, opx == CUBLAS_OP_N ? k : m, ldx);
+        st = cublasLtMatrixLayoutCreate(&p->lx, (cudaDataType)k->xt, opx == CUBLAS_OP_N ? k->m : k->k,
+                                        opx == CUBLAS_OP_N ? k->k : k->m, k->ldx);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&ly, yt, opy == CUBLAS_OP_N ? k : n, opy == CUBLAS_OP_N ? n : k, ldy);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&ld, dt, m, n, ldd);
+        st = cublasLtMatrixLayoutCreate(&p->ly, (cudaDataType)k->yt, opy == CUBLAS_OP_N ? k->k : k->n,
+                                        opy == CUBLAS_OP_N ? k->n : k->k, k->ldy);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&p->ld, (cudaDataType)k->dt, k->m, k->n, k->ldd);
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
@@ -254,20 +276,56 @@ static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOpe
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
-        st = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &al[i], sizeof al[i]);
+        st = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &k->al[i], sizeof k->al[i]);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(c->lt, desc, lx, ly, ld, ld, pref, 1, &h, &found);
+        st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->lx, p->ly, p->ld, p->ld, pref, 1, &h, &found);
     if (st == CUBLAS_STATUS_SUCCESS && (found < 1 || h.state != CUBLAS_STATUS_SUCCESS))
         st = CUBLAS_STATUS_NOT_SUPPORTED;
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmul(c->lt, desc, &alpha, X, lx, Y, ly, &beta, D, ld, D, ld, &h.algo, c->lt_ws, c->lt_ws_bytes,
-                            c->stream);
+    if (st == CUBLAS_STATUS_SUCCESS) p->algo = h.algo;
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (ly) cublasLtMatrixLayoutDestroy(ly);
-    if (lx) cublasLtMatrixLayoutDestroy(lx);
-    if (desc) cublasLtMatmulDescDestroy(desc);
     return st;
+}
+
+/* Column-major D = alpha op(X) op(Y) + beta D through cuBLASLt: X is rows_x x cols_x as stored (ld ldx), op(X)
+ * m x k, op(Y) k x n. fp32 accumulation and fp32 alpha/beta (CUBLAS_COMPUTE_32F: no TF32). The heuristic is
+ * told the operands' real alignments. The plan (descriptors + algorithm) comes from the per-backend cache, built
+ * on a miss; the least recently used plan makes room. Returns CUBLAS_STATUS_NOT_SUPPORTED when there is no
+ * algorithm (remembered too). */
+static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOperation_t opy, int m, int n, int k,
+                                   float alpha, const void *X, cudaDataType xt, int ldx, const void *Y, cudaDataType yt,
+                                   int ldy, float beta, void *D, cudaDataType dt, int ldd) {
+    cu_lt_key key;
+    memset(&key, 0, sizeof key);
+    key.opx = opx, key.opy = opy, key.m = m, key.n = n, key.k = k, key.ldx = ldx, key.ldy = ldy, key.ldd = ldd;
+    key.xt = xt, key.yt = yt, key.dt = dt;
+    key.al[0] = cu_ptr_alignment(X), key.al[1] = cu_ptr_alignment(Y), key.al[2] = key.al[3] = cu_ptr_alignment(D);
+    cu_lt_plan *p = NULL, *victim = &c->lt_plans[0];
+    for (int i = 0; i < CU_LT_PLANS; i++) {
+        cu_lt_plan *q = &c->lt_plans[i];
+        if (q->used && !memcmp(&q->key, &key, sizeof key)) {
+            p = q;
+            break;
+        }
+        if (q->used < victim->used) victim = q; /* an empty slot (0) or the least recently used */
+    }
+    if (p) {
+        c->lt_hits++;
+    } else {
+        c->lt_misses++;
+        p = victim;
+        if (p->used) cu_lt_plan_drop(p);
+        p->key = key;
+        p->status = cu_lt_plan_build(c, &key, p);
+        if (p->status != CUBLAS_STATUS_SUCCESS && !p->desc) { /* not even the descriptors: do not keep it */
+            cublasStatus_t st = (cublasStatus_t)p->status;
+            cu_lt_plan_drop(p);
+            return st;
+        }
+    }
+    p->used = ++c->lt_clock;
+    if (p->status != CUBLAS_STATUS_SUCCESS) return (cublasStatus_t)p->status;
+    return cublasLtMatmul(c->lt, p->desc, &alpha, X, p->lx, Y, p->ly, &beta, D, p->ld, D, p->ld, &p->algo, c->lt_ws,
+                          c->lt_ws_bytes, c->stream);
 }
 
 /* Row-major C[M,N] = alpha op(A) op(B) + beta C. cuBLAS is column-major, and a row-major X is the
@@ -963,10 +1021,29 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     }
 
     b->name = "cuda";
-    snprintf(b->desc, sizeof b->desc, "cuda: %.100s (sm_%d, %.1f GiB)", prop.name, sm,
-             (double)prop.totalGlobalMem / (1u << 30));
     b->device = FT_DEV_CUDA;
     b->arch = sm;
+#ifdef FT_CUDA_TARGET_SM
+    /* the T4 build (FT_CUDA_T4_PTX): compute_75 PTX only, JIT-compiled for this GPU. It must run the sm_75 paths
+     * (fp16 by default, no bf16, the kernels chosen for a T4): a newer GPU is treated as a T4, and gets a T4's
+     * 15 GiB unless FT_GPU_MEMORY_LIMIT says otherwise */
+    if (b->arch > FT_CUDA_TARGET_SM) b->arch = c->sm = FT_CUDA_TARGET_SM;
+    b->mem_limit = (size_t)15 << 30;
+#endif
+    const char *lim = getenv("FT_GPU_MEMORY_LIMIT");
+    if (lim && *lim && ft_parse_bytes(lim, &b->mem_limit)) {
+        cu_destroy(b);
+        return ft_fail(e, FT_EINPUT, "FT_GPU_MEMORY_LIMIT='%s': expected a size such as 15GiB, 512MiB or a byte count "
+                                     "(0: no limit)", lim);
+    }
+    char lims[48] = "";
+    if (b->mem_limit) snprintf(lims, sizeof lims, ", limit %.2f GiB", (double)b->mem_limit / (1u << 30));
+    if (b->arch != sm)
+        snprintf(b->desc, sizeof b->desc, "cuda: %.80s (sm_%d running the sm_%d build, %.1f GiB%s)", prop.name, sm,
+                 b->arch, (double)prop.totalGlobalMem / (1u << 30), lims);
+    else
+        snprintf(b->desc, sizeof b->desc, "cuda: %.100s (sm_%d, %.1f GiB%s)", prop.name, sm,
+                 (double)prop.totalGlobalMem / (1u << 30), lims);
     b->alloc = cu_alloc_fn;
     b->free = cu_free_fn;
     b->upload = cu_upload;
@@ -997,6 +1074,7 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     b->token_logprobs_backward = cu_token_logprobs_backward;
     b->adamw = cu_adamw;
     b->sumsq = cu_sumsq;
+    b->sumsq_many = cu_sumsq_many;
     b->nf4_dequant = cu_nf4_dequant;
     b->scale = cu_scale;
     b->dropout = cu_dropout;
