@@ -546,6 +546,39 @@ static void t_half(ft_dtype dt) {
     cmp16(w, &o, tol16);
     drop(&x), drop(&wt), drop(&o), drop(&r), drop(&u);
 
+    /* the fused lm_head + log-softmax with 16-bit h and W (the mixed-precision path): 16-bit GEMMs into fp32
+     * logits, fp32 softmax; log-probs and lse at the fp32 tolerance, the gradients (whose GEMMs read the logit
+     * gradient rounded to 16 bits) within the 16-bit rounding; two vocabulary chunks (8192 + 808 columns) */
+    {
+        int64_t T = 2048, D = 64, V = 9000;
+        pair h = hrand(dt, 2, T, D, 0, 1, 0), W = hrand(dt, 2, V, D, 0, 0.3f, 0);
+        int32_t *tg = malloc((size_t)T * 4);
+        for (int64_t t = 0; t < T; t++) tg[t] = (t % 5 == 2) ? -100 : (int32_t)(ft_rng_next(&rng) % (uint64_t)V);
+        tg[T - 1] = (int32_t)V - 1;
+        pair tgt = ints(T, tg);
+        free(tg);
+        pair logp = fout(1, T, 0, 0), lse = fout(1, T, 0, 0), dl = frand(1, T, 0, 0, 1);
+        G->token_logprobs(G, &h.g, &W.g, &tgt.g, &logp.g, &lse.g);
+        C->token_logprobs(C, &h.c, &W.c, &tgt.c, &logp.c, &lse.c);
+        snprintf(w, sizeof w, "token_logprobs %s T%lld V%lld", nm, (long long)T, (long long)V);
+        cmp(w, &logp, 1e-5);
+        cmp("  lse (F32)", &lse, 1e-5);
+        pair dh = fout(2, T, D, 0), dW = frand(2, V, D, 0, 0.1f);
+        G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, &lse.g, &dl.g, &dh.g, &dW.g);
+        C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, &lse.c, &dl.c, &dh.c, &dW.c);
+        /* dh and dW sum D or T products whose factor G was rounded to 16 bits (as PyTorch's autocast rounds its
+         * logit gradient): the error follows the sum of |terms|, not the result, so 3x the output-rounding
+         * tolerance (emulator, sm_90: worst 0.0198 bf16 dW, 0.0017 fp16 dW) */
+        cmp("  backward dh (F32)", &dh, 3 * tol16);
+        cmp("  backward dW (F32, accumulated)", &dW, 3 * tol16);
+        pair dh16 = hrand(dt, 2, T, D, 0, 0, 1);
+        G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, NULL, &dl.g, &dh16.g, NULL);
+        C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, NULL, &dl.c, &dh16.c, NULL);
+        snprintf(w, sizeof w, "  backward dh (%s, lse NULL, dW NULL)", nm);
+        cmp16(w, &dh16, 3 * tol16);
+        drop(&h), drop(&W), drop(&tgt), drop(&logp), drop(&lse), drop(&dl), drop(&dh), drop(&dW), drop(&dh16);
+    }
+
     int64_t T = 75, Hq = 4, Hkv = 2, Dh = 96;
     int32_t ds[75];
     for (int i = 0; i < T; i++) ds[i] = i < 40 ? 0 : 40;

@@ -299,6 +299,17 @@ static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOpe
     key.opx = opx, key.opy = opy, key.m = m, key.n = n, key.k = k, key.ldx = ldx, key.ldy = ldy, key.ldd = ldd;
     key.xt = xt, key.yt = yt, key.dt = dt;
     key.al[0] = cu_ptr_alignment(X), key.al[1] = cu_ptr_alignment(Y), key.al[2] = key.al[3] = cu_ptr_alignment(D);
+    if (c->lt_nocache) { /* FT_CUDA_LT_CACHE=0: the old way, a plan built and dropped per GEMM (for A/B timing) */
+        cu_lt_plan tmp;
+        memset(&tmp, 0, sizeof tmp);
+        c->lt_misses++;
+        cublasStatus_t st = cu_lt_plan_build(c, &key, &tmp);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatmul(c->lt, tmp.desc, &alpha, X, tmp.lx, Y, tmp.ly, &beta, D, tmp.ld, D, tmp.ld, &tmp.algo,
+                                c->lt_ws, c->lt_ws_bytes, c->stream);
+        cu_lt_plan_drop(&tmp);
+        return st;
+    }
     cu_lt_plan *p = NULL, *victim = &c->lt_plans[0];
     for (int i = 0; i < CU_LT_PLANS; i++) {
         cu_lt_plan *q = &c->lt_plans[i];
@@ -851,8 +862,11 @@ static void cu_token_logprobs(ft_backend *b, const ft_tensor *h, const ft_tensor
     cu_lp_forward(b, op, h, W, targets, (float *)logp->data, lse ? (float *)lse->data : NULL, NULL, NULL);
 }
 
-/* logits tile -> dlogits = dlogp * (onehot(target) - softmax), rows with target < 0 give 0 */
-__global__ void k_lp_grad(float *tile, int64_t n, int64_t c0, const int32_t *targets, const float *lse,
+/* logits tile -> dlogits = dlogp * (onehot(target) - softmax), rows with target < 0 give 0, computed in fp32 and
+ * stored as G's type: in place (fp32), or with 16-bit h/W straight into the 16-bit tile the two gradient GEMMs
+ * read (one pass: the same rounding a separate cast would do, without writing and re-reading an fp32 tile). */
+template <typename G>
+__global__ void k_lp_grad(const float *tile, G *out, int64_t n, int64_t c0, const int32_t *targets, const float *lse,
                           const float *dlogp) {
     size_t row = (size_t)blockIdx.x * n;
     int32_t tg = targets[blockIdx.x];
@@ -860,7 +874,7 @@ __global__ void k_lp_grad(float *tile, int64_t n, int64_t c0, const int32_t *tar
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
         float v = 0.f;
         if (tg >= 0) v = g * ((c0 + j == tg ? 1.f : 0.f) - expf(tile[row + j] - l));
-        tile[row + j] = v;
+        cu_st(out, row + j, v);
     }
 }
 
@@ -909,15 +923,13 @@ static void cu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const 
         int64_t n = V - c0 < C ? V - c0 : C;
         const char *Wc = (const char *)W->data + (size_t)(c0 * D) * esz;
         if (!cu_gemm_rm(b, op, h->dtype, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D, Wc, D, 0.f, logits, n)) return;
-        CU_LAUNCH((unsigned)T_, 256, st, k_lp_grad)(logits, n, c0, (const int32_t *)targets->data, l,
-                                                (const float *)dlogp->data);
-        const void *G = logits;
-        if (tile16) { /* the GEMMs take one input dtype: round G to h's (relative error 2^-8 bf16, 2^-11 fp16) */
-            ft_tensor gf = ft_t1(logits, FT_F32, FT_DEV_CUDA, T_ * n), g16 = ft_t1(ws + tile + 4 * vec, h->dtype,
-                                                                                   FT_DEV_CUDA, T_ * n);
-            cu_cast(b, &gf, &g16);
-            G = g16.data;
-        }
+        /* the GEMMs take one input dtype: with 16-bit h/W, G is rounded to it (relative error 2^-8 bf16, 2^-11
+         * fp16) as the gradient kernel stores it */
+        const void *G = tile16 ? (const void *)(ws + tile + 4 * vec) : (const void *)logits;
+        CU_DISPATCH(b, op, h->dtype,
+                    CU_LAUNCH((unsigned)T_, 256, st, k_lp_grad<T>)(logits, (T *)G, n, c0,
+                                                                  (const int32_t *)targets->data, l,
+                                                                  (const float *)dlogp->data));
         /* dh (=/+=) G[T,n] Wc[n,D];  dW[c0:c0+n] += G^T h */
         if (!cu_gemm_rm(b, op, h->dtype, dh->dtype, 0, 0, T_, D, n, 1.f, G, n, Wc, D, c0 ? 1.f : 0.f, dh->data, D))
             return;
@@ -991,6 +1003,8 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     } else if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ? (c->lt = NULL, 1) : 0) {
         rc = ft_fail(e, FT_EDEVICE, "device=cuda: cannot initialise cuBLASLt on %s", prop.name);
     } else {
+        const char *lc = getenv("FT_CUDA_LT_CACHE");
+        c->lt_nocache = lc && strcmp(lc, "0") == 0;
         /* cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper (less is fine: 0 when it fails) */
         c->lt_ws_bytes = (size_t)32 << 20;
         if (cudaMalloc(&c->lt_ws, c->lt_ws_bytes) != cudaSuccess) {

@@ -53,6 +53,7 @@ typedef struct cu_state {
     cu_lt_plan lt_plans[CU_LT_PLANS];
     uint64_t lt_clock;              /* LRU counter */
     uint64_t lt_hits, lt_misses;    /* plan cache statistics (FT_CUDA_STATS=1 prints them at destroy) */
+    int lt_nocache;                 /* FT_CUDA_LT_CACHE=0: build and drop a plan per GEMM (A/B timing only) */
     cu_alloc *allocs; /* live allocations (few: the model draws from arenas) */
     size_t nallocs, cap;
     size_t in_use, peak;
