@@ -114,7 +114,7 @@ PYEOF
     say "| check | shape | mode | tokens/row | result | tok/s | peak GiB (ours) |"
     say "|---|---|---|---|---|---|---|"
     read -r rc tps peak n <<<"$(t4_run q4b "${T4_CFG_4B:-$ROOT/bench/configs/danube3-4b.json}" "${T4_LEN:-2048}" "$W/long.jsonl" qlora.r=16 qlora.alpha=32)"
-    say "| 1 | Danube3-4B | QLoRA NF4 r16 | 2048 | $(verdict "$rc" "${n:-0}") | $tps | $peak |"
+    say "| 1 | Danube3-4B | QLoRA NF4 r16 | ${T4_LEN:-2048} | $(verdict "$rc" "${n:-0}") | $tps | $peak |"
     t4_json+=("{\"check\": \"4b-qlora-2048\", \"exit\": $rc, \"tokens_per_s\": $tps, \"peak_gib\": $peak, \"steps\": ${n:-0}}")
     longest=0
     for len in ${T4_LENS:-4096 8192 16384 32768 65536 131072}; do
@@ -128,7 +128,7 @@ PYEOF
     done
     say "| 2 | Danube2-1.8B | longest that fits | $longest | $([ "$longest" -ge 32768 ] && echo "goal (>= 32768) met" || echo "goal (>= 32768) not met") | | |"
     read -r rc tps peak n <<<"$(t4_run f500m "${T4_CFG_500M:-$ROOT/bench/configs/danube3-500m.json}" "${T4_LEN:-2048}" "$W/long.jsonl")"
-    say "| 3 | Danube3-500M | full fine-tune | 2048 | $(verdict "$rc" "${n:-0}") | $tps | $peak |"
+    say "| 3 | Danube3-500M | full fine-tune | ${T4_LEN:-2048} | $(verdict "$rc" "${n:-0}") | $tps | $peak |"
     t4_json+=("{\"check\": \"500m-full-2048\", \"exit\": $rc, \"tokens_per_s\": $tps, \"peak_gib\": $peak, \"steps\": ${n:-0}}")
     grep -h "cuda: " "$B"/t4-*.log 2>/dev/null | head -1 | sed 's/^/- backend: /' | tee -a "$SUM"
     (IFS=,; echo "{\"gpu\": \"${GPU:-unknown}\", \"limit\": \"$FT_GPU_MEMORY_LIMIT\", \"longest_1.8b_qlora\": $longest, \"runs\": [${t4_json[*]}]}") >"$B/t4.json"
@@ -287,12 +287,15 @@ def torch(mode):
 
 print("| mode | ours tok/s | ours peak GiB | ours MFU | torch tok/s | torch peak GiB | speed ratio | memory ratio | max abs loss diff | steps |")
 print("|---|---|---|---|---|---|---|---|---|---|")
+results = {"params": params, "peak_tflops": peak / 1e12, "modes": {}}
 for mode in modes:
     o, t = ours(mode), torch(mode)
+    results["modes"][mode] = {"ours": o, "torch": t}
     if not o:
         print(f"| {mode} | no result (fewer than 3 steps logged) | | | | | | | | |")
         continue
     mfu = 6 * params * o["tps"] / peak * 100
+    o["mfu"] = mfu / 100
     cells = [f"{o['tps']:,.0f}", f"{o['mem']:.2f}", f"{mfu:.1f}%"]
     if t:
         k = min(len(o["loss"]), len(t["loss"]))
@@ -301,6 +304,8 @@ for mode in modes:
     else:
         cells += ["-"] * 5
     print(f"| {mode} | " + " | ".join(cells) + f" | {o['n']}{'/' + str(t['n']) if t else ''} |")
+with open(f"{b}/summary.json", "w") as f:  # the same numbers, for bench/results/
+    json.dump(results, f, indent=1)
 print()
 print("Memory: the dry run's estimate against the measured peak (the backend's own allocations, as the progress")
 print("line shows; the estimate's fixed overhead stands for the CUDA context and cuBLAS workspace, outside them).")

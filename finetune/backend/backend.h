@@ -82,7 +82,9 @@ struct ft_backend {
                  float alpha, float beta);
     /* out[t,:] = table[ids[t],:] ; ids [T] int32, table [V,D], out [T,D] */
     void (*embedding)(ft_backend *b, const ft_tensor *ids, const ft_tensor *table, ft_tensor *out);
-    /* out = x * rstd * w, rstd[t] = 1/sqrt(mean(x[t]^2) + eps); x,out [T,D], w [D]; rstd [T] may be NULL */
+    /* out = x * rstd * w, rstd[t] = 1/sqrt(mean(x[t]^2) + eps); x,out [T,D], w [D]; rstd [T] may be NULL.
+     * x, w and out share a dtype, or x and w are F32 and out BF16/F16: the fp32 result rounded once (to nearest
+     * even, as cast would), the norm and the cast into the 16-bit compute dtype in one pass. */
     void (*rmsnorm)(ft_backend *b, const ft_tensor *x, const ft_tensor *w, float eps, ft_tensor *out,
                     ft_tensor *rstd);
     /* In-place rotary embedding, HF rotate-half layout, on x [T,H,Dh]:
@@ -96,7 +98,8 @@ struct ft_backend {
                       ft_tensor *lse, const ft_attn_layout *L);
     /* out = silu(gate) * up, all [T,F] */
     void (*swiglu)(ft_backend *b, const ft_tensor *gate, const ft_tensor *up, ft_tensor *out);
-    /* out = a + b (out may alias a or b) */
+    /* out = a + b (out may alias a or b); all of one dtype, or a and out F32 and b BF16/F16 (b widened exactly:
+     * a 16-bit layer output added to the fp32 residual stream in one pass) */
     void (*add)(ft_backend *b, const ft_tensor *a, const ft_tensor *x, ft_tensor *out);
     /* out[t] += bias[j] broadcast over rows: x [T,N], bias [N] (Qwen2 q/k/v biases) */
     void (*add_bias)(ft_backend *b, ft_tensor *x, const ft_tensor *bias);

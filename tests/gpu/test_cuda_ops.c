@@ -595,6 +595,53 @@ static void t_half(ft_dtype dt) {
     drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse);
 }
 
+/* The 16-bit compute path's one-pass ops: rmsnorm of fp32 x/w into a 16-bit out must give exactly the bits of
+ * rmsnorm into fp32 and then cast (on each backend), and the backends agree within the 16-bit rounding; add of an
+ * fp32 a and a 16-bit b into fp32 must equal the cast-then-add exactly, and the CPU's result exactly. */
+static int same_bits(ft_backend *be, const ft_tensor *x, const ft_tensor *y) {
+    size_t n = ft_nbytes(x);
+    char *a = malloc(n + 1), *c = malloc(n + 1);
+    be->download(be, a, x->data, n);
+    be->download(be, c, y->data, n);
+    int same = n == ft_nbytes(y) && memcmp(a, c, n) == 0;
+    free(a), free(c);
+    return same;
+}
+static void t_fused_casts(ft_dtype dt) {
+    const char *nm = ft_dtype_name(dt);
+    const double tol16 = dt == FT_BF16 ? 1e-2 : 2e-3;
+    char w[96];
+    int64_t T = 37, D = 300, sh[2] = {T, D};
+    pair x = frand(2, T, D, 0, 2), wt = frand(1, D, 0, 0, 1), f = fout(2, T, D, 0), r = fout(1, T, 0, 0);
+    pair o16 = mk(dt, 2, sh), c16 = mk(dt, 2, sh);
+    G->rmsnorm(G, &x.g, &wt.g, 1e-5f, &o16.g, &r.g); /* one pass */
+    C->rmsnorm(C, &x.c, &wt.c, 1e-5f, &o16.c, &r.c);
+    G->rmsnorm(G, &x.g, &wt.g, 1e-5f, &f.g, NULL); /* two passes */
+    C->rmsnorm(C, &x.c, &wt.c, 1e-5f, &f.c, NULL);
+    G->cast(G, &f.g, &c16.g);
+    C->cast(C, &f.c, &c16.c);
+    CHECK_MSG(same_bits(G, &o16.g, &c16.g), "rmsnorm F32 -> %s on cuda differs from rmsnorm then cast", nm);
+    CHECK_MSG(same_bits(C, &o16.c, &c16.c), "rmsnorm F32 -> %s on the cpu differs from rmsnorm then cast", nm);
+    pair cmpp = {o16.g, f.c};
+    snprintf(w, sizeof w, "rmsnorm F32 -> %s (= rmsnorm + cast)", nm);
+    cmp16(w, &cmpp, tol16);
+    cmp("  rstd", &r, 1e-5);
+    /* add: fp32 a + 16-bit b (c16, the same bits on both) into fp32, and in place over a */
+    pair a = frand(2, T, D, 0, 1), s1 = fout(2, T, D, 0), bf = fout(2, T, D, 0), s2 = fout(2, T, D, 0);
+    G->add(G, &a.g, &c16.g, &s1.g);
+    C->add(C, &a.c, &c16.c, &s1.c);
+    G->cast(G, &c16.g, &bf.g);
+    C->cast(C, &c16.c, &bf.c);
+    G->add(G, &a.g, &bf.g, &s2.g);
+    CHECK_MSG(same_bits(G, &s1.g, &s2.g), "add F32 + %s on cuda differs from cast then add", nm);
+    snprintf(w, sizeof w, "add F32 + %s -> F32 (exact)", nm);
+    cmp(w, &s1, 0);
+    G->add(G, &a.g, &c16.g, &a.g);
+    C->add(C, &a.c, &c16.c, &a.c);
+    cmp("  in place over a", &a, 0);
+    drop(&x), drop(&wt), drop(&f), drop(&r), drop(&o16), drop(&c16), drop(&a), drop(&s1), drop(&bf), drop(&s2);
+}
+
 /* ------------------------------------------------------------------ memory and bad calls */
 
 
@@ -793,6 +840,8 @@ int main(void) {
 
     t_half(FT_BF16);
     t_half(FT_F16);
+    t_fused_casts(FT_BF16);
+    t_fused_casts(FT_F16);
     t_cast();
     t_host_staging();
     t_bad_call();

@@ -484,8 +484,9 @@ static __device__ float cu_block_max(float v, float *sh) {
 
 /* ---------------------------------------------------------------- rmsnorm */
 
-template <typename T>
-__global__ void k_rmsnorm(const T *x, const T *w, float eps, T *out, float *rstd, int64_t D) {
+/* O: out's storage, T's own, or 16 bits from fp32 x/w (the norm and its cast in one pass) */
+template <typename T, typename O>
+__global__ void k_rmsnorm(const T *x, const T *w, float eps, O *out, float *rstd, int64_t D) {
     __shared__ float sh[32];
     size_t row = (size_t)blockIdx.x * D;
     float ss = 0.f;
@@ -503,9 +504,16 @@ static void cu_rmsnorm(ft_backend *b, const ft_tensor *x, const ft_tensor *w, fl
                        ft_tensor *rstd) {
     const char *op = "rmsnorm";
     if (!cu_arg(b, op, "x", x, CU_ANYF, 1, 4) || !cu_arg(b, op, "w", w, CU_ANYF, 1, 1) ||
-        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || !cu_same(b, op, "x", x, "out", out) ||
-        (rstd && !cu_arg(b, op, "rstd", rstd, CU_F32, 1, 4)))
+        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || (rstd && !cu_arg(b, op, "rstd", rstd, CU_F32, 1, 4)))
         return;
+    int narrow = x->dtype == FT_F32 && out->dtype != FT_F32; /* fp32 norm into a 16-bit out */
+    if (!narrow && !cu_same(b, op, "x", x, "out", out)) return;
+    if (narrow && (ft_numel(x) != ft_numel(out) || cu_cols(x) != cu_cols(out))) {
+        char s1[64], s2[64];
+        cu_report(b, "rmsnorm: x %s and out %s must have the same shape", ft_shape_str(x, s1, sizeof s1),
+                  ft_shape_str(out, s2, sizeof s2));
+        return;
+    }
     int64_t T_ = cu_rows(x), D = cu_cols(x);
     if (w->shape[0] != D || w->dtype != x->dtype || (rstd && ft_numel(rstd) != T_)) {
         cu_report(b, "rmsnorm: w must be [%lld] of dtype %s and rstd [%lld] F32", (long long)D,
@@ -517,10 +525,15 @@ static void cu_rmsnorm(ft_backend *b, const ft_tensor *x, const ft_tensor *w, fl
         cu_report(b, "rmsnorm: %lld rows is too many", (long long)T_);
         return;
     }
-    CU_DISPATCH(b, op, x->dtype,
-                CU_LAUNCH((unsigned)T_, 256, cu_of(b)->stream, k_rmsnorm<T>)(
-                    (const T *)x->data, (const T *)w->data, eps, (T *)out->data,
-                    rstd ? (float *)rstd->data : (float *)NULL, D));
+    float *rs = rstd ? (float *)rstd->data : (float *)NULL;
+    if (narrow)
+        CU_DISPATCH(b, op, out->dtype,
+                    CU_LAUNCH((unsigned)T_, 256, cu_of(b)->stream, k_rmsnorm<float, T>)(
+                        (const float *)x->data, (const float *)w->data, eps, (T *)out->data, rs, D));
+    else
+        CU_DISPATCH(b, op, x->dtype,
+                    CU_LAUNCH((unsigned)T_, 256, cu_of(b)->stream, k_rmsnorm<T, T>)(
+                        (const T *)x->data, (const T *)w->data, eps, (T *)out->data, rs, D));
     cu_check_launch(b, op);
 }
 
@@ -679,7 +692,7 @@ __global__ void k_swiglu_bwd(const T *g, const T *u, const T *dout, T *dg, T *du
     }
 }
 
-template <typename T> __global__ void k_add(const T *a, const T *x, T *out, int64_t n) {
+template <typename T, typename U> __global__ void k_add(const T *a, const U *x, T *out, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         cu_st(out, i, cu_ld(a, i) + cu_ld(x, i));
 }
@@ -724,14 +737,26 @@ static void cu_swiglu_backward(ft_backend *b, const ft_tensor *gate, const ft_te
 static void cu_add(ft_backend *b, const ft_tensor *a, const ft_tensor *x, ft_tensor *out) {
     const char *op = "add";
     if (!cu_arg(b, op, "a", a, CU_ANYF, 1, 4) || !cu_arg(b, op, "b", x, CU_ANYF, 1, 4) ||
-        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || !cu_same(b, op, "a", a, "b", x) ||
-        !cu_same(b, op, "a", a, "out", out))
+        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || !cu_same(b, op, "a", a, "out", out))
         return;
+    int widen = a->dtype == FT_F32 && x->dtype != FT_F32; /* a 16-bit b added to fp32 a */
+    if (!widen && !cu_same(b, op, "a", a, "b", x)) return;
+    if (widen && (ft_numel(a) != ft_numel(x) || cu_cols(a) != cu_cols(x))) {
+        char s1[64], s2[64];
+        cu_report(b, "add: a %s and b %s must have the same shape", ft_shape_str(a, s1, sizeof s1),
+                  ft_shape_str(x, s2, sizeof s2));
+        return;
+    }
     int64_t n = ft_numel(a);
     if (!n) return;
-    CU_DISPATCH(b, op, a->dtype,
-                CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add<T>)((const T *)a->data, (const T *)x->data,
-                                                                          (T *)out->data, n));
+    if (widen)
+        CU_DISPATCH(b, op, x->dtype,
+                    CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add<float, T>)(
+                        (const float *)a->data, (const T *)x->data, (float *)out->data, n));
+    else
+        CU_DISPATCH(b, op, a->dtype,
+                    CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add<T, T>)(
+                        (const T *)a->data, (const T *)x->data, (T *)out->data, n));
     cu_check_launch(b, op);
 }
 
