@@ -13,8 +13,9 @@
 # 6 * parameters * tokens/s / PEAK_TFLOPS (default 790e12, H100 dense bf16 as measured; the 6N rule is
 # the full fine-tune's count, so LoRA/QLoRA MFU overstates their useful work), max |loss difference|.
 # Knobs (env): STEPS (10), RUN_TIMEOUT (s per run, 60), PEAK_TFLOPS (790), MAXLEN (2048), PYTHON (python3),
-# TORCH_REF (1; 0 skips the PyTorch runs), MODES ("full lora qlora"; a mode with -nocache, e.g. lora-nocache, runs
-# with the cuBLASLt plan cache off for the A/B), CONFIG (another config.json than the Danube3-500M shape, e.g. a smaller model on
+# TORCH_REF (1; 0 skips the PyTorch runs), MODES ("full lora qlora"; also dpo-lora: ours only, the quick-start
+# pairs, 8 a micro-batch, reference precomputed; a mode with -nocache, e.g. lora-nocache, runs with the cuBLASLt
+# plan cache off for the A/B), DOCS (packed | long), TORCH_PLAIN (0), CONFIG (another config.json than the Danube3-500M shape, e.g. a smaller model on
 # a T4). Total runtime stays under ~6 minutes: 5 runs of at most RUN_TIMEOUT each.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -208,6 +209,15 @@ cat >"$W/recipe.json" <<EOF
  "grad_clip": 1.0, "save_every": 0, "keep_last": 1, "log_every": 1, "device": "cuda", "seed": 42,
  "save_dtype": "bf16", "precision": "auto"}
 EOF
+# DPO-LoRA (MODES dpo-lora): the quick-start preference pairs, 8 pairs a micro-batch, precomputed reference
+cat >"$W/dpo.json" <<EOF
+{"model": "$W/model", "tokenizer": "$ROOT/recipes/quickstart/tokenizer",
+ "data": "$ROOT/recipes/quickstart/pairs-sample.jsonl", "format": "orca_dpo", "template": "danube",
+ "output_dir": "$W/unused", "max_length": $MAXLEN, "batch_size": 8, "grad_accum": 1, "max_steps": $STEPS,
+ "epochs": 100, "lr": 1e-4, "schedule": "cosine", "warmup_steps": 2, "save_every": 0, "log_every": 1,
+ "device": "cuda", "seed": 42, "precision": "auto",
+ "dpo": {"loss": "sigmoid", "beta": 0.1, "reference": "precompute"}}
+EOF
 if ! timeout 60 "$DUMP" "$W/recipe.json" --epochs $((STEPS + 1)) >"$W/batches.jsonl" 2>"$B/dump.log"; then
     say "FAIL: bench_sft_batches (see bench-gpu/dump.log)"
     exit 1
@@ -240,16 +250,21 @@ for mode in $MODES; do
     full) over=(); tover=() ;;
     lora) over=("lora.r=16" "lora.alpha=32"); tover=(--lora-init "$W/peft-init" --bf16-base) ;;
     qlora) over=("qlora.r=16" "qlora.alpha=32"); tover=(--lora-init "$W/peft-init" --qlora) ;;
-    *) say "unknown mode '$mode' (full, lora, qlora): skipped"; continue ;;
+    dpo-lora) over=("lora.r=16" "lora.alpha=32"); tover=() ;; # ours only (no Python DPO step yet)
+    *) say "unknown mode '$mode' (full, lora, qlora, dpo-lora, each also with -nocache): skipped"; continue ;;
     esac
-    [ "${mode%-nocache}" != full ] && [ -d "$W/peft-init" ] && over+=("${mode%-nocache}.init_from=$W/peft-init")
+    sec=${mode%-nocache} # the recipe section: lora or qlora (dpo-lora: lora)
+    sec=${sec#dpo-}
+    [ "$sec" != full ] && [ -d "$W/peft-init" ] && over+=("$sec.init_from=$W/peft-init")
+    cmd=sft recipe=$W/recipe.json
+    [ "${mode%-nocache}" = dpo-lora ] && cmd=dpo recipe=$W/dpo.json
     # The dry run's memory estimate, to set beside the measured peak ("memory estimate (...): X GiB (... overhead Y)")
-    "$FT" sft "$W/recipe.json" output_dir="$W/ours-$mode" "${over[@]}" --dry-run 2>&1 |
+    "$FT" $cmd "$recipe" output_dir="$W/ours-$mode" "${over[@]}" --dry-run 2>&1 |
         sed -n 's/^memory estimate.*: \([0-9.]*\) GiB (.*overhead \([0-9.]*\)).*/\1 \2/p' >"$B/ours-$mode.estimate"
-    run "ours-$mode" "${envs[@]}" "$FT" sft "$W/recipe.json" output_dir="$W/ours-$mode" "${over[@]}"
+    run "ours-$mode" "${envs[@]}" "$FT" $cmd "$recipe" output_dir="$W/ours-$mode" "${over[@]}"
     cp "$W/ours-$mode/metrics.jsonl" "$B/ours-$mode.metrics.jsonl" 2>/dev/null
     rm -rf "$W/ours-$mode" # 0.5B checkpoints: free the disk
-    if [ $TORCH = 1 ] && { [ "$mode" != qlora ] || [ $BNB = 1 ]; } && [ ${#envs[@]} = 0 ] &&
+    if [ $TORCH = 1 ] && [ "$mode" != dpo-lora ] && { [ "$mode" != qlora ] || [ $BNB = 1 ]; } && [ ${#envs[@]} = 0 ] &&
         { [ "$mode" = full ] || [ -d "$W/peft-init" ]; }; then
         run "torch-$mode" "$PY" "$ROOT/bench/train_torch.py" train --model "$W/model" --batches "$W/batches.jsonl" \
             --steps "$STEPS" --lr 1e-4 --warmup 2 --schedule cosine --wd 0 --clip 1.0 --device cuda --dtype bf16 \
@@ -274,8 +289,12 @@ def ours(mode):
     n = max(m) if m else 0
     if n < 3:
         return None
-    el = lambda k: sum(bt[:k]) / m[k]["tokens_per_s"]
-    return {"tps": sum(bt[2:n]) / (el(n) - el(2)), "mem": max(r.get("mem_gib") or 0 for r in m.values()),
+    if mode.startswith("dpo"):  # other batches than the SFT dump: the run's own average (steps 1..n)
+        tps = m[n]["tokens_per_s"]
+    else:
+        el = lambda k: sum(bt[:k]) / m[k]["tokens_per_s"]
+        tps = sum(bt[2:n]) / (el(n) - el(2))
+    return {"tps": tps, "mem": max(r.get("mem_gib") or 0 for r in m.values()),
             "loss": [m[k]["loss"] for k in sorted(m)], "n": n}
 
 def torch(mode):

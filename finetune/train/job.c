@@ -386,6 +386,16 @@ void job_print_memory_estimate(const ft_job *j, int rows) {
             "(weights %.2f, trainable state %.2f, activations %.2f, overhead %.2f)\n",
             NAMES[mode], rows, j->ex.max_length, mp.total / (1u << 30), mp.weights / (1u << 30),
             mp.trainable / (1u << 30), mp.activations / (1u << 30), mp.overhead / (1u << 30));
+    /* our own device cap counts our allocations, not the context: compare the estimate without its overhead */
+    size_t lim = 0;
+    const char *env = getenv("FT_GPU_MEMORY_LIMIT");
+    if (j->has_gpu_memory_limit) lim = j->gpu_memory_limit;
+    else if (env && *env && ft_parse_bytes(env, &lim)) lim = 0;
+    if (lim) {
+        double need = mp.total - mp.overhead;
+        fprintf(stderr, "gpu_memory_limit %.2f GiB: the estimate without its overhead, %.2f GiB, %s\n",
+                (double)lim / (1u << 30), need / (1u << 30), need <= (double)lim ? "fits" : "does not fit");
+    }
 }
 
 void job_explain_oom(const ft_job *j, int rows, ft_error *e) {
