@@ -210,8 +210,10 @@ cat >"$W/recipe.json" <<EOF
  "save_dtype": "bf16", "precision": "auto"}
 EOF
 # DPO-LoRA (MODES dpo-lora): the quick-start preference pairs, 8 pairs a micro-batch, precomputed reference
+# (whose cache key fingerprints the tokenizer dir as a model dir: so the tokenizer files go beside the model)
+cp "$ROOT"/recipes/quickstart/tokenizer/* "$W/model/" 2>/dev/null
 cat >"$W/dpo.json" <<EOF
-{"model": "$W/model", "tokenizer": "$ROOT/recipes/quickstart/tokenizer",
+{"model": "$W/model", "tokenizer": "$W/model",
  "data": "$ROOT/recipes/quickstart/pairs-sample.jsonl", "format": "orca_dpo", "template": "danube",
  "output_dir": "$W/unused", "max_length": $MAXLEN, "batch_size": 8, "grad_accum": 1, "max_steps": $STEPS,
  "epochs": 100, "lr": 1e-4, "schedule": "cosine", "warmup_steps": 2, "save_every": 0, "log_every": 1,

@@ -176,6 +176,9 @@ run cap 'gpu_memory_limit=15 parsecs' output_dir=run3
 rc=$?
 check "gpu_memory_limit='15 parsecs': exit 2 naming the key (got $rc)" \
   '[ $rc = 2 ] && grep -q "gpu_memory_limit 15 parsecs: expected a size" "$T/cap/log"'
+(cd "$T/cap" && "$FT" sft recipe.json gpu_memory_limit=40MiB output_dir=run5 --dry-run > dry 2>&1)
+check "--dry-run: the estimate against the cap ($(grep gpu_memory_limit "$T/cap/dry"))" \
+  'grep -q "gpu_memory_limit 0.04 GiB: the estimate without its overhead, [0-9.]* GiB, does not fit" "$T/cap/dry"'
 FT_GPU_MEMORY_LIMIT=lots run cap output_dir=run4
 rc=$?
 check "FT_GPU_MEMORY_LIMIT=lots: exit 2 naming it (got $rc)" '[ $rc = 2 ] && grep -q "FT_GPU_MEMORY_LIMIT=.lots.: expected" "$T/cap/log"'
