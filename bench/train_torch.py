@@ -34,10 +34,17 @@ except ImportError as ex:  # the shell scripts check first; this is the fallback
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def load_model(path, device):
-    from transformers import LlamaForCausalLM
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
-    return model.to(device)
+def load_model(path, device, dtype=None, qlora=False):
+    from transformers import AutoModelForCausalLM
+    kw = {}
+    if qlora:  # bitsandbytes NF4 with double quantization, as QLoRA (and our qlora section) does
+        from transformers import BitsAndBytesConfig
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                       bnb_4bit_use_double_quant=True,
+                                                       bnb_4bit_compute_dtype=torch.bfloat16)
+        kw["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, attn_implementation="sdpa", **kw)
+    return model if qlora else model.to(device)
 
 
 def init_lora(a):
@@ -79,16 +86,29 @@ def train(a):
     dev = a.device
     if dev == "cuda" and not torch.cuda.is_available():
         die("--device cuda but torch.cuda.is_available() is False")
-    model = load_model(a.model, dev)
+    # frozen bases in bf16 (LoRA) or NF4 (QLoRA, bitsandbytes); the trainable adapter stays fp32 (PEFT's
+    # autocast_adapter_dtype), the full fine-tune keeps fp32 weights under bf16 autocast
+    if a.qlora and not a.lora_init:
+        die("--qlora needs --lora-init (the adapter to train)")
+    model = load_model(a.model, dev, torch.bfloat16 if (a.bf16_base and a.lora_init) or a.qlora else None, a.qlora)
+    if a.grad_checkpointing:  # recompute each layer in backward, as we do
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if a.lora_init:
         from peft import PeftModel
+        if a.qlora:
+            from peft import prepare_model_for_kbit_training
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=a.grad_checkpointing)
         model = PeftModel.from_pretrained(model, a.lora_init, is_trainable=True)
+        for _, p in model.named_parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
     model.train()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     n_train = sum(p.numel() for _, p in params)
     opt = torch.optim.AdamW([{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": a.wd},
                              {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.999), eps=1e-8)  # torch defaults (as the HF Trainer)
+                            lr=a.lr, betas=(0.9, 0.999), eps=1e-8,  # torch defaults (as the HF Trainer)
+                            **({"fused": True} if a.fused_adamw and dev == "cuda" else {}))
     make = {"cosine": get_cosine_schedule_with_warmup, "linear": get_linear_schedule_with_warmup}
     sched = (make[a.schedule](opt, a.warmup, a.steps) if a.schedule in make
              else get_constant_schedule_with_warmup(opt, a.warmup))
@@ -100,6 +120,10 @@ def train(a):
         torch.cuda.reset_peak_memory_stats()
     out = open(a.out, "w")
     for step, (ids, tgt, pos, mask) in enumerate(batches):
+        if a.sdpa_flash and bool(mask[:, :, :, 0].all()):
+            # every row one sample (doc_start all 0): plain causal attention, which SDPA runs with its flash
+            # backend (a block-diagonal mask of packed samples forces the mem-efficient or math backend)
+            mask = None
         if dev == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -144,6 +168,12 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--lora-init")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute each decoder layer in backward")
+    p.add_argument("--fused-adamw", action="store_true", help="torch.optim.AdamW(fused=True) (CUDA)")
+    p.add_argument("--bf16-base", action="store_true", help="LoRA: load the frozen base in bf16")
+    p.add_argument("--qlora", action="store_true", help="LoRA on a bitsandbytes NF4 base (double quant, bf16 compute)")
+    p.add_argument("--sdpa-flash", action="store_true",
+                   help="rows that are one sample each get no mask (is_causal): SDPA's flash backend")
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32)
     p.add_argument("--seed", type=int, default=0)

@@ -43,6 +43,11 @@ struct ft_backend {
     int arch;   /* CUDA compute capability as major*10+minor (75 = T4, 80 = A100, 90 = H100); 0 on the CPU */
     char desc[160]; /* what it runs on, for logs: "cpu (8 threads)", "cuda: NVIDIA H100 (sm_90, 79.1 GiB)" */
     void *impl;     /* backend private state */
+    /* Device memory cap of our own, in bytes (0 = none): an allocation that would take what this backend holds
+     * past it fails as out of memory does (alloc returns NULL). The CUDA backend counts its allocations and the
+     * cuBLASLt workspace; it starts from FT_GPU_MEMORY_LIMIT (or 15 GiB in the T4 build, FT_CUDA_T4_PTX), and the
+     * recipe key gpu_memory_limit sets it. The CPU backend ignores it. */
+    size_t mem_limit;
 
     /* ---- memory ---- */
     void *(*alloc)(ft_backend *b, size_t bytes); /* NULL when out of memory */
@@ -77,7 +82,9 @@ struct ft_backend {
                  float alpha, float beta);
     /* out[t,:] = table[ids[t],:] ; ids [T] int32, table [V,D], out [T,D] */
     void (*embedding)(ft_backend *b, const ft_tensor *ids, const ft_tensor *table, ft_tensor *out);
-    /* out = x * rstd * w, rstd[t] = 1/sqrt(mean(x[t]^2) + eps); x,out [T,D], w [D]; rstd [T] may be NULL */
+    /* out = x * rstd * w, rstd[t] = 1/sqrt(mean(x[t]^2) + eps); x,out [T,D], w [D]; rstd [T] may be NULL.
+     * x, w and out share a dtype, or x and w are F32 and out BF16/F16: the fp32 result rounded once (to nearest
+     * even, as cast would), the norm and the cast into the 16-bit compute dtype in one pass. */
     void (*rmsnorm)(ft_backend *b, const ft_tensor *x, const ft_tensor *w, float eps, ft_tensor *out,
                     ft_tensor *rstd);
     /* In-place rotary embedding, HF rotate-half layout, on x [T,H,Dh]:
@@ -91,7 +98,8 @@ struct ft_backend {
                       ft_tensor *lse, const ft_attn_layout *L);
     /* out = silu(gate) * up, all [T,F] */
     void (*swiglu)(ft_backend *b, const ft_tensor *gate, const ft_tensor *up, ft_tensor *out);
-    /* out = a + b (out may alias a or b) */
+    /* out = a + b (out may alias a or b); all of one dtype, or a and out F32 and b BF16/F16 (b widened exactly:
+     * a 16-bit layer output added to the fp32 residual stream in one pass) */
     void (*add)(ft_backend *b, const ft_tensor *a, const ft_tensor *x, ft_tensor *out);
     /* out[t] += bias[j] broadcast over rows: x [T,N], bias [N] (Qwen2 q/k/v biases) */
     void (*add_bias)(ft_backend *b, ft_tensor *x, const ft_tensor *bias);
@@ -122,6 +130,10 @@ struct ft_backend {
                   const ft_adamw_args *a);
     /* Sum of squares of an fp32 tensor, accumulated in double in a fixed order; returned to the host. */
     double (*sumsq)(ft_backend *b, const ft_tensor *x);
+    /* The sum of squares of n fp32 tensors, exactly the double that sumsq gives for each, added in order i = 0..n-1
+     * (total = 0; total += sumsq(x[i])), with one wait for the device instead of one per tensor: what the
+     * optimizer's global gradient norm needs once a step. NaN when an argument is bad. */
+    double (*sumsq_many)(ft_backend *b, int n, const ft_tensor *const *x);
     /* x *= alpha (fp32) */
     void (*scale)(ft_backend *b, ft_tensor *x, float alpha);
 

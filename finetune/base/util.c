@@ -1,12 +1,14 @@
 
 #include "finetune/base/util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -420,4 +422,37 @@ uint16_t ft_f32_to_bf16(float f) {
     uint32_t lsb = (x >> 16) & 1;
     x += 0x7fff + lsb;
     return (uint16_t)(x >> 16);
+}
+
+int ft_parse_bytes(const char *s, size_t *out) {
+    if (!s) return -1;
+    while (isspace((unsigned char)*s)) s++;
+    if (!isdigit((unsigned char)*s)) return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v >= 0)) return -1;
+    while (isspace((unsigned char)*end)) end++;
+    double mul = 1;
+    switch (tolower((unsigned char)*end)) {
+    case 'k': mul = 1024.0; break;
+    case 'm': mul = 1024.0 * 1024; break;
+    case 'g': mul = 1024.0 * 1024 * 1024; break;
+    case 't': mul = 1024.0 * 1024 * 1024 * 1024; break;
+    case 'b': case 0: break;
+    default: return -1;
+    }
+    if (mul > 1) {
+        end++;
+        if (tolower((unsigned char)end[0]) == 'i' && tolower((unsigned char)end[1]) == 'b') end += 2;
+        else if (tolower((unsigned char)end[0]) == 'b') end++;
+    } else if (tolower((unsigned char)*end) == 'b') {
+        end++;
+    }
+    while (isspace((unsigned char)*end)) end++;
+    if (*end) return -1;
+    double bytes = v * mul;
+    if (bytes >= (double)SIZE_MAX) return -1;
+    *out = (size_t)bytes;
+    return 0;
 }

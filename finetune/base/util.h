@@ -48,6 +48,11 @@ void *ft_xcalloc(size_t n, size_t size);
 void *ft_xrealloc(void *p, size_t n);
 char *ft_xstrdup(const char *s);
 
+/* A byte count: digits with an optional fraction and an optional binary unit K, M, G or T (each may be followed
+ * by "iB" or "B", any case: "15GiB", "15g", "512MiB", "1.5G", "16106127360"). Returns 0, or -1 when s is not one
+ * or the value does not fit a size_t. */
+int ft_parse_bytes(const char *s, size_t *out);
+
 /* Read a whole (small) file into a NUL-terminated buffer. */
 int ft_read_file(const char *path, char **out, size_t *out_len, ft_error *e);
 

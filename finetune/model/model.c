@@ -603,11 +603,11 @@ typedef struct step_inputs {
 } step_inputs;
 
 /* One layer's intermediates: kept for backward when training, scratch otherwise. */
-/* Compute-dtype tensors: h1, q, k, v, att, o, h2, g, u, a; fp32: xmid (residual), rstd1/2, lse and, in
- * 16-bit compute only, f (fp32 [T,D] scratch: a norm's output before its cast, a GEMM output cast up for
- * the residual add). */
+/* Compute-dtype tensors: h1, q, k, v, att, o, h2, g, u, a; fp32: xmid (residual), rstd1/2, lse. (16-bit compute
+ * needs no fp32 scratch: the norms round into their 16-bit output and the residual adds widen their 16-bit
+ * operand themselves.) */
 typedef struct layer_acts {
-    ft_tensor h1, q, k, v, att, o, xmid, h2, g, u, a, rstd1, rstd2, lse, f;
+    ft_tensor h1, q, k, v, att, o, xmid, h2, g, u, a, rstd1, rstd2, lse;
 } layer_acts;
 
 static size_t tensor_bytes(int64_t floats) { return (size_t)floats * 4 + 256; }
@@ -620,7 +620,7 @@ static size_t step_bytes(const ft_config *c, int64_t T, size_t esz) {
     int64_t QD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
     /* ids, pos, doc_start, excl_start, excl_end; the RoPE frequencies */
     return 5 * tensor_bytes(T) + tensor_bytes(T * c->head_dim / 2 + c->head_dim) +
-           3 * ctensor_bytes(T * D, esz) + 2 * tensor_bytes(T * D) + (esz < 4 ? tensor_bytes(T * D) : 0) +
+           3 * ctensor_bytes(T * D, esz) + 2 * tensor_bytes(T * D) +
            3 * ctensor_bytes(T * QD, esz) + 2 * ctensor_bytes(T * KD, esz) + 3 * ctensor_bytes(T * F, esz) +
            2 * tensor_bytes(T) + tensor_bytes(T * c->num_heads);
 }
@@ -659,7 +659,6 @@ static int acts_alloc(ft_model *m, int64_t T, int keep_lse, layer_acts *a, ft_er
     rc = rc ? rc : arena_f32(A, &a->rstd1, 1, T, 0, 0, e);
     rc = rc ? rc : arena_f32(A, &a->rstd2, 1, T, 0, 0, e);
     if (keep_lse) rc = rc ? rc : arena_f32(A, &a->lse, 2, T, Hq, 0, e);
-    if (m->compute != FT_F32) rc = rc ? rc : arena_f32(A, &a->f, 2, T, D, 0, e);
     return rc;
 }
 
@@ -775,30 +774,15 @@ static void linear_bwd(ft_model *m, int l, ft_linear which, const ft_tensor *x, 
     if (m->hooks.backward) m->hooks.backward(m->hooks.ctx, m, l, which, x, dy, dx);
 }
 
-/* out (compute dtype) = rmsnorm of the fp32 x with fp32 w; in 16-bit compute the norm runs in fp32 into
- * the scratch f, then one rounding to the compute dtype. */
-static void norm_to_compute(ft_model *m, const ft_tensor *x, const ft_tensor *w, ft_tensor *out, ft_tensor *rstd,
-                            ft_tensor *f) {
-    ft_backend *b = m->b;
-    if (m->compute == FT_F32) {
-        b->rmsnorm(b, x, w, m->cfg.rms_norm_eps, out, rstd);
-        return;
-    }
-    ft_tensor fo = ft_t2(f->data, FT_F32, b->device, out->shape[0], out->shape[1]);
-    b->rmsnorm(b, x, w, m->cfg.rms_norm_eps, &fo, rstd);
-    b->cast(b, &fo, out);
+/* out (compute dtype) = rmsnorm of the fp32 x with fp32 w; in 16-bit compute the backend's rmsnorm computes in
+ * fp32 and rounds once into the 16-bit out (one pass: no fp32 copy written and read back by a cast). */
+static void norm_to_compute(ft_model *m, const ft_tensor *x, const ft_tensor *w, ft_tensor *out, ft_tensor *rstd) {
+    m->b->rmsnorm(m->b, x, w, m->cfg.rms_norm_eps, out, rstd);
 }
 
-/* x_out (fp32) = x_in (fp32) + y (compute dtype), y cast up through the fp32 scratch f when 16-bit. */
-static void residual_add(ft_model *m, const ft_tensor *x_in, const ft_tensor *y, ft_tensor *x_out, ft_tensor *f) {
-    ft_backend *b = m->b;
-    if (m->compute == FT_F32) {
-        b->add(b, x_in, y, x_out);
-        return;
-    }
-    ft_tensor yf = ft_t2(f->data, FT_F32, b->device, y->shape[0], y->shape[1]);
-    b->cast(b, y, &yf);
-    b->add(b, x_in, &yf, x_out);
+/* x_out (fp32) = x_in (fp32) + y (compute dtype): a 16-bit y is widened inside the add (exact), one pass. */
+static void residual_add(ft_model *m, const ft_tensor *x_in, const ft_tensor *y, ft_tensor *x_out) {
+    m->b->add(m->b, x_in, y, x_out);
 }
 
 /* x (fp32 [T,D]) = embedding rows of ids; 16-bit compute reads the compute copy into tmp, then casts up. */
@@ -825,7 +809,7 @@ static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_te
     int64_t T = in->T, Hq = c->num_heads, Hkv = c->num_kv_heads, Dh = c->head_dim;
     ft_tensor q2 = view2(&a->q, T, Hq * Dh), k2 = view2(&a->k, T, Hkv * Dh), v2 = view2(&a->v, T, Hkv * Dh);
     ft_tensor att2 = view2(&a->att, T, Hq * Dh);
-    norm_to_compute(m, x_in, &W->ln1, &a->h1, &a->rstd1, &a->f);
+    norm_to_compute(m, x_in, &W->ln1, &a->h1, &a->rstd1);
     linear_fwd(m, l, FT_LIN_Q, &a->h1, &q2);
     linear_fwd(m, l, FT_LIN_K, &a->h1, &k2);
     linear_fwd(m, l, FT_LIN_V, &a->h1, &v2);
@@ -849,13 +833,13 @@ static void layer_forward(ft_model *m, int l, const step_inputs *in, const ft_te
     b->attention(b, &a->q, kk, vv, &a->att, a->lse.data ? &a->lse : NULL, &in->L);
     linear_fwd(m, l, FT_LIN_O, &att2, &a->o);
     if (Wc->bo.data) b->add_bias(b, &a->o, &Wc->bo);
-    residual_add(m, x_in, &a->o, &a->xmid, &a->f);
-    norm_to_compute(m, &a->xmid, &W->ln2, &a->h2, &a->rstd2, &a->f);
+    residual_add(m, x_in, &a->o, &a->xmid);
+    norm_to_compute(m, &a->xmid, &W->ln2, &a->h2, &a->rstd2);
     linear_fwd(m, l, FT_LIN_GATE, &a->h2, &a->g);
     linear_fwd(m, l, FT_LIN_UP, &a->h2, &a->u);
     b->swiglu(b, &a->g, &a->u, &a->a);
     linear_fwd(m, l, FT_LIN_DOWN, &a->a, &a->o);
-    residual_add(m, &a->xmid, &a->o, x_out, &a->f);
+    residual_add(m, &a->xmid, &a->o, x_out);
 }
 
 /* Embedding, all layers, final norm: the normed hidden states land in *h (arena). */
@@ -869,7 +853,7 @@ static int run_decoder(ft_model *m, const step_inputs *in, kv_cache *cache, ft_t
     embed_to(m, &in->ids, &x, &a.h1);
     for (int l = 0; l < c->num_layers; l++) layer_forward(m, l, in, &x, &x, &a, cache);
     *h = a.h1; /* reuse as the output buffer (compute dtype) */
-    norm_to_compute(m, &x, &m->w.norm, h, NULL, &a.f);
+    norm_to_compute(m, &x, &m->w.norm, h, NULL);
     if (cache) cache->len += (int)in->T;
     return FT_OK;
 }
@@ -1163,7 +1147,7 @@ static int forward_train_decoder(ft_model *m, int T, const int32_t *ids, const i
         if (s->offload) b->to_host_async(b, s->xs_host + (size_t)l * TD * 4, xin->data, TD * 4);
         layer_forward(m, l, &s->in, xin, train_x_out(s, l, L), &s->acts, NULL);
     }
-    norm_to_compute(m, &s->xs[L], &m->w.norm, &s->h, &s->rstd_final, &s->acts.f);
+    norm_to_compute(m, &s->xs[L], &m->w.norm, &s->h, &s->rstd_final);
     return FT_OK;
 }
 

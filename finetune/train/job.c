@@ -196,6 +196,22 @@ int job_read_common(rcp *r, ft_job *j, int resume, ft_error *e) {
         return ft_fail(e, FT_EINPUT, "%s: precision '%s': expected auto, fp32, bf16 or fp16", rcp_name(r),
                        t->precision);
     GET(rcp_get_bool(r, "offload_activations", 0, &t->offload_activations, e));
+    char *lim = NULL; /* a size string ("15GiB") or a byte count */
+    GET(rcp_get_json(r, "gpu_memory_limit", &lim, e));
+    if (lim) {
+        size_t n = strlen(lim);
+        if (n >= 2 && lim[0] == '"' && lim[n - 1] == '"') lim[n - 1] = 0;
+        const char *val = lim[0] == '"' ? lim + 1 : lim;
+        int bad = ft_parse_bytes(val, &j->gpu_memory_limit);
+        j->has_gpu_memory_limit = 1;
+        if (bad) {
+            int frc = ft_fail(e, FT_EINPUT, "%s: gpu_memory_limit %s: expected a size such as \"15GiB\" or \"512MiB\", or a "
+                                       "byte count (0: no limit)", rcp_name(r), val);
+            free(lim);
+            return frc;
+        }
+        free(lim);
+    }
     GET(rcp_get_float(r, "loss_scale_init", 65536.0, &d, e));
     t->loss_scale_init = (float)d;
     GET(rcp_get_int(r, "loss_scale_growth_interval", 2000, &t->loss_scale_growth_interval, e));
@@ -323,6 +339,7 @@ int job_setup_model(ft_job *j, ft_error *e) { return job_setup_model_cls(j, NULL
 int job_setup_model_cls(ft_job *j, const ft_cls_load *cls, ft_error *e) {
     GET(ft_backend_create(j->device, &j->backend, e));
     GET(dist_bind(j->comm, j->backend, e));
+    if (j->has_gpu_memory_limit) j->backend->mem_limit = j->gpu_memory_limit;
     if (j->model_dir && j->use_lora) { /* the base is frozen: straight into the compute dtype */
         ft_dtype compute;
         GET(trainer_compute_dtype(j->train.precision, j->backend, &compute, e));
@@ -393,6 +410,16 @@ static void print_estimate(const ft_job *j, int rows, int num_labels) {
             "(weights %.2f, trainable state %.2f, activations %.2f, overhead %.2f)\n",
             NAMES[mode], rows, j->ex.max_length, mp.total / (1u << 30), mp.weights / (1u << 30),
             mp.trainable / (1u << 30), mp.activations / (1u << 30), mp.overhead / (1u << 30));
+    /* our own device cap counts our allocations, not the context: compare the estimate without its overhead */
+    size_t lim = 0;
+    const char *env = getenv("FT_GPU_MEMORY_LIMIT");
+    if (j->has_gpu_memory_limit) lim = j->gpu_memory_limit;
+    else if (env && *env && ft_parse_bytes(env, &lim)) lim = 0;
+    if (lim) {
+        double need = mp.total - mp.overhead;
+        fprintf(stderr, "gpu_memory_limit %.2f GiB: the estimate without its overhead, %.2f GiB, %s\n",
+                (double)lim / (1u << 30), need / (1u << 30), need <= (double)lim ? "fits" : "does not fit");
+    }
 }
 
 void job_print_memory_estimate(const ft_job *j, int rows) { print_estimate(j, rows, 0); }
@@ -413,6 +440,11 @@ void job_explain_oom(const ft_job *j, int rows, ft_error *e) {
                  "or set offload_activations=true",
                  mp.total / (1u << 30), mp.weights / (1u << 30), mp.trainable / (1u << 30),
                  mp.activations / (1u << 30), j->batch_size, j->ex.max_length);
+        if (j->backend && j->backend->mem_limit) {
+            size_t k = strlen(hint);
+            snprintf(hint + k, sizeof hint - k, " (the device is capped at gpu_memory_limit %.2f GiB)",
+                     (double)j->backend->mem_limit / (1u << 30));
+        }
     } else {
         snprintf(hint, sizeof hint, "; lower batch_size or max_length, or use a lora or qlora section");
     }

@@ -36,6 +36,8 @@ typedef struct ft_job {
     int allow_nonfinite_weights; /* train from a checkpoint holding NaN/Inf weights (a warning, not a refusal) */
     int *freeze_layers;
     size_t n_freeze_layers;
+    int has_gpu_memory_limit; /* recipe key gpu_memory_limit given: the backend's mem_limit (0 = none) */
+    size_t gpu_memory_limit;
     ft_train_cfg train;
     /* LoRA / QLoRA: recipe section "lora" or "qlora" (keys r, alpha, dropout, target_modules,
      * layers_to_transform, use_rslora, use_dora, init_from, quantize_base "nf4"|"none"; qlora: nf4) */

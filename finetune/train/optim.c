@@ -126,8 +126,11 @@ float optim_lr_at(const ft_optim_cfg *c, int step) {
 }
 
 double optim_grad_norm(ft_optim *o, float grad_scale) {
-    double total = 0;
-    for (int i = 0; i < o->n; i++) total += o->b->sumsq(o->b, o->g[i].t);
+    /* one device reduction and one wait for all the gradients (the same double as summing sumsq per tensor) */
+    const ft_tensor **g = ft_xmalloc((size_t)(o->n ? o->n : 1) * sizeof *g);
+    for (int i = 0; i < o->n; i++) g[i] = o->g[i].t;
+    double total = o->b->sumsq_many(o->b, o->n, g);
+    free(g);
     return sqrt(total) * fabs((double)grad_scale);
 }
 

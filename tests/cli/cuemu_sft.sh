@@ -9,7 +9,8 @@
 #     separate reference model, give the same run;
 #   - score and generate compute in bf16 (--precision) close to fp32;
 #   - bf16 on an sm_75 GPU and any GPU below sm_75 are refused with a clear message;
-#   - a model that does not fit the (emulated) GPU stops with exit 4 and the memory estimate.
+#   - a model that does not fit the (emulated) GPU stops with exit 4 and the memory estimate, and so does one past
+#     our own cap (FT_GPU_MEMORY_LIMIT, gpu_memory_limit);
 # Skipped (77) without the emulator build (FT_BIN_CUEMU). On a GPU machine tests/gpu/run.sh runs the same
 # scenarios with the real binary (FT_BIN_CUEMU=build/finetune FT_SFT_ON_GPU=1), without the two that need
 # the emulator's knobs (an sm_75 GPU, a 24 MiB GPU).
@@ -158,6 +159,29 @@ check "score bf16 within 0.05 of fp32 per token" \
 "$FT" generate "$MODEL" --prompt-ids 1,5,9 --max-new 6 --greedy --ignore-eos --device cuda --precision bf16 > "$T/gen16" 2>&1
 rc=$?
 check "generate bf16 on the GPU: 6 new tokens ($(cat "$T/gen16"))" '[ $rc = 0 ] && [ "$(tr -cd , < "$T/gen16" | wc -c)" = 5 ]'
+
+# 6b. our own device memory cap (what the T4-on-an-H100 runs use): a model past FT_GPU_MEMORY_LIMIT or the recipe's
+# gpu_memory_limit stops like a full GPU (exit 4, the estimate, the cap named); a malformed cap is an input error
+recipe cap "$F"
+FT_GPU_MEMORY_LIMIT=40MiB run cap
+rc=$?
+check "FT_GPU_MEMORY_LIMIT=40MiB: exit 4 (got $rc)" '[ $rc = 4 ]'
+check "FT_GPU_MEMORY_LIMIT: the estimate and the cap in the message ($(grep -i "limit" "$T/cap/log" | tail -1))" \
+  'grep -q "This recipe needs about" "$T/cap/log" && grep -q "capped at gpu_memory_limit 0.04 GiB" "$T/cap/log"'
+check "FT_GPU_MEMORY_LIMIT: no output model" '[ ! -e "$T/cap/run/model.safetensors" ]'
+run cap gpu_memory_limit=40MiB output_dir=run2
+rc=$?
+check "gpu_memory_limit=40MiB (recipe key): exit 4 (got $rc)" '[ $rc = 4 ] && grep -q "refusing" "$T/cap/log"'
+run cap 'gpu_memory_limit=15 parsecs' output_dir=run3
+rc=$?
+check "gpu_memory_limit='15 parsecs': exit 2 naming the key (got $rc)" \
+  '[ $rc = 2 ] && grep -q "gpu_memory_limit 15 parsecs: expected a size" "$T/cap/log"'
+(cd "$T/cap" && "$FT" sft recipe.json gpu_memory_limit=40MiB output_dir=run5 --dry-run > dry 2>&1)
+check "--dry-run: the estimate against the cap ($(grep gpu_memory_limit "$T/cap/dry"))" \
+  'grep -q "gpu_memory_limit 0.04 GiB: the estimate without its overhead, [0-9.]* GiB, does not fit" "$T/cap/dry"'
+FT_GPU_MEMORY_LIMIT=lots run cap output_dir=run4
+rc=$?
+check "FT_GPU_MEMORY_LIMIT=lots: exit 2 naming it (got $rc)" '[ $rc = 2 ] && grep -q "FT_GPU_MEMORY_LIMIT=.lots.: expected" "$T/cap/log"'
 
 [ "$ON_GPU" = 1 ] && exit $fail
 

@@ -1127,6 +1127,23 @@ static cublasStatus_t lt_check(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
     return CUBLAS_STATUS_SUCCESS;
 }
 
+/* What an algorithm was chosen for: the transposes and the four layouts. A real algorithm is only valid for the
+ * problem it was found for, so a plan cache that hands one out for another shape is a bug the emulator catches. */
+static uint64_t lt_problem(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                           cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over the fields */
+    auto mix = [&h](uint64_t v) {
+        for (int i = 0; i < 8; i++, v >>= 8) h = (h ^ (v & 255)) * 1099511628211ull;
+    };
+    mix((uint64_t)d->compute), mix((uint64_t)d->scale), mix((uint64_t)d->ta), mix((uint64_t)d->tb);
+    for (cublasLtMatrixLayout_t l : {a, b, c, dl}) mix((uint64_t)l->type), mix(l->rows), mix(l->cols), mix((uint64_t)l->ld);
+    return h;
+}
+
+static long g_lt_heuristics, g_lt_matmuls;
+extern "C" long cuemu_lt_heuristic_calls(void) { return g_lt_heuristics; }
+extern "C" long cuemu_lt_matmul_calls(void) { return g_lt_matmuls; }
+
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
                                               cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t p, int requested,
@@ -1138,6 +1155,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     memset(&results[0], 0, sizeof results[0]);
     /* the algorithm "remembers" the alignments it was chosen for, as a real one depends on them */
     memcpy(results[0].algo.data, p->align, sizeof p->align);
+    results[0].algo.data[2] = lt_problem(d, a, b, c, dl);
+    g_lt_heuristics++;
     results[0].state = CUBLAS_STATUS_SUCCESS;
     results[0].wavesCount = 1.f;
     *returned = 1;
@@ -1166,6 +1185,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         if (alignment_of(ptrs[i]) < promised[i])
             die("cublasLtMatmul: operand %c at %p is %u-byte aligned, but the algorithm was chosen for %u", "ABCD"[i],
                 ptrs[i], alignment_of(ptrs[i]), promised[i]);
+    if (algo->data[2] != lt_problem(d, Al, Bl, Cl, Dl))
+        die("cublasLtMatmul: the algorithm was chosen for another problem (transposes, types, shapes or leading "
+            "dimensions differ from the heuristic query's)");
+    g_lt_matmuls++;
     if (workspace_bytes && !span(workspace, workspace_bytes))
         die("cublasLtMatmul: the workspace (%zu bytes at %p) is not device memory", workspace_bytes, workspace);
     /* same arithmetic and checks as the classic API, on the same stream */

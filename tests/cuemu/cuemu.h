@@ -377,5 +377,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                               const void *C, cublasLtMatrixLayout_t Cl, void *D, cublasLtMatrixLayout_t Dl,
                               const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes,
                               cudaStream_t s);
+/* How many heuristic queries and matmuls cuBLASLt has seen (for tests of a plan cache: C linkage, so a C test
+ * can find them as weak symbols). */
+extern "C" long cuemu_lt_heuristic_calls(void);
+extern "C" long cuemu_lt_matmul_calls(void);
 
 #endif

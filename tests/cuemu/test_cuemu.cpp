@@ -342,6 +342,47 @@ static void t_blas_checks(void) {
     cublasDestroy(h);
 }
 
+/* cuBLASLt: an algorithm found for one problem and alignment, used for another, aborts (what a plan cache keyed
+ * too loosely would do) */
+static void lt_plan(cublasLtHandle_t h, int m, cublasLtMatmulDesc_t *d, cublasLtMatrixLayout_t *l,
+                    cublasLtMatmulHeuristicResult_t *r, uint32_t align) {
+    cublasLtMatmulDescCreate(d, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasLtMatrixLayoutCreate(l, CUDA_R_32F, m, m, m);
+    cublasLtMatmulPreference_t p;
+    cublasLtMatmulPreferenceCreate(&p);
+    for (int i = 0; i < 4; i++)
+        cublasLtMatmulPreferenceSetAttribute(
+            p, (cublasLtMatmulPreferenceAttributes_t)(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES + i), &align, 4);
+    int found = 0;
+    cublasLtMatmulAlgoGetHeuristic(h, *d, *l, *l, *l, *l, p, 1, r, &found);
+    cublasLtMatmulPreferenceDestroy(p);
+}
+static void misuse_lt_other_problem(void) {
+    cublasLtHandle_t h;
+    cublasLtCreate(&h);
+    float *a, one = 1.f, zero = 0.f;
+    cudaMalloc(&a, 64 * sizeof(float));
+    cublasLtMatmulDesc_t d2, d4;
+    cublasLtMatrixLayout_t l2, l4;
+    cublasLtMatmulHeuristicResult_t r2, r4;
+    lt_plan(h, 2, &d2, &l2, &r2, 16);
+    lt_plan(h, 4, &d4, &l4, &r4, 16);
+    cublasLtMatmul(h, d4, &one, a, l4, a, l4, &zero, a + 16, l4, a + 16, l4, &r4.algo, NULL, 0, 0); /* fine */
+    cudaDeviceSynchronize();
+    cublasLtMatmul(h, d4, &one, a, l4, a, l4, &zero, a + 16, l4, a + 16, l4, &r2.algo, NULL, 0, 0);
+}
+static void misuse_lt_alignment(void) {
+    cublasLtHandle_t h;
+    cublasLtCreate(&h);
+    float *a, one = 1.f, zero = 0.f;
+    cudaMalloc(&a, 64 * sizeof(float));
+    cublasLtMatmulDesc_t d;
+    cublasLtMatrixLayout_t l;
+    cublasLtMatmulHeuristicResult_t r;
+    lt_plan(h, 2, &d, &l, &r, 16);
+    cublasLtMatmul(h, d, &one, a + 1, l, a, l, &zero, a + 16, l, a + 16, l, &r.algo, NULL, 0, 0);
+}
+
 int main(void) {
     t_barriers();
     t_shuffles();
@@ -356,6 +397,8 @@ int main(void) {
     expect_abort("host touches device memory", misuse_host_touch, "host code touched device memory");
     expect_abort("out of bounds in a kernel", misuse_past_end, "past the end of an allocation of 4096 bytes");
     expect_abort("wrong memcpy kind", misuse_memcpy_kind, "the destination is device memory and the source host");
+    expect_abort("cuBLASLt algo, other shape", misuse_lt_other_problem, "the algorithm was chosen for another problem");
+    expect_abort("cuBLASLt algo, alignment", misuse_lt_alignment, "is 4-byte aligned, but the algorithm was chosen for 16");
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

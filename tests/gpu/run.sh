@@ -11,7 +11,8 @@
 # The machine has no network: nothing is installed; a missing dependency is
 # reported in the summary. Knobs: JOBS, CTEST_TIMEOUT (s per test, 300),
 # BENCH_TIMEOUT (s per bench, 120), GPU_TESTS (1: the CUDA tests and the sft scenarios),
-# FULL_CTEST (1), BENCH (1: the bench_* programs), SANITIZE (1), BENCH_TRAIN (1), PACK (0).
+# FULL_CTEST (1), BENCH (1: the bench_* programs), SANITIZE (1), BENCH_TRAIN (1), PACK (0), T4 (0: 1 adds the
+# "T4 on an H100" fit checks on a compute_75-PTX build capped at 15 GiB; T4_TOTAL_TIMEOUT, 540 s).
 # Everything at once can take more than the device tool's 10 minutes per command; two calls fit
 # (the build is kept between them while the machine stays warm; docs/gpu-log.md, "How to run"):
 #   OUT=$OUT PACK=1 SANITIZE=0 bash tests/gpu/run.sh                   (tests, scenarios, benchmarks: ~5 min)
@@ -191,6 +192,22 @@ fi
 if [ "${BENCH_TRAIN:-1}" = 1 ] && [ -f "$ROOT/bench/train_gpu.sh" ]; then
     step "bench/train_gpu.sh" "$OUT/train_gpu.log" timeout 450 env OUT="$OUT" bash "$ROOT/bench/train_gpu.sh" "$BUILD"
     sed 's/^/      /' "$OUT/bench-gpu/summary.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
+fi
+
+# T4=1: "a T4 on an H100" (bench/train_gpu.sh, T4 mode): a second build, -DFT_CUDA_T4_PTX=ON (compute_75 PTX only,
+# JIT-compiled here and run as sm_75: fp16, the T4's kernels, device memory capped at 15 GiB by our allocator),
+# then the three fit checks with tokens/s: Danube3-4B-shape QLoRA at 2048, the longest Danube2-1.8B-shape QLoRA
+# sequence (offload, doubling until the cap), Danube3-500M-shape full at 2048. Table in $OUT/bench-gpu/t4.md.
+if [ "${T4:-0}" = 1 ]; then
+    BUILD_T4=$ROOT/build-gpu-t4
+    if step "configure the T4 build (FT_CUDA_T4_PTX=ON)" "$OUT/configure-t4.log" \
+        cmake -S "$ROOT" -B "$BUILD_T4" -DCMAKE_BUILD_TYPE=Release -DFT_CUDA_T4_PTX=ON -DFT_CUEMU=OFF \
+        ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
+        step "build the T4 build" "$OUT/build-t4.log" cmake --build "$BUILD_T4" -j"$JOBS" --target finetune bench_sft_batches; then
+        step "bench/train_gpu.sh T4=1" "$OUT/train_gpu_t4.log" timeout "${T4_TOTAL_TIMEOUT:-540}" \
+            env OUT="$OUT" T4=1 bash "$ROOT/bench/train_gpu.sh" "$BUILD_T4"
+        sed 's/^/      /' "$OUT/bench-gpu/t4.md" 2>/dev/null | tee -a "$SUMMARY" >/dev/null
+    fi
 fi
 
 say "result: $failures step(s) failed"

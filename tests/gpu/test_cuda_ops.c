@@ -95,6 +95,7 @@ static void drop(pair *p) {
 /* Compare all elements of the GPU and CPU tensors: |gpu - cpu| <= tol (|cpu| + rms(cpu)) + atol; report the
  * first few mismatches. atol is for results that are zero in exact arithmetic, where both sides hold only
  * rounding noise of different summation orders. */
+static int cmp_silent;
 static void cmp_atol(const char *what, const pair *p, double tol, double atol) {
     int64_t n = ft_numel(&p->g);
     float *a = malloc((size_t)n * 4 + 4), *b = malloc((size_t)n * 4 + 4);
@@ -117,11 +118,16 @@ static void cmp_atol(const char *what, const pair *p, double tol, double atol) {
     }
     CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ (tol %g, worst rel %.3g)", what, (long long)bad,
               (long long)n, tol, worst);
-    if (!bad) fprintf(stderr, "ok %-40s n=%-8lld worst rel %.3g\n", what, (long long)n, worst);
+    if (!bad && !cmp_silent) fprintf(stderr, "ok %-40s n=%-8lld worst rel %.3g\n", what, (long long)n, worst);
     free(a);
     free(b);
 }
 static void cmp(const char *what, const pair *p, double tol) { cmp_atol(what, p, tol, 0); }
+static void cmp_quiet(const pair *p, double tol) { /* checked, but no "ok" line (loops of many small cases) */
+    cmp_silent = 1;
+    cmp_atol("(quiet case)", p, tol, 0);
+    cmp_silent = 0;
+}
 
 /* ------------------------------------------------------------------ forward ops */
 
@@ -136,6 +142,47 @@ static void t_gemm(int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
              beta);
     cmp(w, &Cm, 1e-5);
     drop(&A), drop(&B), drop(&Cm);
+}
+
+/* The cuBLASLt plan cache: a shape seen before reuses its plan (on the emulator, which counts heuristic queries: at
+ * most one for five identical GEMMs); an operand at another alignment gets a plan of its own (the emulator aborts
+ * when an algorithm runs on an operand less aligned than it was chosen for); more shapes than the cache holds evict
+ * and rebuild plans, every result still the CPU's. */
+__attribute__((weak)) long cuemu_lt_heuristic_calls(void);
+static void t_gemm_plans(void) {
+    int64_t M = 29, N = 61, K = 43;
+    pair A = frand(1, M * K + 1, 0, 0, 1), B = frand(2, K, N, 0, 1), Cm = fout(2, M, N, 0);
+    long h0 = cuemu_lt_heuristic_calls ? cuemu_lt_heuristic_calls() : 0;
+    char w[96];
+    for (int off = 0; off < 2; off++) { /* off 1: A starts 4 bytes into its allocation */
+        ft_tensor ag = ft_t2((char *)A.g.data + 4 * off, FT_F32, FT_DEV_CUDA, M, K),
+                  ac = ft_t2((char *)A.c.data + 4 * off, FT_F32, FT_DEV_CPU, M, K);
+        for (int rep = 0; rep < 5; rep++) {
+            G->gemm(G, &ag, 0, &B.g, 0, &Cm.g, 1.0f, 0.0f);
+            C->gemm(C, &ac, 0, &B.c, 0, &Cm.c, 1.0f, 0.0f);
+            snprintf(w, sizeof w, "gemm plan reuse, A offset %d bytes, rep %d", 4 * off, rep);
+            cmp(w, &Cm, 1e-5);
+        }
+        if (cuemu_lt_heuristic_calls) {
+            long h = cuemu_lt_heuristic_calls() - h0;
+            CHECK_MSG(h == off + 1, "cuBLASLt heuristic queried %ld times for %d shape/alignment(s) run 5 times each", h,
+                      off + 1);
+        }
+    }
+    drop(&A), drop(&B), drop(&Cm);
+    for (int round = 0; round < 2; round++) /* 110 shapes: more than the cache holds, twice */
+        for (int64_t m = 1; m <= 110; m++) {
+            pair a = frand(2, m, 3, 0, 1), b = frand(2, 3, 5, 0, 1), c = fout(2, m, 5, 0);
+            G->gemm(G, &a.g, 0, &b.g, 0, &c.g, 1.0f, 0.0f);
+            C->gemm(C, &a.c, 0, &b.c, 0, &c.c, 1.0f, 0.0f);
+            if (m % 37 == 1 || m == 110) {
+                snprintf(w, sizeof w, "gemm plan eviction round %d M%lld", round, (long long)m);
+                cmp(w, &c, 1e-5);
+            } else {
+                cmp_quiet(&c, 1e-5);
+            }
+            drop(&a), drop(&b), drop(&c);
+        }
 }
 
 static void t_embedding(void) {
@@ -239,6 +286,24 @@ static void t_optim(void) {
     cmp("adamw v", &v, 1e-5);
     double sg = G->sumsq(G, &g.g), sc = C->sumsq(C, &g.c);
     CHECK_MSG(fabs(sg - sc) <= 1e-9 * sc, "sumsq: cuda %.12g, cpu %.12g", sg, sc);
+    /* sumsq_many: each backend's result is bit for bit its own per-tensor sum (what the optimizer summed before),
+     * over tensors of different sizes (one above 1024 x 256 elements, one empty); the two backends agree to 1e-9 */
+    {
+        pair big = frand(1, 300000, 0, 0, 1), tiny = frand(1, 7, 0, 0, 3);
+        int64_t zero_n = 0;
+        pair empty = mk(FT_F32, 1, &zero_n);
+        const ft_tensor *lg[5] = {&g.g, &big.g, &empty.g, &tiny.g, &m.g}, *lc[5] = {&g.c, &big.c, &empty.c, &tiny.c, &m.c};
+        double eg = 0, ec = 0;
+        for (int i = 0; i < 5; i++) eg += G->sumsq(G, lg[i]), ec += C->sumsq(C, lc[i]);
+        double mg = G->sumsq_many(G, 5, lg), mc = C->sumsq_many(C, 5, lc);
+        CHECK_MSG(memcmp(&mg, &eg, sizeof mg) == 0, "sumsq_many on cuda: %.17g, per tensor %.17g", mg, eg);
+        CHECK_MSG(memcmp(&mc, &ec, sizeof mc) == 0, "sumsq_many on cpu: %.17g, per tensor %.17g", mc, ec);
+        CHECK_MSG(fabs(mg - mc) <= 1e-9 * mc, "sumsq_many: cuda %.12g, cpu %.12g", mg, mc);
+        CHECK_MSG(G->sumsq_many(G, 0, lg) == 0 && C->sumsq_many(C, 0, lc) == 0, "sumsq_many of no tensors is not 0");
+        if (memcmp(&mg, &eg, sizeof mg) == 0 && memcmp(&mc, &ec, sizeof mc) == 0)
+            fprintf(stderr, "ok sumsq_many (5 tensors)                   bit-identical to per-tensor sums\n");
+        drop(&big), drop(&tiny), drop(&empty);
+    }
     G->scale(G, &g.g, -1.5f);
     C->scale(C, &g.c, -1.5f);
     cmp("scale", &g, 1e-7);
@@ -510,6 +575,39 @@ static void t_half(ft_dtype dt) {
     cmp16(w, &o, tol16);
     drop(&x), drop(&wt), drop(&o), drop(&r), drop(&u);
 
+    /* the fused lm_head + log-softmax with 16-bit h and W (the mixed-precision path): 16-bit GEMMs into fp32
+     * logits, fp32 softmax; log-probs and lse at the fp32 tolerance, the gradients (whose GEMMs read the logit
+     * gradient rounded to 16 bits) within the 16-bit rounding; two vocabulary chunks (8192 + 808 columns) */
+    {
+        int64_t T = 2048, D = 64, V = 9000;
+        pair h = hrand(dt, 2, T, D, 0, 1, 0), W = hrand(dt, 2, V, D, 0, 0.3f, 0);
+        int32_t *tg = malloc((size_t)T * 4);
+        for (int64_t t = 0; t < T; t++) tg[t] = (t % 5 == 2) ? -100 : (int32_t)(ft_rng_next(&rng) % (uint64_t)V);
+        tg[T - 1] = (int32_t)V - 1;
+        pair tgt = ints(T, tg);
+        free(tg);
+        pair logp = fout(1, T, 0, 0), lse = fout(1, T, 0, 0), dl = frand(1, T, 0, 0, 1);
+        G->token_logprobs(G, &h.g, &W.g, &tgt.g, &logp.g, &lse.g);
+        C->token_logprobs(C, &h.c, &W.c, &tgt.c, &logp.c, &lse.c);
+        snprintf(w, sizeof w, "token_logprobs %s T%lld V%lld", nm, (long long)T, (long long)V);
+        cmp(w, &logp, 1e-5);
+        cmp("  lse (F32)", &lse, 1e-5);
+        pair dh = fout(2, T, D, 0), dW = frand(2, V, D, 0, 0.1f);
+        G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, &lse.g, &dl.g, &dh.g, &dW.g);
+        C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, &lse.c, &dl.c, &dh.c, &dW.c);
+        /* dh and dW sum D or T products whose factor G was rounded to 16 bits (as PyTorch's autocast rounds its
+         * logit gradient): the error follows the sum of |terms|, not the result, so 3x the output-rounding
+         * tolerance (emulator, sm_90: worst 0.0198 bf16 dW, 0.0017 fp16 dW) */
+        cmp("  backward dh (F32)", &dh, 3 * tol16);
+        cmp("  backward dW (F32, accumulated)", &dW, 3 * tol16);
+        pair dh16 = hrand(dt, 2, T, D, 0, 0, 1);
+        G->token_logprobs_backward(G, &h.g, &W.g, &tgt.g, NULL, &dl.g, &dh16.g, NULL);
+        C->token_logprobs_backward(C, &h.c, &W.c, &tgt.c, NULL, &dl.c, &dh16.c, NULL);
+        snprintf(w, sizeof w, "  backward dh (%s, lse NULL, dW NULL)", nm);
+        cmp16(w, &dh16, 3 * tol16);
+        drop(&h), drop(&W), drop(&tgt), drop(&logp), drop(&lse), drop(&dl), drop(&dh), drop(&dW), drop(&dh16);
+    }
+
     int64_t T = 75, Hq = 4, Hkv = 2, Dh = 96;
     int32_t ds[75];
     for (int i = 0; i < T; i++) ds[i] = i < 40 ? 0 : 40;
@@ -524,6 +622,53 @@ static void t_half(ft_dtype dt) {
     cmp16(w, &out, tol16);
     cmp("  lse (F32)", &lse, 1e-5);
     drop(&dsp), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse);
+}
+
+/* The 16-bit compute path's one-pass ops: rmsnorm of fp32 x/w into a 16-bit out must give exactly the bits of
+ * rmsnorm into fp32 and then cast (on each backend), and the backends agree within the 16-bit rounding; add of an
+ * fp32 a and a 16-bit b into fp32 must equal the cast-then-add exactly, and the CPU's result exactly. */
+static int same_bits(ft_backend *be, const ft_tensor *x, const ft_tensor *y) {
+    size_t n = ft_nbytes(x);
+    char *a = malloc(n + 1), *c = malloc(n + 1);
+    be->download(be, a, x->data, n);
+    be->download(be, c, y->data, n);
+    int same = n == ft_nbytes(y) && memcmp(a, c, n) == 0;
+    free(a), free(c);
+    return same;
+}
+static void t_fused_casts(ft_dtype dt) {
+    const char *nm = ft_dtype_name(dt);
+    const double tol16 = dt == FT_BF16 ? 1e-2 : 2e-3;
+    char w[96];
+    int64_t T = 37, D = 300, sh[2] = {T, D};
+    pair x = frand(2, T, D, 0, 2), wt = frand(1, D, 0, 0, 1), f = fout(2, T, D, 0), r = fout(1, T, 0, 0);
+    pair o16 = mk(dt, 2, sh), c16 = mk(dt, 2, sh);
+    G->rmsnorm(G, &x.g, &wt.g, 1e-5f, &o16.g, &r.g); /* one pass */
+    C->rmsnorm(C, &x.c, &wt.c, 1e-5f, &o16.c, &r.c);
+    G->rmsnorm(G, &x.g, &wt.g, 1e-5f, &f.g, NULL); /* two passes */
+    C->rmsnorm(C, &x.c, &wt.c, 1e-5f, &f.c, NULL);
+    G->cast(G, &f.g, &c16.g);
+    C->cast(C, &f.c, &c16.c);
+    CHECK_MSG(same_bits(G, &o16.g, &c16.g), "rmsnorm F32 -> %s on cuda differs from rmsnorm then cast", nm);
+    CHECK_MSG(same_bits(C, &o16.c, &c16.c), "rmsnorm F32 -> %s on the cpu differs from rmsnorm then cast", nm);
+    pair cmpp = {o16.g, f.c};
+    snprintf(w, sizeof w, "rmsnorm F32 -> %s (= rmsnorm + cast)", nm);
+    cmp16(w, &cmpp, tol16);
+    cmp("  rstd", &r, 1e-5);
+    /* add: fp32 a + 16-bit b (c16, the same bits on both) into fp32, and in place over a */
+    pair a = frand(2, T, D, 0, 1), s1 = fout(2, T, D, 0), bf = fout(2, T, D, 0), s2 = fout(2, T, D, 0);
+    G->add(G, &a.g, &c16.g, &s1.g);
+    C->add(C, &a.c, &c16.c, &s1.c);
+    G->cast(G, &c16.g, &bf.g);
+    C->cast(C, &c16.c, &bf.c);
+    G->add(G, &a.g, &bf.g, &s2.g);
+    CHECK_MSG(same_bits(G, &s1.g, &s2.g), "add F32 + %s on cuda differs from cast then add", nm);
+    snprintf(w, sizeof w, "add F32 + %s -> F32 (exact)", nm);
+    cmp(w, &s1, 0);
+    G->add(G, &a.g, &c16.g, &a.g);
+    C->add(C, &a.c, &c16.c, &a.c);
+    cmp("  in place over a", &a, 0);
+    drop(&x), drop(&wt), drop(&f), drop(&r), drop(&o16), drop(&c16), drop(&a), drop(&s1), drop(&bf), drop(&s2);
 }
 
 /* ------------------------------------------------------------------ memory and bad calls */
@@ -615,6 +760,21 @@ static void t_memory(void) {
     CHECK(huge == NULL);
     G->memory(G, &u2, NULL);
     CHECK(u2 == u0);
+    /* our own cap (mem_limit, the T4-on-an-H100 runs): counted with the cuBLASLt workspace (32 MiB here), an
+     * allocation past it fails like a full GPU, nothing is held, and what fits still works */
+    G->mem_limit = u0 + ((size_t)64 << 20);
+    void *fits = G->alloc(G, (size_t)16 << 20);
+    void *over = G->alloc(G, (size_t)60 << 20);
+    CHECK_MSG(fits != NULL, "16 MiB under a cap 64 MiB above what is held was refused");
+    CHECK_MSG(over == NULL, "60 MiB more past the cap was allowed");
+    G->memory(G, &u2, NULL);
+    CHECK(u2 == u0 + ((size_t)16 << 20));
+    G->free(G, fits);
+    fits = G->alloc(G, (size_t)31 << 20);
+    CHECK_MSG(fits != NULL, "31 MiB under the cap after a free was refused");
+    G->free(G, fits);
+    G->mem_limit = 0;
+    if (!over) fprintf(stderr, "ok mem_limit: refused past the cap, allowed under it\n");
     pair z = frand(1, 1000, 0, 0, 1);
     G->zero(G, z.g.data, ft_nbytes(&z.g));
     C->zero(C, z.c.data, ft_nbytes(&z.c));
@@ -671,6 +831,7 @@ int main(void) {
         }
     t_gemm(256, 512, 384, 0, 1, 1.0f, 0.0f);
     t_gemm(1, 300, 2, 1, 0, 1.0f, 1.0f);
+    t_gemm_plans();
     t_embedding();
     t_rmsnorm(17, 300);
     t_rmsnorm(300, 96);
@@ -719,6 +880,8 @@ int main(void) {
 
     t_half(FT_BF16);
     t_half(FT_F16);
+    t_fused_casts(FT_BF16);
+    t_fused_casts(FT_F16);
     t_cast();
     t_host_staging();
     t_bad_call();

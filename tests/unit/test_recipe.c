@@ -276,6 +276,25 @@ static void test_empty_paths(void) {
     rcp_free(r);
 }
 
+/* ft_parse_bytes: the sizes gpu_memory_limit and FT_GPU_MEMORY_LIMIT take (binary units) */
+static void test_parse_bytes(void) {
+    struct {
+        const char *s;
+        int ok;
+        size_t v;
+    } cases[] = {{"15GiB", 1, (size_t)15 << 30}, {"15g", 1, (size_t)15 << 30}, {"15 GB", 1, (size_t)15 << 30},
+                 {"512MiB", 1, (size_t)512 << 20}, {"1.5G", 1, (size_t)3 << 29}, {"16106127360", 1, 16106127360u},
+                 {"0", 1, 0}, {"64k", 1, 65536}, {"2T", 1, (size_t)2 << 40}, {"100b", 1, 100},
+                 {"", 0, 0}, {"lots", 0, 0}, {"15 parsecs", 0, 0}, {"-1G", 0, 0}, {"15GiBs", 0, 0}, {"1e30", 0, 0},
+                 {"G", 0, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t v = 12345;
+        int rc = ft_parse_bytes(cases[i].s, &v);
+        CHECK_MSG((rc == 0) == cases[i].ok && (!cases[i].ok || v == cases[i].v), "ft_parse_bytes('%s'): rc %d, %zu",
+                  cases[i].s, rc, v);
+    }
+}
+
 int main(void) {
     test_empty_paths();
     test_comments_and_getters();
@@ -283,5 +302,6 @@ int main(void) {
     test_errors();
     test_load_file();
     test_path_spelling();
+    test_parse_bytes();
     TEST_DONE();
 }

@@ -413,11 +413,21 @@ static void cpu_embedding(ft_backend *b, const ft_tensor *ids, const ft_tensor *
     for (int64_t t = 0; t < T; t++) memcpy(o + t * D, tab + (int64_t)id[t] * D, (size_t)D * sizeof(float));
 }
 
+/* out may be BF16/F16 (the contract's norm-and-cast in one pass): each fp32 value rounded as cast rounds it */
+static int cpu_half_out(const char *op, const ft_tensor *out) {
+    if (out->dtype == FT_BF16 || out->dtype == FT_F16) return 1;
+    cpu_need_f32(op, "out", out);
+    return 0;
+}
+static inline void cpu_st_half(const ft_tensor *out, int64_t i, float v) {
+    ((uint16_t *)out->data)[i] = out->dtype == FT_BF16 ? ft_f32_to_bf16(v) : ft_f32_to_f16(v);
+}
+
 static void cpu_rmsnorm(ft_backend *b, const ft_tensor *x, const ft_tensor *w, float eps, ft_tensor *out,
                         ft_tensor *rstd) {
     cpu_need_f32("rmsnorm", "x", x);
     cpu_need_f32("rmsnorm", "w", w);
-    cpu_need_f32("rmsnorm", "out", out);
+    int half = cpu_half_out("rmsnorm", out);
     int64_t T, D;
     cpu_rows_cols(x, &T, &D);
     need_numel("rmsnorm", "w", w, D);
@@ -434,8 +444,12 @@ static void cpu_rmsnorm(ft_backend *b, const ft_tensor *x, const ft_tensor *w, f
         double ss = 0;
         for (int64_t j = 0; j < D; j++) ss += (double)xr[j] * xr[j];
         float r = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
-        float *orow = op + t * D;
-        for (int64_t j = 0; j < D; j++) orow[j] = wp[j] * (xr[j] * r);
+        if (half) {
+            for (int64_t j = 0; j < D; j++) cpu_st_half(out, t * D + j, wp[j] * (xr[j] * r));
+        } else {
+            float *orow = op + t * D;
+            for (int64_t j = 0; j < D; j++) orow[j] = wp[j] * (xr[j] * r);
+        }
         if (rp) rp[t] = r;
     }
 }
@@ -495,15 +509,19 @@ static void cpu_swiglu(ft_backend *b, const ft_tensor *gate, const ft_tensor *up
 
 static void cpu_add(ft_backend *b, const ft_tensor *a, const ft_tensor *x, ft_tensor *out) {
     cpu_need_f32("add", "a", a);
-    cpu_need_f32("add", "b", x);
+    int half = x->dtype == FT_BF16 || x->dtype == FT_F16; /* a 16-bit b, widened exactly */
+    if (!half) cpu_need_f32("add", "b", x);
     cpu_need_f32("add", "out", out);
     int64_t n = ft_numel(a);
     need_numel("add", "b", x, n);
     need_numel("add", "out", out, n);
     const float *ap = a->data, *xp = x->data;
+    const uint16_t *hp = x->data;
     float *o = out->data;
+    int bf = x->dtype == FT_BF16;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) o[i] = ap[i] + xp[i];
+    for (int64_t i = 0; i < n; i++)
+        o[i] = ap[i] + (!half ? xp[i] : bf ? ft_bf16_to_f32(hp[i]) : ft_f16_to_f32(hp[i]));
 }
 
 static void cpu_add_bias(ft_backend *b, ft_tensor *x, const ft_tensor *bias) {
@@ -754,6 +772,7 @@ ft_backend *ft_backend_cpu_create(void) {
     b->token_logprobs_backward = cpu_token_logprobs_backward;
     b->adamw = cpu_adamw;
     b->sumsq = cpu_sumsq;
+    b->sumsq_many = cpu_sumsq_many;
     b->scale = cpu_scale;
     b->nf4_dequant = cpu_nf4_dequant;
     b->dropout = cpu_dropout;

@@ -69,6 +69,7 @@ void cpu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const ft_ten
 /* optimizer ops (backend_cpu_optim.c) */
 void cpu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v, const ft_adamw_args *a);
 double cpu_sumsq(ft_backend *b, const ft_tensor *x);
+double cpu_sumsq_many(ft_backend *b, int n, const ft_tensor *const *x);
 void cpu_scale(ft_backend *b, ft_tensor *x, float alpha);
 /* precision and host staging (backend_cpu_cast.c) */
 void cpu_cast(ft_backend *b, const ft_tensor *in, ft_tensor *out);

@@ -54,6 +54,12 @@ double cpu_sumsq(ft_backend *b, const ft_tensor *x) {
     return total;
 }
 
+double cpu_sumsq_many(ft_backend *b, int n, const ft_tensor *const *x) {
+    double total = 0;
+    for (int i = 0; i < n; i++) total += cpu_sumsq(b, x[i]);
+    return total;
+}
+
 void cpu_scale(ft_backend *b, ft_tensor *x, float alpha) {
     (void)b;
     cpu_need_f32("scale", "x", x);

@@ -100,6 +100,16 @@ static void *cu_alloc_fn(ft_backend *b, size_t bytes) {
     cu_state *c = cu_of(b);
     void *p = NULL;
     if (bytes == 0) bytes = 1;
+    /* our own cap (gpu_memory_limit): what we hold, the cuBLASLt workspace included, may not pass it */
+    if (b->mem_limit && (bytes > b->mem_limit || c->in_use + c->lt_ws_bytes > b->mem_limit - bytes)) {
+        if (c->limit_refusals++ < 3)
+            fprintf(stderr,
+                    "finetune: cuda backend: gpu_memory_limit %.2f GiB: refusing %.1f MiB (%.2f GiB held, cuBLASLt "
+                    "workspace included)\n",
+                    (double)b->mem_limit / (1u << 30), (double)bytes / (1u << 20),
+                    (double)(c->in_use + c->lt_ws_bytes) / (1u << 30));
+        return NULL;
+    }
     cudaError_t err = cudaMalloc(&p, bytes);
     if (err != cudaSuccess) {
         cudaGetLastError(); /* OOM is not sticky: clear it so later launches are not blamed */
@@ -194,6 +204,8 @@ void *cu_scratch(ft_backend *b, size_t bytes, const char *op) {
 
 static size_t cu_align(size_t n) { return (n + 255) & ~(size_t)255; }
 
+static void cu_lt_plan_drop(cu_lt_plan *p);
+
 static void cu_destroy(ft_backend *b) {
     if (!b) return;
     cu_state *c = cu_of(b);
@@ -201,6 +213,11 @@ static void cu_destroy(ft_backend *b) {
         cudaStreamSynchronize(c->stream);
         for (size_t i = 0; i < c->nallocs; i++) cudaFree(c->allocs[i].p);
         free(c->allocs);
+        if (getenv("FT_CUDA_STATS"))
+            fprintf(stderr, "finetune: cuda backend: cuBLASLt plans: %llu hits, %llu misses, %d GEMMs by cublasGemmEx\n",
+                    (unsigned long long)c->lt_hits, (unsigned long long)c->lt_misses, c->lt_fallbacks);
+        for (int i = 0; i < CU_LT_PLANS; i++)
+            if (c->lt_plans[i].used) cu_lt_plan_drop(&c->lt_plans[i]);
         if (c->lt_ws) cudaFree(c->lt_ws);
         if (c->lt) cublasLtDestroy(c->lt);
         if (c->blas) cublasDestroy(c->blas);
@@ -223,30 +240,35 @@ static uint32_t cu_ptr_alignment(const void *p) {
     return al;
 }
 
-/* Column-major D = alpha op(X) op(Y) + beta D through cuBLASLt: X is rows_x x cols_x as stored (ld ldx), op(X)
- * m x k, op(Y) k x n. fp32 accumulation and fp32 alpha/beta (CUBLAS_COMPUTE_32F: no TF32). The heuristic is
- * told the operands' real alignments. Returns CUBLAS_STATUS_NOT_SUPPORTED when it has no algorithm. */
-static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOperation_t opy, int m, int n, int k,
-                                   float alpha, const void *X, cudaDataType xt, int ldx, const void *Y, cudaDataType yt,
-                                   int ldy, float beta, void *D, cudaDataType dt, int ldd) {
-    cublasLtMatmulDesc_t desc = NULL;
-    cublasLtMatrixLayout_t lx = NULL, ly = NULL, ld = NULL;
+static void cu_lt_plan_drop(cu_lt_plan *p) {
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->ly) cublasLtMatrixLayoutDestroy(p->ly);
+    if (p->lx) cublasLtMatrixLayoutDestroy(p->lx);
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    memset(p, 0, sizeof *p);
+}
+
+/* Build a plan: descriptors, layouts and the heuristic's best algorithm for key (its status says whether one was
+ * found; the descriptors are kept either way, so a refusal is not asked again). */
+static cublasStatus_t cu_lt_plan_build(cu_state *c, const cu_lt_key *k, cu_lt_plan *p) {
     cublasLtMatmulPreference_t pref = NULL;
-    int32_t tx = opx, ty = opy;
+    int32_t tx = k->opx, ty = k->opy;
     uint64_t ws = c->lt_ws_bytes;
-    uint32_t al[4] = {cu_ptr_alignment(X), cu_ptr_alignment(Y), cu_ptr_alignment(D), cu_ptr_alignment(D)};
     cublasLtMatmulHeuristicResult_t h;
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasOperation_t opx = (cublasOperation_t)k->opx, opy = (cublasOperation_t)k->opy;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &tx, sizeof tx);
+        st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &tx, sizeof tx);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &ty, sizeof ty);
+        st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &ty, sizeof ty);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&lx, xt, opx == CUBLAS_OP_N ? m : k, opx == CUBLAS_OP_N ? k : m, ldx);
+        st = cublasLtMatrixLayoutCreate(&p->lx, (cudaDataType)k->xt, opx == CUBLAS_OP_N ? k->m : k->k,
+                                        opx == CUBLAS_OP_N ? k->k : k->m, k->ldx);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&ly, yt, opy == CUBLAS_OP_N ? k : n, opy == CUBLAS_OP_N ? n : k, ldy);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&ld, dt, m, n, ldd);
+        st = cublasLtMatrixLayoutCreate(&p->ly, (cudaDataType)k->yt, opy == CUBLAS_OP_N ? k->k : k->n,
+                                        opy == CUBLAS_OP_N ? k->n : k->k, k->ldy);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&p->ld, (cudaDataType)k->dt, k->m, k->n, k->ldd);
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
@@ -254,20 +276,67 @@ static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOpe
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
-        st = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &al[i], sizeof al[i]);
+        st = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &k->al[i], sizeof k->al[i]);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(c->lt, desc, lx, ly, ld, ld, pref, 1, &h, &found);
+        st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->lx, p->ly, p->ld, p->ld, pref, 1, &h, &found);
     if (st == CUBLAS_STATUS_SUCCESS && (found < 1 || h.state != CUBLAS_STATUS_SUCCESS))
         st = CUBLAS_STATUS_NOT_SUPPORTED;
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmul(c->lt, desc, &alpha, X, lx, Y, ly, &beta, D, ld, D, ld, &h.algo, c->lt_ws, c->lt_ws_bytes,
-                            c->stream);
+    if (st == CUBLAS_STATUS_SUCCESS) p->algo = h.algo;
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (ly) cublasLtMatrixLayoutDestroy(ly);
-    if (lx) cublasLtMatrixLayoutDestroy(lx);
-    if (desc) cublasLtMatmulDescDestroy(desc);
     return st;
+}
+
+/* Column-major D = alpha op(X) op(Y) + beta D through cuBLASLt: X is rows_x x cols_x as stored (ld ldx), op(X)
+ * m x k, op(Y) k x n. fp32 accumulation and fp32 alpha/beta (CUBLAS_COMPUTE_32F: no TF32). The heuristic is
+ * told the operands' real alignments. The plan (descriptors + algorithm) comes from the per-backend cache, built
+ * on a miss; the least recently used plan makes room. Returns CUBLAS_STATUS_NOT_SUPPORTED when there is no
+ * algorithm (remembered too). */
+static cublasStatus_t cu_lt_matmul(cu_state *c, cublasOperation_t opx, cublasOperation_t opy, int m, int n, int k,
+                                   float alpha, const void *X, cudaDataType xt, int ldx, const void *Y, cudaDataType yt,
+                                   int ldy, float beta, void *D, cudaDataType dt, int ldd) {
+    cu_lt_key key;
+    memset(&key, 0, sizeof key);
+    key.opx = opx, key.opy = opy, key.m = m, key.n = n, key.k = k, key.ldx = ldx, key.ldy = ldy, key.ldd = ldd;
+    key.xt = xt, key.yt = yt, key.dt = dt;
+    key.al[0] = cu_ptr_alignment(X), key.al[1] = cu_ptr_alignment(Y), key.al[2] = key.al[3] = cu_ptr_alignment(D);
+    if (c->lt_nocache) { /* FT_CUDA_LT_CACHE=0: the old way, a plan built and dropped per GEMM (for A/B timing) */
+        cu_lt_plan tmp;
+        memset(&tmp, 0, sizeof tmp);
+        c->lt_misses++;
+        cublasStatus_t st = cu_lt_plan_build(c, &key, &tmp);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatmul(c->lt, tmp.desc, &alpha, X, tmp.lx, Y, tmp.ly, &beta, D, tmp.ld, D, tmp.ld, &tmp.algo,
+                                c->lt_ws, c->lt_ws_bytes, c->stream);
+        cu_lt_plan_drop(&tmp);
+        return st;
+    }
+    cu_lt_plan *p = NULL, *victim = &c->lt_plans[0];
+    for (int i = 0; i < CU_LT_PLANS; i++) {
+        cu_lt_plan *q = &c->lt_plans[i];
+        if (q->used && !memcmp(&q->key, &key, sizeof key)) {
+            p = q;
+            break;
+        }
+        if (q->used < victim->used) victim = q; /* an empty slot (0) or the least recently used */
+    }
+    if (p) {
+        c->lt_hits++;
+    } else {
+        c->lt_misses++;
+        p = victim;
+        if (p->used) cu_lt_plan_drop(p);
+        p->key = key;
+        p->status = cu_lt_plan_build(c, &key, p);
+        if (p->status != CUBLAS_STATUS_SUCCESS && !p->desc) { /* not even the descriptors: do not keep it */
+            cublasStatus_t st = (cublasStatus_t)p->status;
+            cu_lt_plan_drop(p);
+            return st;
+        }
+    }
+    p->used = ++c->lt_clock;
+    if (p->status != CUBLAS_STATUS_SUCCESS) return (cublasStatus_t)p->status;
+    return cublasLtMatmul(c->lt, p->desc, &alpha, X, p->lx, Y, p->ly, &beta, D, p->ld, D, p->ld, &p->algo, c->lt_ws,
+                          c->lt_ws_bytes, c->stream);
 }
 
 /* Row-major C[M,N] = alpha op(A) op(B) + beta C. cuBLAS is column-major, and a row-major X is the
@@ -415,8 +484,9 @@ static __device__ float cu_block_max(float v, float *sh) {
 
 /* ---------------------------------------------------------------- rmsnorm */
 
-template <typename T>
-__global__ void k_rmsnorm(const T *x, const T *w, float eps, T *out, float *rstd, int64_t D) {
+/* O: out's storage, T's own, or 16 bits from fp32 x/w (the norm and its cast in one pass) */
+template <typename T, typename O>
+__global__ void k_rmsnorm(const T *x, const T *w, float eps, O *out, float *rstd, int64_t D) {
     __shared__ float sh[32];
     size_t row = (size_t)blockIdx.x * D;
     float ss = 0.f;
@@ -434,9 +504,16 @@ static void cu_rmsnorm(ft_backend *b, const ft_tensor *x, const ft_tensor *w, fl
                        ft_tensor *rstd) {
     const char *op = "rmsnorm";
     if (!cu_arg(b, op, "x", x, CU_ANYF, 1, 4) || !cu_arg(b, op, "w", w, CU_ANYF, 1, 1) ||
-        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || !cu_same(b, op, "x", x, "out", out) ||
-        (rstd && !cu_arg(b, op, "rstd", rstd, CU_F32, 1, 4)))
+        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || (rstd && !cu_arg(b, op, "rstd", rstd, CU_F32, 1, 4)))
         return;
+    int narrow = x->dtype == FT_F32 && out->dtype != FT_F32; /* fp32 norm into a 16-bit out */
+    if (!narrow && !cu_same(b, op, "x", x, "out", out)) return;
+    if (narrow && (ft_numel(x) != ft_numel(out) || cu_cols(x) != cu_cols(out))) {
+        char s1[64], s2[64];
+        cu_report(b, "rmsnorm: x %s and out %s must have the same shape", ft_shape_str(x, s1, sizeof s1),
+                  ft_shape_str(out, s2, sizeof s2));
+        return;
+    }
     int64_t T_ = cu_rows(x), D = cu_cols(x);
     if (w->shape[0] != D || w->dtype != x->dtype || (rstd && ft_numel(rstd) != T_)) {
         cu_report(b, "rmsnorm: w must be [%lld] of dtype %s and rstd [%lld] F32", (long long)D,
@@ -448,10 +525,15 @@ static void cu_rmsnorm(ft_backend *b, const ft_tensor *x, const ft_tensor *w, fl
         cu_report(b, "rmsnorm: %lld rows is too many", (long long)T_);
         return;
     }
-    CU_DISPATCH(b, op, x->dtype,
-                CU_LAUNCH((unsigned)T_, 256, cu_of(b)->stream, k_rmsnorm<T>)(
-                    (const T *)x->data, (const T *)w->data, eps, (T *)out->data,
-                    rstd ? (float *)rstd->data : (float *)NULL, D));
+    float *rs = rstd ? (float *)rstd->data : (float *)NULL;
+    if (narrow)
+        CU_DISPATCH(b, op, out->dtype,
+                    CU_LAUNCH((unsigned)T_, 256, cu_of(b)->stream, k_rmsnorm<float, T>)(
+                        (const float *)x->data, (const float *)w->data, eps, (T *)out->data, rs, D));
+    else
+        CU_DISPATCH(b, op, x->dtype,
+                    CU_LAUNCH((unsigned)T_, 256, cu_of(b)->stream, k_rmsnorm<T, T>)(
+                        (const T *)x->data, (const T *)w->data, eps, (T *)out->data, rs, D));
     cu_check_launch(b, op);
 }
 
@@ -610,7 +692,7 @@ __global__ void k_swiglu_bwd(const T *g, const T *u, const T *dout, T *dg, T *du
     }
 }
 
-template <typename T> __global__ void k_add(const T *a, const T *x, T *out, int64_t n) {
+template <typename T, typename U> __global__ void k_add(const T *a, const U *x, T *out, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         cu_st(out, i, cu_ld(a, i) + cu_ld(x, i));
 }
@@ -655,14 +737,26 @@ static void cu_swiglu_backward(ft_backend *b, const ft_tensor *gate, const ft_te
 static void cu_add(ft_backend *b, const ft_tensor *a, const ft_tensor *x, ft_tensor *out) {
     const char *op = "add";
     if (!cu_arg(b, op, "a", a, CU_ANYF, 1, 4) || !cu_arg(b, op, "b", x, CU_ANYF, 1, 4) ||
-        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || !cu_same(b, op, "a", a, "b", x) ||
-        !cu_same(b, op, "a", a, "out", out))
+        !cu_arg(b, op, "out", out, CU_ANYF, 1, 4) || !cu_same(b, op, "a", a, "out", out))
         return;
+    int widen = a->dtype == FT_F32 && x->dtype != FT_F32; /* a 16-bit b added to fp32 a */
+    if (!widen && !cu_same(b, op, "a", a, "b", x)) return;
+    if (widen && (ft_numel(a) != ft_numel(x) || cu_cols(a) != cu_cols(x))) {
+        char s1[64], s2[64];
+        cu_report(b, "add: a %s and b %s must have the same shape", ft_shape_str(a, s1, sizeof s1),
+                  ft_shape_str(x, s2, sizeof s2));
+        return;
+    }
     int64_t n = ft_numel(a);
     if (!n) return;
-    CU_DISPATCH(b, op, a->dtype,
-                CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add<T>)((const T *)a->data, (const T *)x->data,
-                                                                          (T *)out->data, n));
+    if (widen)
+        CU_DISPATCH(b, op, x->dtype,
+                    CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add<float, T>)(
+                        (const float *)a->data, (const T *)x->data, (float *)out->data, n));
+    else
+        CU_DISPATCH(b, op, a->dtype,
+                    CU_LAUNCH(cu_blocks(n, 256), 256, cu_of(b)->stream, k_add<T, T>)(
+                        (const T *)a->data, (const T *)x->data, (T *)out->data, n));
     cu_check_launch(b, op);
 }
 
@@ -793,8 +887,11 @@ static void cu_token_logprobs(ft_backend *b, const ft_tensor *h, const ft_tensor
     cu_lp_forward(b, op, h, W, targets, (float *)logp->data, lse ? (float *)lse->data : NULL, NULL, NULL);
 }
 
-/* logits tile -> dlogits = dlogp * (onehot(target) - softmax), rows with target < 0 give 0 */
-__global__ void k_lp_grad(float *tile, int64_t n, int64_t c0, const int32_t *targets, const float *lse,
+/* logits tile -> dlogits = dlogp * (onehot(target) - softmax), rows with target < 0 give 0, computed in fp32 and
+ * stored as G's type: in place (fp32), or with 16-bit h/W straight into the 16-bit tile the two gradient GEMMs
+ * read (one pass: the same rounding a separate cast would do, without writing and re-reading an fp32 tile). */
+template <typename G>
+__global__ void k_lp_grad(const float *tile, G *out, int64_t n, int64_t c0, const int32_t *targets, const float *lse,
                           const float *dlogp) {
     size_t row = (size_t)blockIdx.x * n;
     int32_t tg = targets[blockIdx.x];
@@ -802,7 +899,7 @@ __global__ void k_lp_grad(float *tile, int64_t n, int64_t c0, const int32_t *tar
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
         float v = 0.f;
         if (tg >= 0) v = g * ((c0 + j == tg ? 1.f : 0.f) - expf(tile[row + j] - l));
-        tile[row + j] = v;
+        cu_st(out, row + j, v);
     }
 }
 
@@ -851,15 +948,13 @@ static void cu_token_logprobs_backward(ft_backend *b, const ft_tensor *h, const 
         int64_t n = V - c0 < C ? V - c0 : C;
         const char *Wc = (const char *)W->data + (size_t)(c0 * D) * esz;
         if (!cu_gemm_rm(b, op, h->dtype, FT_F32, 0, 1, T_, n, D, 1.f, h->data, D, Wc, D, 0.f, logits, n)) return;
-        CU_LAUNCH((unsigned)T_, 256, st, k_lp_grad)(logits, n, c0, (const int32_t *)targets->data, l,
-                                                (const float *)dlogp->data);
-        const void *G = logits;
-        if (tile16) { /* the GEMMs take one input dtype: round G to h's (relative error 2^-8 bf16, 2^-11 fp16) */
-            ft_tensor gf = ft_t1(logits, FT_F32, FT_DEV_CUDA, T_ * n), g16 = ft_t1(ws + tile + 4 * vec, h->dtype,
-                                                                                   FT_DEV_CUDA, T_ * n);
-            cu_cast(b, &gf, &g16);
-            G = g16.data;
-        }
+        /* the GEMMs take one input dtype: with 16-bit h/W, G is rounded to it (relative error 2^-8 bf16, 2^-11
+         * fp16) as the gradient kernel stores it */
+        const void *G = tile16 ? (const void *)(ws + tile + 4 * vec) : (const void *)logits;
+        CU_DISPATCH(b, op, h->dtype,
+                    CU_LAUNCH((unsigned)T_, 256, st, k_lp_grad<T>)(logits, (T *)G, n, c0,
+                                                                  (const int32_t *)targets->data, l,
+                                                                  (const float *)dlogp->data));
         /* dh (=/+=) G[T,n] Wc[n,D];  dW[c0:c0+n] += G^T h */
         if (!cu_gemm_rm(b, op, h->dtype, dh->dtype, 0, 0, T_, D, n, 1.f, G, n, Wc, D, c0 ? 1.f : 0.f, dh->data, D))
             return;
@@ -933,6 +1028,8 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     } else if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS ? (c->lt = NULL, 1) : 0) {
         rc = ft_fail(e, FT_EDEVICE, "device=cuda: cannot initialise cuBLASLt on %s", prop.name);
     } else {
+        const char *lc = getenv("FT_CUDA_LT_CACHE");
+        c->lt_nocache = lc && strcmp(lc, "0") == 0;
         /* cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper (less is fine: 0 when it fails) */
         c->lt_ws_bytes = (size_t)32 << 20;
         if (cudaMalloc(&c->lt_ws, c->lt_ws_bytes) != cudaSuccess) {
@@ -963,10 +1060,29 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     }
 
     b->name = "cuda";
-    snprintf(b->desc, sizeof b->desc, "cuda: %.100s (sm_%d, %.1f GiB)", prop.name, sm,
-             (double)prop.totalGlobalMem / (1u << 30));
     b->device = FT_DEV_CUDA;
     b->arch = sm;
+#ifdef FT_CUDA_TARGET_SM
+    /* the T4 build (FT_CUDA_T4_PTX): compute_75 PTX only, JIT-compiled for this GPU. It must run the sm_75 paths
+     * (fp16 by default, no bf16, the kernels chosen for a T4): a newer GPU is treated as a T4, and gets a T4's
+     * 15 GiB unless FT_GPU_MEMORY_LIMIT says otherwise */
+    if (b->arch > FT_CUDA_TARGET_SM) b->arch = c->sm = FT_CUDA_TARGET_SM;
+    b->mem_limit = (size_t)15 << 30;
+#endif
+    const char *lim = getenv("FT_GPU_MEMORY_LIMIT");
+    if (lim && *lim && ft_parse_bytes(lim, &b->mem_limit)) {
+        cu_destroy(b);
+        return ft_fail(e, FT_EINPUT, "FT_GPU_MEMORY_LIMIT='%s': expected a size such as 15GiB, 512MiB or a byte count "
+                                     "(0: no limit)", lim);
+    }
+    char lims[48] = "";
+    if (b->mem_limit) snprintf(lims, sizeof lims, ", limit %.2f GiB", (double)b->mem_limit / (1u << 30));
+    if (b->arch != sm)
+        snprintf(b->desc, sizeof b->desc, "cuda: %.80s (sm_%d running the sm_%d build, %.1f GiB%s)", prop.name, sm,
+                 b->arch, (double)prop.totalGlobalMem / (1u << 30), lims);
+    else
+        snprintf(b->desc, sizeof b->desc, "cuda: %.100s (sm_%d, %.1f GiB%s)", prop.name, sm,
+                 (double)prop.totalGlobalMem / (1u << 30), lims);
     b->alloc = cu_alloc_fn;
     b->free = cu_free_fn;
     b->upload = cu_upload;
@@ -997,6 +1113,7 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     b->token_logprobs_backward = cu_token_logprobs_backward;
     b->adamw = cu_adamw;
     b->sumsq = cu_sumsq;
+    b->sumsq_many = cu_sumsq_many;
     b->nf4_dequant = cu_nf4_dequant;
     b->scale = cu_scale;
     b->dropout = cu_dropout;

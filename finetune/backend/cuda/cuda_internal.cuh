@@ -25,6 +25,23 @@ typedef struct cu_alloc {
     size_t n;
 } cu_alloc;
 
+/* A cuBLASLt GEMM plan: the descriptors and the heuristic's algorithm for one problem, kept so that a GEMM of a
+ * shape seen before costs one cublasLtMatmul call, not four creates, a heuristic query and four destroys. The key
+ * is every field the heuristic was told: transposes, dims, leading dims, types and operand alignments. */
+typedef struct cu_lt_key {
+    int32_t opx, opy, m, n, k, ldx, ldy, ldd, xt, yt, dt;
+    uint32_t al[4];
+} cu_lt_key;
+typedef struct cu_lt_plan {
+    cu_lt_key key;
+    uint64_t used; /* LRU stamp; 0 = empty slot */
+    int status;    /* the heuristic's answer: CUBLAS_STATUS_SUCCESS, or the refusal (then the classic API runs) */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t lx, ly, ld;
+    cublasLtMatmulAlgo_t algo;
+} cu_lt_plan;
+#define CU_LT_PLANS 96 /* a step's distinct GEMMs: ~10 per layer kind forward and backward, more with LoRA */
+
 typedef struct cu_state {
     int device, sm; /* sm = major * 10 + minor */
     cudaStream_t stream;
@@ -33,9 +50,14 @@ typedef struct cu_state {
     void *lt_ws; /* cuBLASLt workspace (cudaMalloc'd outside our accounting, like cuBLAS' own) */
     size_t lt_ws_bytes;
     int lt_fallbacks; /* GEMMs cuBLASLt found no algorithm for, done by cublasGemmEx instead */
+    cu_lt_plan lt_plans[CU_LT_PLANS];
+    uint64_t lt_clock;              /* LRU counter */
+    uint64_t lt_hits, lt_misses;    /* plan cache statistics (FT_CUDA_STATS=1 prints them at destroy) */
+    int lt_nocache;                 /* FT_CUDA_LT_CACHE=0: build and drop a plan per GEMM (A/B timing only) */
     cu_alloc *allocs; /* live allocations (few: the model draws from arenas) */
     size_t nallocs, cap;
     size_t in_use, peak;
+    int limit_refusals; /* allocations refused by the backend's mem_limit (the first few are said on stderr) */
     void *scratch; /* per-op workspace, grown on demand, never shrunk */
     size_t scratch_bytes;
     int nerrors;
@@ -67,6 +89,7 @@ void cu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k
 extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v,
                          const ft_adamw_args *a);
 extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x);
+extern "C" double cu_sumsq_many(ft_backend *b, int n, const ft_tensor *const *x);
 extern "C" void cu_scale(ft_backend *b, ft_tensor *x, float alpha);
 
 /* precision and host staging (cuda_cast.cu) */

@@ -75,6 +75,55 @@ extern "C" double cu_sumsq(ft_backend *b, const ft_tensor *x) {
     return total;
 }
 
+/* Per tensor i, its partials (the first blocks_i of its SUMSQ_BLOCKS slots, the rest zero) summed in slot order
+ * from 0, exactly as cu_sumsq sums them on the host (adding the zero slots changes nothing); then the tensors'
+ * sums in order by one thread. Double additions in the same order give the same double as the host loop. */
+__global__ void k_sumsq_total(const double *part, int nt, double *tsum, double *out) {
+    for (int i = threadIdx.x; i < nt; i += blockDim.x) {
+        double t = 0;
+        for (int j = 0; j < SUMSQ_BLOCKS; j++) t += part[(size_t)i * SUMSQ_BLOCKS + j];
+        tsum[i] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0;
+        for (int i = 0; i < nt; i++) total += tsum[i];
+        *out = total;
+    }
+}
+
+extern "C" double cu_sumsq_many(ft_backend *b, int n, const ft_tensor *const *x) {
+    const char *op = "sumsq_many";
+    if (n <= 0) return 0;
+    for (int i = 0; i < n; i++)
+        if (!cu_arg(b, op, "x[i]", x[i], CU_F32, 1, 4)) return NAN;
+    size_t parts = (size_t)n * SUMSQ_BLOCKS * sizeof(double);
+    char *ws = (char *)cu_scratch(b, parts + (size_t)(n + 1) * sizeof(double), op);
+    if (!ws) return NAN;
+    double *part = (double *)ws, *tsum = (double *)(ws + parts), *out = tsum + n;
+    cudaStream_t st = cu_of(b)->stream;
+    if (cudaMemsetAsync(part, 0, parts, st) != cudaSuccess) {
+        cu_report(b, "%s: clearing %zu bytes of partial sums failed", op, parts);
+        return NAN;
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t len = ft_numel(x[i]);
+        if (!len) continue;
+        int blocks = (int)((len + 255) / 256 < SUMSQ_BLOCKS ? (len + 255) / 256 : SUMSQ_BLOCKS);
+        CU_LAUNCH(blocks, 256, st, k_sumsq_part)((const float *)x[i]->data, len, part + (size_t)i * SUMSQ_BLOCKS);
+    }
+    CU_LAUNCH(1, 256, st, k_sumsq_total)(part, n, tsum, out);
+    if (cu_check_launch(b, op)) return NAN;
+    double total = NAN;
+    cudaError_t err = cudaMemcpyAsync(&total, out, sizeof total, cudaMemcpyDeviceToHost, st);
+    if (err == cudaSuccess) err = cudaStreamSynchronize(st);
+    if (err != cudaSuccess) {
+        cu_report(b, "%s: reading the result failed: %s", op, cudaGetErrorString(err));
+        return NAN;
+    }
+    return total;
+}
+
 __global__ void k_scale(float *x, int64_t n, float alpha) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         x[i] *= alpha;
