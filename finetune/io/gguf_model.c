@@ -521,10 +521,10 @@ static void spm_merges(const char **toks, const gguf_kv *scores, int64_t n, cJSO
             if (cnt == cap) all = ft_xrealloc(all, (cap = cap ? 2 * cap : 4096) * sizeof *all);
             all[cnt++] = (spm_merge){i, 0, k, l, r, sc, utf8_chars(toks[i], k), utf8_chars(toks[i] + k, len - k)};
         }
-        qsort(all + first, cnt - first, sizeof *all, cmp_local);
+        if (cnt > first) qsort(all + first, cnt - first, sizeof *all, cmp_local); /* all is NULL until a merge */
         for (size_t k = first; k < cnt; k++) all[k].seq = (int64_t)k;
     }
-    qsort(all, cnt, sizeof *all, cmp_global);
+    if (cnt) qsort(all, cnt, sizeof *all, cmp_global);
     for (size_t k = 0; k < cnt; k++) {
         cJSON *pair = cJSON_CreateArray();
         const char *t = toks[all[k].tok];
