@@ -21,7 +21,7 @@
  * Visibility (backend.h): key j is seen by query i when doc_start[i] <= j <= q_start + i, with a window
  * W > 0 also q_start + i - j < W, and with exclusions not excl_start[i] <= j < excl_end[i]. Tiles outside a
  * warp's (block's) visible range are skipped. BF16 fragments exist only on sm_80+, so the BF16 kernels
- * compile to an empty body for sm_75 (never launched there). */
+ * compile to an empty body for sm_75, never launched there nor where only compute_75 code was built. */
 #include "finetune/backend/cuda/cuda_internal.cuh"
 
 #include <limits.h>
@@ -102,13 +102,6 @@ static __device__ __forceinline__ int fl_warp_max(int v) {
     for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(CU_FULL, v, o));
     return v;
 }
-
-static __device__ __forceinline__ float fl_f(float x) { return x; }
-static __device__ __forceinline__ float fl_f(__half x) { return __half2float(x); }
-static __device__ __forceinline__ float fl_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> static __device__ __forceinline__ T fl_t(float x);
-template <> __device__ __forceinline__ __half fl_t<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 fl_t<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> fl_acc;
 
@@ -201,7 +194,7 @@ static __device__ __forceinline__ void fl_fwd(const T *q, const T *k, const T *v
             for (int t = 0; t < 16; t++) {
                 float p = mn == -INFINITY ? 0.f : expf(s[t] - mn);
                 sum += p;
-                P[r * FL_PLD + half * 16 + t] = fl_t<T>(p);
+                cu_st(P, r * FL_PLD + half * 16 + t, p);
             }
             sum += __shfl_xor_sync(CU_FULL, sum, 1);
             l = l * corr + sum;
@@ -333,7 +326,7 @@ static __device__ __forceinline__ void fl_dq(const T *q, const T *k, const T *v,
             }
             __syncwarp();
 #pragma unroll
-            for (int t = 0; t < 16; t++) dS[r * FL_PLD + half * 16 + t] = fl_t<T>(ds[t]);
+            for (int t = 0; t < 16; t++) cu_st(dS, r * FL_PLD + half * 16 + t, ds[t]);
             __syncwarp();
             fa df[2];
             wmma::load_matrix_sync(df[0], dS, FL_PLD);
@@ -452,8 +445,8 @@ static __device__ __forceinline__ void fl_dkdv(const T *q, const T *k, const T *
             __syncwarp();
 #pragma unroll
             for (int t = 0; t < 16; t++) {
-                Pt[r * FL_PLD + half * 16 + t] = fl_t<T>(p[t]);
-                dSt[r * FL_PLD + half * 16 + t] = fl_t<T>(ds[t]);
+                cu_st(Pt, r * FL_PLD + half * 16 + t, p[t]);
+                cu_st(dSt, r * FL_PLD + half * 16 + t, ds[t]);
             }
             __syncwarp();
             fa pa[2], da[2];
@@ -492,13 +485,29 @@ __global__ void __launch_bounds__(FL_WARPS * 32)
 
 static int fl_aligned(const ft_tensor *t) { return ((uintptr_t)t->data & 15) == 0; }
 
+/* Were the BF16 kernels built for sm_80+? A build for compute_75 only (JIT-compiled on a newer GPU) has them
+ * empty, and must leave BF16 to the scalar kernels. */
+static int fl_bf16_built(void) {
+#ifdef FT_CUEMU
+    return 1;
+#else
+    static int ok = -1;
+    if (ok < 0) {
+        cudaFuncAttributes a;
+        ok = cudaFuncGetAttributes(&a, k_flash_fwd<__nv_bfloat16, 128>) == cudaSuccess && a.ptxVersion >= 80;
+        cudaGetLastError();
+    }
+    return ok;
+#endif
+}
+
 int cu_flash_covers(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v, const ft_tensor *o,
                     const ft_tensor *dout) {
     const char *env = getenv("FT_CUDA_ATTN");
     if (env && !strcmp(env, "scalar")) return 0;
     int sm = cu_of(b)->sm;
     int64_t Dh = q->shape[2];
-    if (!((q->dtype == FT_F16 && sm >= 75) || (q->dtype == FT_BF16 && sm >= 80))) return 0;
+    if (!((q->dtype == FT_F16 && sm >= 75) || (q->dtype == FT_BF16 && sm >= 80 && fl_bf16_built()))) return 0;
     if (Dh % 8 || Dh > 128) return 0;
     return fl_aligned(q) && fl_aligned(k) && fl_aligned(v) && fl_aligned(o) && (!dout || fl_aligned(dout));
 }
