@@ -247,8 +247,8 @@ static const char *warp_name(int k) {
 }
 static const char *gather_name(int op) {
     static const char *names[] = {"wmma::load_matrix_sync", "wmma::store_matrix_sync", "wmma::mma_sync",
-                                  "wmma::fill_fragment", "wmma::mma_sync (end)"};
-    return op >= 0 && op <= CUEMU_WMMA_MMA_END ? names[op] : "?";
+                                  "wmma::fill_fragment"};
+    return op >= 0 && op <= CUEMU_WMMA_FILL ? names[op] : "?";
 }
 
 void cuemu_fail(const char *fmt, ...) {
@@ -264,9 +264,11 @@ void cuemu_fail(const char *fmt, ...) {
     die("%s: %s", w, msg);
 }
 
-static uint64_t g_gather[1024]; /* per warp of the block (at most 1024 threads): its last gather's values */
+static uint64_t g_gather[1024];   /* per warp of the block (at most 1024 threads): its last gather's values */
+static uint64_t g_gather_seq[32]; /* per warp: the number of its last gather */
+static uint64_t g_gathers;        /* gathers resolved so far */
 
-const uint64_t *cuemu_warp_gather(int op, uint64_t value) {
+const uint64_t *cuemu_warp_gather(int op, uint64_t value, int *warp, uint64_t *seq) {
     fiber *f = g_cur;
     if (!f) die("%s called outside a kernel", gather_name(op));
     f->state = F_WARP;
@@ -276,6 +278,8 @@ const uint64_t *cuemu_warp_gather(int op, uint64_t value) {
     f->warg = op;
     f->wwidth = 32;
     yield_fiber();
+    if (warp) *warp = f->lin / 32;
+    if (seq) *seq = g_gather_seq[f->lin / 32];
     return (const uint64_t *)(uintptr_t)f->wres;
 }
 
@@ -335,6 +339,7 @@ static void warp_resolve(int w) {
             }
         uint64_t *g = &g_gather[(size_t)w * 32];
         for (int i = 0; i < 32; i++) g[i] = L[i].wval;
+        g_gather_seq[w] = ++g_gathers;
         for (int i = 0; i < 32; i++) {
             L[i].wres = (uint64_t)(uintptr_t)g;
             L[i].state = F_RUN;

@@ -84,10 +84,11 @@ int cuemu_barrier(int reduce, int pred);
 uint64_t cuemu_warp(int kind, unsigned mask, uint64_t value, int arg, int width);
 
 /* Warp-collective gather (the emulated WMMA ops, include/mma.h): every lane of the warp calls it with the same
- * op (an index into cuemu_gather_names) and its own value; each gets the 32 lanes' values, valid until its next
- * warp op. A lane at another op or a lane missing aborts like any divergent warp op. */
-enum { CUEMU_WMMA_LOAD, CUEMU_WMMA_STORE, CUEMU_WMMA_MMA, CUEMU_WMMA_FILL, CUEMU_WMMA_MMA_END };
-const uint64_t *cuemu_warp_gather(int op, uint64_t value);
+ * op and its own value; each gets the 32 lanes' values, valid until its next warp op, and (when asked) its
+ * warp's index in the block and a number unique to this gather, the same on all its lanes. A lane at another
+ * op or a lane missing aborts like any divergent warp op. */
+enum { CUEMU_WMMA_LOAD, CUEMU_WMMA_STORE, CUEMU_WMMA_MMA, CUEMU_WMMA_FILL };
+const uint64_t *cuemu_warp_gather(int op, uint64_t value, int *warp = nullptr, uint64_t *seq = nullptr);
 /* Abort naming the running thread (kernel, block, thread) and what was wrong. */
 [[noreturn]] void cuemu_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The compute capability the emulator reports (CUEMU_SM, default 90) as major * 10 + minor. */

@@ -26,9 +26,9 @@ struct row_major {};
 struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
 
-/* map[use][lane * 8 + e] = row * 16 + col of the element lane holds at x[e]; inv the other way round */
+/* map[use][lane * 8 + e] = row * 16 + col of the element lane holds at x[e] */
 struct cuemu_wmma_maps {
-    uint8_t map[3][256], inv[3][256];
+    uint8_t map[3][256];
     cuemu_wmma_maps() {
         uint64_t s = 0x9e3779b97f4a7c15ull;
         for (int u = 0; u < 3; u++) {
@@ -40,7 +40,6 @@ struct cuemu_wmma_maps {
                 map[u][i] = map[u][j];
                 map[u][j] = t;
             }
-            for (int i = 0; i < 256; i++) inv[u][map[u][i]] = (uint8_t)i;
         }
     }
 };
@@ -145,34 +144,47 @@ static inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 1
     }
 }
 
-/* d = a b + c. Each lane reads the other lanes' a and b through the gather, computes its own elements of d,
- * and writes them only after a second collective step, so no lane changes a fragment another still reads. */
+/* d = a b + c. The first lane to run after the collective step computes the whole 16x16 product from all
+ * lanes' fragments (none can have changed them yet) into its warp's slot; every lane then adds its own
+ * elements of c. */
+struct cuemu_mma_slot {
+    uint64_t seq;
+    float d[256];
+};
 template <typename T, typename LA, typename LB>
 static inline void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
                             const fragment<matrix_a, 16, 16, 16, T, LA> &a,
                             const fragment<matrix_b, 16, 16, 16, T, LB> &b,
                             const fragment<accumulator, 16, 16, 16, float> &c) {
+    typedef fragment<matrix_a, 16, 16, 16, T, LA> fa;
+    typedef fragment<matrix_b, 16, 16, 16, T, LB> fb;
     cuemu_wmma_type_ok<T>("wmma::mma_sync");
+    static cuemu_mma_slot slots[32];
     const void *mine[2] = {&a, &b};
-    const uint64_t *all = cuemu_warp_gather(CUEMU_WMMA_MMA, (uint64_t)(uintptr_t)mine);
+    int warp = 0;
+    uint64_t seq = 0;
+    const uint64_t *all = cuemu_warp_gather(CUEMU_WMMA_MMA, (uint64_t)(uintptr_t)mine, &warp, &seq);
     const cuemu_wmma_maps &M = cuemu_wmma_map();
-    int lane = (int)(threadIdx.x & 31);
-    float out[8];
-    for (int e = 0; e < 8; e++) {
-        int rc = M.map[2][lane * 8 + e], r = rc >> 4, col = rc & 15;
-        float s = 0.f;
-        for (int k = 0; k < 16; k++) {
-            int ia = M.inv[0][r * 16 + k], ib = M.inv[1][k * 16 + col];
-            const void *const *pa = (const void *const *)(uintptr_t)all[ia >> 3];
-            const void *const *pb = (const void *const *)(uintptr_t)all[ib >> 3];
-            float av = cuemu_wmma_f(((const fragment<matrix_a, 16, 16, 16, T, LA> *)pa[0])->x[ia & 7]);
-            float bv = cuemu_wmma_f(((const fragment<matrix_b, 16, 16, 16, T, LB> *)pb[1])->x[ib & 7]);
-            s += av * bv;
+    cuemu_mma_slot &S = slots[warp];
+    if (S.seq != seq) {
+        float A[256], B[256];
+        for (int l = 0; l < 32; l++) {
+            const void *const *p = (const void *const *)(uintptr_t)all[l];
+            for (int e = 0; e < 8; e++) {
+                A[M.map[0][l * 8 + e]] = cuemu_wmma_f(((const fa *)p[0])->x[e]);
+                B[M.map[1][l * 8 + e]] = cuemu_wmma_f(((const fb *)p[1])->x[e]);
+            }
         }
-        out[e] = s + c.x[e];
+        for (int r = 0; r < 16; r++)
+            for (int col = 0; col < 16; col++) {
+                float s = 0.f;
+                for (int k = 0; k < 16; k++) s += A[r * 16 + k] * B[k * 16 + col];
+                S.d[r * 16 + col] = s;
+            }
+        S.seq = seq;
     }
-    cuemu_warp_gather(CUEMU_WMMA_MMA_END, 0);
-    for (int e = 0; e < 8; e++) d.x[e] = out[e];
+    int lane = (int)(threadIdx.x & 31);
+    for (int e = 0; e < 8; e++) d.x[e] = S.d[M.map[2][lane * 8 + e]] + c.x[e];
 }
 
 } // namespace wmma
