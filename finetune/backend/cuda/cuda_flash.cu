@@ -13,8 +13,9 @@
  * shared scratch, applies the scale and the masks elementwise in fp32 (two lanes per row), rounds P (or
  * dS) to the storage type into the same scratch and multiplies it by the next operand from there. The
  * element-to-lane mapping of WMMA fragments is unspecified, so every rowwise step goes through the scratch.
- *  - forward: online softmax; lane pair 2r, 2r+1 keeps row r's running max, sum and its half of the output
- *    row in registers; out = O / sum, lse = max + log(sum) (a query that sees no key: out 0, lse +inf).
+ *  - forward: online softmax in base 2 with an integer running max (so P's rounding does not depend on the
+ *    tiling); lane pair 2r, 2r+1 keeps row r's running max, sum and its half of the output row in registers;
+ *    out = O / sum, lse = (max + log2(sum)) ln 2 (a query that sees no key: out 0, lse +inf).
  *  - backward: D = rowsum(dout * out) (cuda_attention.cu), then dq per query block (loop over key tiles),
  *    and dk, dv per key block (loop over query tiles and over the query heads of the kv head, GQA without
  *    expanding K/V): no atomics, deterministic.
@@ -39,6 +40,8 @@ using namespace nvcuda;
 #define FL_TILE 32              /* keys (forward, dq) or queries (dk/dv) per step */
 #define FL_SLD (FL_TILE + 4)    /* fp32 scratch row stride (a multiple of 4 floats, as WMMA wants) */
 #define FL_PLD (2 * FL_SLD)     /* the same rows read as 16-bit values */
+#define FL_LOG2E 1.4426950408889634f
+#define FL_LN2 0.6931471805599453f
 
 /* the bf16 kernels only where bf16 WMMA exists */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -184,15 +187,24 @@ static __device__ __forceinline__ void fl_fwd(const T *q, const T *k, const T *v
 #pragma unroll
             for (int t = 0; t < 16; t++) {
                 int c = half * 16 + t;
-                s[t] = fl_sees(R, j0 + c) ? S[r][c] * scale : -INFINITY;
+                s[t] = fl_sees(R, j0 + c) ? S[r][c] * scale * FL_LOG2E : -INFINITY;
                 mx = fmaxf(mx, s[t]);
             }
             mx = fmaxf(mx, __shfl_xor_sync(CU_FULL, mx, 1));
-            float mn = fmaxf(m, mx), corr = mn == -INFINITY ? 1.f : expf(m - mn), sum = 0.f;
+            /* base 2, the running max an integer: p = 2^frac(s) * 2^(floor(s) - m) and the rescale by 2^(m - mn)
+             * are exact scalings of a value that depends on s alone, so P's rounding to 16 bits is the same
+             * whatever the tiling (a sample alone or packed at any offset gives the same bits, as the scalar
+             * kernels do up to fp32 summation order) */
+            float mn = fmaxf(m, ceilf(mx)), corr = mn == -INFINITY ? 1.f : m == -INFINITY ? 0.f : ldexpf(1.f, (int)(m - mn));
+            float sum = 0.f;
             __syncwarp(); /* the row is read: P may overwrite it */
 #pragma unroll
             for (int t = 0; t < 16; t++) {
-                float p = mn == -INFINITY ? 0.f : expf(s[t] - mn);
+                float p = 0.f;
+                if (s[t] != -INFINITY) {
+                    float n = floorf(s[t]);
+                    p = ldexpf(exp2f(s[t] - n), (int)(n - mn));
+                }
                 sum += p;
                 cu_st(P, r * FL_PLD + half * 16 + t, p);
             }
@@ -240,7 +252,7 @@ static __device__ __forceinline__ void fl_fwd(const T *q, const T *k, const T *v
             if (c < Dh) cu_st(out, off + c, o[c0 / 2 + t] * inv);
         }
     }
-    if (lse && !half) lse[(size_t)i * Hq + h] = l > 0.f ? m + logf(l) : INFINITY;
+    if (lse && !half) lse[(size_t)i * Hq + h] = l > 0.f ? (m + log2f(l)) * FL_LN2 : INFINITY;
 }
 
 template <typename T, int D>
