@@ -13,9 +13,9 @@
  * shared scratch, applies the scale and the masks elementwise in fp32 (two lanes per row), rounds P (or
  * dS) to the storage type into the same scratch and multiplies it by the next operand from there. The
  * element-to-lane mapping of WMMA fragments is unspecified, so every rowwise step goes through the scratch.
- *  - forward: online softmax in base 2 with an integer running max (so P's rounding does not depend on the
- *    tiling); lane pair 2r, 2r+1 keeps row r's running max, sum and its half of the output row in registers;
- *    out = O / sum, lse = (max + log2(sum)) ln 2 (a query that sees no key: out 0, lse +inf).
+ *  - forward: two passes over the key tiles, the rows' max first, then P = exp(s - max) with no rescaling
+ *    (so P's rounding does not depend on the tiling); lane pair 2r, 2r+1 keeps row r's max, sum and its half
+ *    of the output row in registers; out = O / sum, lse = max + log(sum) (no key seen: out 0, lse +inf).
  *  - backward: D = rowsum(dout * out) (cuda_attention.cu), then dq per query block (loop over key tiles),
  *    and dk, dv per key block (loop over query tiles and over the query heads of the kv head, GQA without
  *    expanding K/V): no atomics, deterministic.
@@ -40,8 +40,6 @@ using namespace nvcuda;
 #define FL_TILE 32              /* keys (forward, dq) or queries (dk/dv) per step */
 #define FL_SLD (FL_TILE + 4)    /* fp32 scratch row stride (a multiple of 4 floats, as WMMA wants) */
 #define FL_PLD (2 * FL_SLD)     /* the same rows read as 16-bit values */
-#define FL_LOG2E 1.4426950408889634f
-#define FL_LN2 0.6931471805599453f
 
 /* the bf16 kernels only where bf16 WMMA exists */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -165,81 +163,79 @@ static __device__ __forceinline__ void fl_fwd(const T *q, const T *k, const T *v
     float m = -INFINITY, l = 0.f, o[D / 2];
 #pragma unroll
     for (int c = 0; c < D / 2; c++) o[c] = 0.f;
-    for (int j0 = blo; j0 <= bhi; j0 += FL_TILE) {
-        fl_stage<T, D>(sKV, FL_TILE, k, j0, bhi + 1, (size_t)Hkv * Dh, (size_t)hk * Dh, Dh);
-        fl_stage<T, D>(sKV + FL_TILE, FL_TILE, v, j0, bhi + 1, (size_t)Hkv * Dh, (size_t)hk * Dh, Dh);
-        __syncthreads();
-        if (j0 <= whi && j0 + FL_TILE - 1 >= wlo) { /* warp-uniform */
-            fl_acc sf;
+    /* Two passes over the keys: the first finds each row's max m, the second sums P = exp(s - m) with that m
+     * fixed, so P (and its rounding to 16 bits) depends on s alone, not on the tiling: a sample alone or packed
+     * at any offset gives the same bits (up to fp32 summation order, as the scalar kernels), and the largest
+     * P is exactly 1. It costs one more S = Q K^T (the forward does 1.5 times the FLOPs of one pass). */
+    for (int pass = 0; pass < 2; pass++)
+        for (int j0 = blo; j0 <= bhi; j0 += FL_TILE) {
+            fl_stage<T, D>(sKV, FL_TILE, k, j0, bhi + 1, (size_t)Hkv * Dh, (size_t)hk * Dh, Dh);
+            if (pass) fl_stage<T, D>(sKV + FL_TILE, FL_TILE, v, j0, bhi + 1, (size_t)Hkv * Dh, (size_t)hk * Dh, Dh);
+            __syncthreads();
+            float sP[16]; /* this lane's scaled, masked scores of the tile */
 #pragma unroll
-            for (int n = 0; n < 2; n++) {
-                wmma::fill_fragment(sf, 0.f);
+            for (int t = 0; t < 16; t++) sP[t] = -INFINITY;
+            if (j0 <= whi && j0 + FL_TILE - 1 >= wlo) { /* warp-uniform */
+                fl_acc sf;
 #pragma unroll
-                for (int f = 0; f < D / 16; f++) {
-                    fbc kf;
-                    wmma::load_matrix_sync(kf, &sKV[n * 16][f * 16], D + 8);
-                    wmma::mma_sync(sf, qf[f], kf, sf);
-                }
-                wmma::store_matrix_sync(&S[0][n * 16], sf, FL_SLD, wmma::mem_row_major);
-            }
-            __syncwarp();
-            float s[16], mx = -INFINITY;
+                for (int n = 0; n < 2; n++) {
+                    wmma::fill_fragment(sf, 0.f);
 #pragma unroll
-            for (int t = 0; t < 16; t++) {
-                int c = half * 16 + t;
-                s[t] = fl_sees(R, j0 + c) ? S[r][c] * scale * FL_LOG2E : -INFINITY;
-                mx = fmaxf(mx, s[t]);
-            }
-            mx = fmaxf(mx, __shfl_xor_sync(CU_FULL, mx, 1));
-            /* base 2, the running max an integer: p = 2^frac(s) * 2^(floor(s) - m) and the rescale by 2^(m - mn)
-             * are exact scalings of a value that depends on s alone, so P's rounding to 16 bits is the same
-             * whatever the tiling (a sample alone or packed at any offset gives the same bits, as the scalar
-             * kernels do up to fp32 summation order) */
-            float mn = fmaxf(m, ceilf(mx)), corr = mn == -INFINITY ? 1.f : m == -INFINITY ? 0.f : ldexpf(1.f, (int)(m - mn));
-            float sum = 0.f;
-            __syncwarp(); /* the row is read: P may overwrite it */
-#pragma unroll
-            for (int t = 0; t < 16; t++) {
-                float p = 0.f;
-                if (s[t] != -INFINITY) {
-                    float n = floorf(s[t]);
-                    p = ldexpf(exp2f(s[t] - n), (int)(n - mn));
-                }
-                sum += p;
-                cu_st(P, r * FL_PLD + half * 16 + t, p);
-            }
-            sum += __shfl_xor_sync(CU_FULL, sum, 1);
-            l = l * corr + sum;
-            m = mn;
-#pragma unroll
-            for (int c = 0; c < D / 2; c++) o[c] *= corr;
-            __syncwarp();
-            fa pf[2];
-            wmma::load_matrix_sync(pf[0], P, FL_PLD);
-            wmma::load_matrix_sync(pf[1], P + 16, FL_PLD);
-#pragma unroll
-            for (int c0 = 0; c0 < D; c0 += 32) {
-                const int nf = D - c0 >= 32 ? 2 : 1, cw = nf * 8;
-#pragma unroll
-                for (int n = 0; n < nf; n++) {
-                    fl_acc of;
-                    wmma::fill_fragment(of, 0.f);
-#pragma unroll
-                    for (int ks = 0; ks < 2; ks++) {
-                        fbr vf;
-                        wmma::load_matrix_sync(vf, &sKV[FL_TILE + ks * 16][c0 + n * 16], D + 8);
-                        wmma::mma_sync(of, pf[ks], vf, of);
+                    for (int f = 0; f < D / 16; f++) {
+                        fbc kf;
+                        wmma::load_matrix_sync(kf, &sKV[n * 16][f * 16], D + 8);
+                        wmma::mma_sync(sf, qf[f], kf, sf);
                     }
-                    wmma::store_matrix_sync(&S[0][n * 16], of, FL_SLD, wmma::mem_row_major);
+                    wmma::store_matrix_sync(&S[0][n * 16], sf, FL_SLD, wmma::mem_row_major);
                 }
                 __syncwarp();
 #pragma unroll
-                for (int t = 0; t < cw; t++) o[c0 / 2 + t] += S[r][half * cw + t];
-                __syncwarp();
+                for (int t = 0; t < 16; t++) {
+                    int c = half * 16 + t;
+                    sP[t] = fl_sees(R, j0 + c) ? S[r][c] * scale : -INFINITY;
+                    if (!pass) m = fmaxf(m, sP[t]);
+                }
+                __syncwarp(); /* the row is read: P may overwrite it */
             }
+            if (pass && j0 <= whi && j0 + FL_TILE - 1 >= wlo) {
+                float sum = 0.f;
+#pragma unroll
+                for (int t = 0; t < 16; t++) {
+                    float p = sP[t] == -INFINITY ? 0.f : expf(sP[t] - m);
+                    int at = r * FL_PLD + half * 16 + t;
+                    cu_st(P, at, p);
+                    sum += p;
+                }
+                l += sum;
+                __syncwarp();
+                fa pf[2];
+                wmma::load_matrix_sync(pf[0], P, FL_PLD);
+                wmma::load_matrix_sync(pf[1], P + 16, FL_PLD);
+#pragma unroll
+                for (int c0 = 0; c0 < D; c0 += 32) {
+                    const int nf = D - c0 >= 32 ? 2 : 1, cw = nf * 8;
+#pragma unroll
+                    for (int n = 0; n < nf; n++) {
+                        fl_acc of;
+                        wmma::fill_fragment(of, 0.f);
+#pragma unroll
+                        for (int ks = 0; ks < 2; ks++) {
+                            fbr vf;
+                            wmma::load_matrix_sync(vf, &sKV[FL_TILE + ks * 16][c0 + n * 16], D + 8);
+                            wmma::mma_sync(of, pf[ks], vf, of);
+                        }
+                        wmma::store_matrix_sync(&S[0][n * 16], of, FL_SLD, wmma::mem_row_major);
+                    }
+                    __syncwarp();
+#pragma unroll
+                    for (int t = 0; t < cw; t++) o[c0 / 2 + t] += S[r][half * cw + t];
+                    __syncwarp();
+                }
+            }
+            __syncthreads(); /* the tile is consumed */
+            if (j0 + FL_TILE > bhi && !pass) m = fmaxf(m, __shfl_xor_sync(CU_FULL, m, 1)); /* the row's max */
         }
-        __syncthreads(); /* the tile is consumed */
-    }
+    l += __shfl_xor_sync(CU_FULL, l, 1); /* the row's sum (both lanes of the pair) */
     if (i >= Tq) return;
     float inv = l > 0.f ? 1.f / l : 0.f;
     size_t off = ((size_t)i * Hq + h) * Dh;
@@ -252,7 +248,7 @@ static __device__ __forceinline__ void fl_fwd(const T *q, const T *k, const T *v
             if (c < Dh) cu_st(out, off + c, o[c0 / 2 + t] * inv);
         }
     }
-    if (lse && !half) lse[(size_t)i * Hq + h] = l > 0.f ? (m + log2f(l)) * FL_LN2 : INFINITY;
+    if (lse && !half) lse[(size_t)i * Hq + h] = l > 0.f ? m + logf(l) : INFINITY;
 }
 
 template <typename T, int D>
