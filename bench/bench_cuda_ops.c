@@ -1,7 +1,8 @@
 /* bench_cuda_ops: CUDA backend timings at model-shaped sizes (Danube3-500M-like:
  * D 1536, 16/8 heads of 96, F 4096, V 32000, 4096 tokens packed).
  * gemm TFLOP/s, attention forward and backward, fused lm_head log-probs forward
- * and backward, each in fp32, bf16 (sm_80+) and fp16; rmsnorm in fp32. Each op is
+ * and backward, each in fp32, bf16 (sm_80+) and fp16; rmsnorm in fp32; attention at
+ * the issue-18 targets (T 4096, head dim 128) on tensor cores and scalar. Each op is
  * run until 0.3 s pass, synchronised, and reported per call.
  * Without a usable GPU it says so and exits 0 (nothing to measure).
  * Usage: bench_cuda_ops [scale]   (scale < 1 shrinks the token count) */
@@ -54,6 +55,21 @@ static ft_tensor dev(ft_dtype dt, int ndim, int64_t d0, int64_t d1, int64_t d2, 
         printf("%-52s %9.3f ms", label, ms_);                                                   \
         if ((flops) > 0) printf("  %8.2f TFLOP/s", (double)(flops) / (ms_ * 1e-3) / 1e12);      \
         printf("\n");                                                                           \
+    } while (0)
+
+/* ms = milliseconds per call of call, run until 0.3 s pass after one warm-up call */
+#define MEASURE(ms, call)                                                                       \
+    do {                                                                                        \
+        call;                                                                                   \
+        G->sync(G);                                                                             \
+        int r_ = 0;                                                                             \
+        double t_ = ft_now();                                                                   \
+        do {                                                                                    \
+            call;                                                                               \
+            r_++;                                                                               \
+            G->sync(G);                                                                         \
+        } while (ft_now() - t_ < 0.3);                                                          \
+        ms = (ft_now() - t_) / r_ * 1e3;                                                        \
     } while (0)
 
 int main(int argc, char **argv) {
@@ -125,6 +141,51 @@ int main(int argc, char **argv) {
         TIME(lab, 6.0 * T * D * V, G->token_logprobs_backward(G, &h, &W, &tg, &ls, &dl, &dh, &dW));
         ft_tensor *lpt[8] = {&h, &W, &tg, &lp, &ls, &dl, &dh, &dW};
         for (int i = 0; i < 8; i++) G->free(G, lpt[i]->data);
+    }
+
+    /* Attention at the issue-18 target shape: T 4096, head dim 128, 32/8 heads, one causal sample; tensor cores
+     * (cuda_flash.cu) and the scalar kernels (FT_CUDA_ATTN=scalar), as a share of a 4096^3 GEMM (scaled like T) of the
+     * same dtype on the same GPU. Built for compute_75 only (-DCMAKE_CUDA_ARCHITECTURES=75) and run on a newer GPU,
+     * the fp16 lines time the sm_75 code path. */
+    {
+        int64_t Tt = (int64_t)(4096 * scale), H = 32, Hk = 8, Dt = 128, N = (int64_t)(4096 * scale);
+        if (Tt < 64) Tt = 64;
+        if (N < 256) N = 256;
+        printf("attention targets: T=%lld heads %lld/%lld x %lld, causal, one sample\n", (long long)Tt, (long long)H,
+               (long long)Hk, (long long)Dt);
+        ft_dtype d16[2] = {FT_BF16, FT_F16};
+        for (int kd = 0; kd < 2; kd++) {
+            ft_dtype dt = d16[kd];
+            const char *nm = ft_dtype_name(dt);
+            if (dt == FT_BF16 && G->arch < 80) continue;
+            double ms, gemm_ms, af = 4.0 * (double)Tt * Tt / 2 * Dt * H; /* causal: half of QK^T and PV */
+            ft_tensor a = dev(dt, 2, N, N, 0, 1), bm = dev(dt, 2, N, N, 0, 0.02f), c = dev(dt, 2, N, N, 0, 0);
+            MEASURE(gemm_ms, G->gemm(G, &a, 0, &bm, 1, &c, 1.0f, 0.0f));
+            double gemm_rate = 2.0 * N * N * N / (gemm_ms * 1e-3);
+            snprintf(lab, sizeof lab, "gemm %s %lld^3", nm, (long long)N);
+            printf("%-52s %9.3f ms  %8.2f TFLOP/s\n", lab, gemm_ms, gemm_rate / 1e12);
+            G->free(G, a.data), G->free(G, bm.data), G->free(G, c.data);
+            ft_attn_layout L = {0, NULL, 0, 1.0f / sqrtf((float)Dt), NULL, NULL};
+            ft_tensor q = dev(dt, 3, Tt, H, Dt, 1), k = dev(dt, 3, Tt, Hk, Dt, 1), v = dev(dt, 3, Tt, Hk, Dt, 1),
+                      o = dev(dt, 3, Tt, H, Dt, 0), lse = dev(FT_F32, 2, Tt, H, 0, 0), dout = dev(dt, 3, Tt, H, Dt, 1),
+                      dq = dev(dt, 3, Tt, H, Dt, 0), dk = dev(dt, 3, Tt, Hk, Dt, 0), dv = dev(dt, 3, Tt, Hk, Dt, 0);
+            for (int path = 0; path < 2; path++) {
+                const char *pn = path ? "scalar" : "tensor cores";
+                if (path) setenv("FT_CUDA_ATTN", "scalar", 1);
+                double fwd = af, bwd = 2.5 * af; /* backward: 5 products of the forward's 2 */
+                MEASURE(ms, G->attention(G, &q, &k, &v, &o, &lse, &L));
+                snprintf(lab, sizeof lab, "attention fwd %s %s", nm, pn);
+                printf("%-52s %9.3f ms  %8.2f TFLOP/s  %5.1f%% of gemm (target 50%%)\n", lab, ms, fwd / (ms * 1e-3) / 1e12,
+                       fwd / (ms * 1e-3) / gemm_rate * 100);
+                MEASURE(ms, G->attention_backward(G, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &L));
+                snprintf(lab, sizeof lab, "attention bwd %s %s", nm, pn);
+                printf("%-52s %9.3f ms  %8.2f TFLOP/s  %5.1f%% of gemm (target 35%%)\n", lab, ms, bwd / (ms * 1e-3) / 1e12,
+                       bwd / (ms * 1e-3) / gemm_rate * 100);
+                if (path) unsetenv("FT_CUDA_ATTN");
+            }
+            ft_tensor *att[9] = {&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv};
+            for (int i = 0; i < 9; i++) G->free(G, att[i]->data);
+        }
     }
 
     size_t used, peak;

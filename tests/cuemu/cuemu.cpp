@@ -242,8 +242,45 @@ static void where(char *buf, size_t n, const fiber *f) {
 
 static const char *warp_name(int k) {
     static const char *names[] = {"__shfl_sync", "__shfl_xor_sync", "__shfl_up_sync", "__shfl_down_sync",
-                                  "__any_sync",  "__all_sync",      "__ballot_sync"};
-    return k >= 0 && k <= CUEMU_BALLOT ? names[k] : "?";
+                                  "__any_sync",  "__all_sync",      "__ballot_sync",  "a wmma op"};
+    return k >= 0 && k <= CUEMU_GATHER ? names[k] : "?";
+}
+static const char *gather_name(int op) {
+    static const char *names[] = {"wmma::load_matrix_sync", "wmma::store_matrix_sync", "wmma::mma_sync",
+                                  "wmma::fill_fragment"};
+    return op >= 0 && op <= CUEMU_WMMA_FILL ? names[op] : "?";
+}
+
+void cuemu_fail(const char *fmt, ...) {
+    char w[160], msg[512];
+    if (g_cur)
+        where(w, sizeof w, g_cur);
+    else
+        snprintf(w, sizeof w, "host code");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    die("%s: %s", w, msg);
+}
+
+static uint64_t g_gather[1024];   /* per warp of the block (at most 1024 threads): its last gather's values */
+static uint64_t g_gather_seq[32]; /* per warp: the number of its last gather */
+static uint64_t g_gathers;        /* gathers resolved so far */
+
+const uint64_t *cuemu_warp_gather(int op, uint64_t value, int *warp, uint64_t *seq) {
+    fiber *f = g_cur;
+    if (!f) die("%s called outside a kernel", gather_name(op));
+    f->state = F_WARP;
+    f->wkind = CUEMU_GATHER;
+    f->wmask = 0xffffffffu;
+    f->wval = value;
+    f->warg = op;
+    f->wwidth = 32;
+    yield_fiber();
+    if (warp) *warp = f->lin / 32;
+    if (seq) *seq = g_gather_seq[f->lin / 32];
+    return (const uint64_t *)(uintptr_t)f->wres;
 }
 
 int cuemu_barrier(int reduce, int pred) {
@@ -293,6 +330,22 @@ static void warp_resolve(int w) {
             die("%s: lane %d is at %s (width %d) while lane 0 is at %s (width %d)", buf, i, warp_name(L[i].wkind),
                 L[i].wwidth, warp_name(kind), L[0].wwidth);
         }
+    if (kind == CUEMU_GATHER) {
+        for (int i = 1; i < 32; i++)
+            if (L[i].warg != L[0].warg) {
+                where(buf, sizeof buf, &L[i]);
+                die("%s: lane %d is at %s while lane 0 is at %s", buf, i, gather_name(L[i].warg),
+                    gather_name(L[0].warg));
+            }
+        uint64_t *g = &g_gather[(size_t)w * 32];
+        for (int i = 0; i < 32; i++) g[i] = L[i].wval;
+        g_gather_seq[w] = ++g_gathers;
+        for (int i = 0; i < 32; i++) {
+            L[i].wres = (uint64_t)(uintptr_t)g;
+            L[i].state = F_RUN;
+        }
+        return;
+    }
     uint64_t any = 0, all = 1, ballot = 0;
     for (int i = 0; i < 32; i++) {
         any |= L[i].wval != 0;
@@ -480,6 +533,7 @@ static int env_int(const char *name, int dflt) {
     return v && *v ? atoi(v) : dflt;
 }
 static int sm(void) { return env_int("CUEMU_SM", 90); }
+int cuemu_sm(void) { return sm(); }
 static size_t mem_total(void) { return (size_t)env_int("CUEMU_MEM_MIB", 4096) << 20; }
 
 cudaError_t cudaGetDeviceCount(int *n) {

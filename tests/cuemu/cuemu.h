@@ -7,8 +7,9 @@
  * other and threads between two sync points one after the other, both in a seeded pseudo-random order
  * (CUEMU_SEED), and shared memory is garbage (all ones) at each launch. What it checks that a GPU would
  * not tell us clearly:
- *   - a __syncthreads that not every live thread of the block reaches, a warp op without all 32 lanes,
- *     a deadlock: the launch aborts with the kernel's name and the threads involved;
+ *   - a __syncthreads that not every live thread of the block reaches, a warp op (WMMA ops included,
+ *     include/mma.h) without all 32 lanes, a deadlock: the launch aborts with the kernel's name and the
+ *     threads involved;
  *   - a launch with more than 1024 threads per block or a grid beyond the hardware limits;
  *   - a kernel argument that is a host pointer, a cudaMemcpy whose pointers contradict its kind, a cuBLAS
  *     or cuBLASLt call that breaks the documented shape, leading-dimension, type or alignment rules;
@@ -43,6 +44,7 @@
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 #define __constant__
+#define __align__(n) __attribute__((aligned(n)))
 /* Shared memory: one copy per kernel, reused by each block in turn (blocks never overlap), in a section of
  * its own so that each launch can fill it with garbage first. */
 #define __shared__ static __attribute__((section("cuemu_shared")))
@@ -73,12 +75,24 @@ enum cuemu_warp_kind {
     CUEMU_SHFL_DOWN,
     CUEMU_ANY,
     CUEMU_ALL,
-    CUEMU_BALLOT
+    CUEMU_BALLOT,
+    CUEMU_GATHER
 };
 /* block barrier: reduce 0 = plain, 1 = or, 2 = and, 3 = count; returns the reduction over the block */
 int cuemu_barrier(int reduce, int pred);
 /* warp-wide op: every lane of the warp must call it with the same kind and a full mask */
 uint64_t cuemu_warp(int kind, unsigned mask, uint64_t value, int arg, int width);
+
+/* Warp-collective gather (the emulated WMMA ops, include/mma.h): every lane of the warp calls it with the same
+ * op and its own value; each gets the 32 lanes' values, valid until its next warp op, and (when asked) its
+ * warp's index in the block and a number unique to this gather, the same on all its lanes. A lane at another
+ * op or a lane missing aborts like any divergent warp op. */
+enum { CUEMU_WMMA_LOAD, CUEMU_WMMA_STORE, CUEMU_WMMA_MMA, CUEMU_WMMA_FILL };
+const uint64_t *cuemu_warp_gather(int op, uint64_t value, int *warp = nullptr, uint64_t *seq = nullptr);
+/* Abort naming the running thread (kernel, block, thread) and what was wrong. */
+[[noreturn]] void cuemu_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The compute capability the emulator reports (CUEMU_SM, default 90) as major * 10 + minor. */
+int cuemu_sm(void);
 
 static inline void __syncthreads(void) { cuemu_barrier(0, 0); }
 static inline int __syncthreads_or(int p) { return cuemu_barrier(1, p != 0); }

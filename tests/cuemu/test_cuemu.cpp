@@ -4,10 +4,12 @@
  * the host waits, shared memory that starts as garbage, blocks and threads run out of index order, the
  * 16-bit conversions against the project's host conversions (ft_f32_to_f16 / _bf16, checked against
  * PyTorch by the golden tests) on every 16-bit pattern and on random floats, cuBLAS' documented argument
- * checks, and each misuse the emulator promises to catch (divergent barrier, partial warp, host pointer to
+ * checks, the emulated WMMA (fp16 and bf16 products against the host, both B layouts, a scrambled
+ * element-to-lane mapping; divergent, misaligned, bad-ldm and bf16-on-sm_75 calls abort), and each misuse the emulator promises to catch (divergent barrier, partial warp, host pointer to
  * a kernel, host code touching device memory, out-of-bounds access, wrong memcpy kind), each in a forked
  * child that must abort with the expected message. */
 #include "cuemu.h"
+#include "include/mma.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +100,69 @@ __global__ void k_divergent_warp(int *x) {
 }
 __global__ void k_past_end(float *x, int n) { x[n + threadIdx.x] = 1.f; }
 
+/* WMMA: C[32x32] = A[32x48] B[48x32] + C0, one warp per 16x16 tile of C (4 warps). A row-major; B as given
+ * col-major (Bt[n][k], as K^T is in attention) when bcol, else row-major B[k][n]; C0 read column-major, C
+ * written row-major. Operands staged in shared memory (ldm with padding, as the backend does). */
+template <typename T, int bcol> __global__ void k_wmma(const T *A, const T *B, const float *C0, float *C) {
+    using namespace nvcuda;
+    __shared__ __align__(32) T sA[32][56];
+    __shared__ __align__(32) T sB[48][40];  /* B row-major [k][n] */
+    __shared__ __align__(32) T sBt[32][56]; /* or Bt [n][k] */
+    __shared__ __align__(32) float sC[32][36];
+    for (int i = threadIdx.x; i < 32 * 48; i += blockDim.x) {
+        sA[i / 48][i % 48] = A[i];
+        if (bcol)
+            sBt[i / 48][i % 48] = B[i];
+        else
+            sB[i / 32][i % 32] = B[i];
+    }
+    __syncthreads();
+    int warp = threadIdx.x >> 5, tm = warp >> 1, tn = warp & 1;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::load_matrix_sync(acc, C0 + tn * 16 * 32 + tm * 16, 32, wmma::mem_col_major);
+    for (int k = 0; k < 48; k += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::load_matrix_sync(a, &sA[tm * 16][k], 56);
+        if (bcol) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+            wmma::load_matrix_sync(b, &sBt[tn * 16][k], 56);
+            wmma::mma_sync(acc, a, b, acc);
+        } else {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+            wmma::load_matrix_sync(b, &sB[k][tn * 16], 40);
+            wmma::mma_sync(acc, a, b, acc);
+        }
+    }
+    for (int e = 0; e < acc.num_elements; e++) acc.x[e] *= 2.f; /* elementwise: legal for any mapping */
+    wmma::store_matrix_sync(&sC[tm * 16][tn * 16], acc, 36, wmma::mem_row_major);
+    __syncwarp();
+    for (int i = threadIdx.x & 31; i < 256; i += 32)
+        C[(tm * 16 + i / 16) * 32 + tn * 16 + i % 16] = sC[tm * 16 + i / 16][tn * 16 + i % 16];
+}
+
+/* a kernel that assumes lane l holds elements l*8 .. l*8+7 of a row-major accumulator */
+__global__ void k_wmma_layout(float *out) {
+    using namespace nvcuda;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    for (int e = 0; e < acc.num_elements; e++) acc.x[e] = (float)(threadIdx.x * acc.num_elements + e);
+    wmma::store_matrix_sync(out, acc, 16, wmma::mem_row_major);
+}
+__global__ void k_wmma_divergent(const __half *p) {
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+    if (threadIdx.x < 16) wmma::load_matrix_sync(a, p, 16);
+}
+__global__ void k_wmma_load(const __half *p, int ldm) {
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+    wmma::load_matrix_sync(a, p, ldm);
+}
+__global__ void k_wmma_bf16(const __nv_bfloat16 *p) {
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+    wmma::load_matrix_sync(b, p, 16);
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 /* Run f in a child; it must die by SIGABRT with `want` in its stderr. */
@@ -167,6 +232,32 @@ static void misuse_memcpy_kind(void) {
     float *d, h[4] = {0};
     cudaMalloc(&d, sizeof h);
     cudaMemcpyAsync(d, h, sizeof h, cudaMemcpyDeviceToHost, 0); /* the kind says the other way round */
+}
+
+static void misuse_wmma_divergent(void) {
+    __half *d;
+    cudaMalloc(&d, 256 * sizeof(__half));
+    LAUNCH(1, 32, 0, k_wmma_divergent)(d);
+    cudaDeviceSynchronize();
+}
+static void misuse_wmma_misaligned(void) {
+    __half *d;
+    cudaMalloc(&d, 512 * sizeof(__half));
+    LAUNCH(1, 32, 0, k_wmma_load)(d + 4, 16);
+    cudaDeviceSynchronize();
+}
+static void misuse_wmma_ldm(void) {
+    __half *d;
+    cudaMalloc(&d, 512 * sizeof(__half));
+    LAUNCH(1, 32, 0, k_wmma_load)(d, 20);
+    cudaDeviceSynchronize();
+}
+static void misuse_wmma_bf16_sm75(void) {
+    setenv("CUEMU_SM", "75", 1);
+    __nv_bfloat16 *d;
+    cudaMalloc(&d, 256 * sizeof(__nv_bfloat16));
+    LAUNCH(1, 32, 0, k_wmma_bf16)(d);
+    cudaDeviceSynchronize();
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -383,6 +474,71 @@ static void misuse_lt_alignment(void) {
     cublasLtMatmul(h, d, &one, a + 1, l, a, l, &zero, a + 16, l, a + 16, l, &r.algo, NULL, 0, 0);
 }
 
+template <typename T> static void t_wmma_one(const char *nm, int bcol, T (*to)(float), float (*from)(T)) {
+    T hA[32 * 48], hB[48 * 32];
+    float fA[32 * 48], fB[48 * 32], hC0[32 * 32], hC[32 * 32];
+    uint64_t s = 12345;
+    for (int i = 0; i < 32 * 48; i++) {
+        s = s * 6364136223846793005ull + 1;
+        hA[i] = to((float)((int)(s >> 40) % 2001 - 1000) / 300.f);
+        fA[i] = from(hA[i]);
+        s = s * 6364136223846793005ull + 1;
+        hB[i] = to((float)((int)(s >> 40) % 2001 - 1000) / 300.f);
+        fB[i] = from(hB[i]);
+    }
+    for (int i = 0; i < 32 * 32; i++) hC0[i] = (float)(i % 7) - 3.f;
+    T *dA, *dB;
+    float *dC0, *dC;
+    cudaMalloc(&dA, sizeof hA);
+    cudaMalloc(&dB, sizeof hB);
+    cudaMalloc(&dC0, sizeof hC0);
+    cudaMalloc(&dC, sizeof hC);
+    cudaMemcpy(dA, hA, sizeof hA, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB, hB, sizeof hB, cudaMemcpyHostToDevice);
+    cudaMemcpy(dC0, hC0, sizeof hC0, cudaMemcpyHostToDevice);
+    if (bcol)
+        LAUNCH(1, 128, 0, k_wmma<T, 1>)(dA, dB, dC0, dC);
+    else
+        LAUNCH(1, 128, 0, k_wmma<T, 0>)(dA, dB, dC0, dC);
+    cudaMemcpy(hC, dC, sizeof hC, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int m = 0; m < 32; m++)
+        for (int n = 0; n < 32; n++) {
+            double want = hC0[n * 32 + m]; /* C0 was read column-major */
+            for (int k = 0; k < 48; k++) want += (double)fA[m * 48 + k] * (bcol ? fB[n * 48 + k] : fB[k * 32 + n]);
+            want *= 2;
+            if (fabs(hC[m * 32 + n] - want) > 1e-5 * (fabs(want) + 10) && bad++ < 3)
+                fprintf(stderr, "  wmma %s bcol%d C[%d][%d] = %g, want %g\n", nm, bcol, m, n, hC[m * 32 + n], want);
+        }
+    CHECK(bad == 0, "wmma %s (B %s-major): %d of 1024 elements wrong", nm, bcol ? "col" : "row", bad);
+    if (!bad) fprintf(stderr, "ok wmma %s, B %s-major, 32x48 by 48x32 + C\n", nm, bcol ? "col" : "row");
+    cudaFree(dA), cudaFree(dB), cudaFree(dC0), cudaFree(dC);
+}
+static __half to_h(float f) { return __float2half(f); }
+static float from_h(__half h) { return __half2float(h); }
+static __nv_bfloat16 to_b(float f) { return __float2bfloat16(f); }
+static float from_b(__nv_bfloat16 h) { return __bfloat162float(h); }
+
+static void t_wmma(void) {
+    for (int bcol = 0; bcol < 2; bcol++) {
+        t_wmma_one<__half>("fp16", bcol, to_h, from_h);
+        t_wmma_one<__nv_bfloat16>("bf16", bcol, to_b, from_b);
+    }
+    /* the element-to-lane mapping is scrambled: a kernel assuming one sees a permutation, not the identity */
+    float *d, h[256];
+    cudaMalloc(&d, sizeof h);
+    LAUNCH(1, 32, 0, k_wmma_layout)(d);
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    int seen[256] = {0}, perm = 1, ident = 1;
+    for (int i = 0; i < 256; i++) {
+        int v = (int)h[i];
+        if (v < 0 || v > 255 || seen[v]++) perm = 0;
+        ident &= v == i;
+    }
+    CHECK(perm && !ident, "wmma store of x[e] = lane * 8 + e: permutation %d, identity %d", perm, ident);
+    cudaFree(d);
+}
+
 int main(void) {
     t_barriers();
     t_shuffles();
@@ -390,6 +546,7 @@ int main(void) {
     t_order_and_garbage();
     t_half();
     t_blas_checks();
+    t_wmma();
     expect_abort("divergent __syncthreads", misuse_barrier, "divergent barrier");
     expect_abort("partial warp", misuse_partial_warp, "warp op in a warp of only 16 threads");
     expect_abort("divergent warp op", misuse_divergent_warp, "divergent warp op");
@@ -399,6 +556,10 @@ int main(void) {
     expect_abort("wrong memcpy kind", misuse_memcpy_kind, "the destination is device memory and the source host");
     expect_abort("cuBLASLt algo, other shape", misuse_lt_other_problem, "the algorithm was chosen for another problem");
     expect_abort("cuBLASLt algo, alignment", misuse_lt_alignment, "is 4-byte aligned, but the algorithm was chosen for 16");
+    expect_abort("divergent wmma op", misuse_wmma_divergent, "divergent warp op");
+    expect_abort("misaligned wmma pointer", misuse_wmma_misaligned, "is not 256-bit aligned");
+    expect_abort("wmma ldm", misuse_wmma_ldm, "ldm 20 elements is not a multiple of 16 bytes");
+    expect_abort("bf16 wmma on sm_75", misuse_wmma_bf16_sm75, "needs sm_80 or later");
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

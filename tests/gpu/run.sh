@@ -11,7 +11,8 @@
 # The machine has no network: nothing is installed; a missing dependency is
 # reported in the summary. Knobs: JOBS, CTEST_TIMEOUT (s per test, 300),
 # BENCH_TIMEOUT (s per bench, 120), GPU_TESTS (1: the CUDA tests and the sft scenarios),
-# FULL_CTEST (1), BENCH (1: the bench_* programs), SANITIZE (1), BENCH_TRAIN (1), PACK (0), T4 (0: 1 adds the
+# FULL_CTEST (1), BENCH (1: the bench_* programs), BENCH_C75 (1: bench_cuda_ops also built for compute_75
+# only, to time the T4's code path on this GPU), SANITIZE (1), BENCH_TRAIN (1), PACK (0), T4 (0: 1 adds the
 # "T4 on an H100" fit checks on a compute_75-PTX build capped at 15 GiB; T4_TOTAL_TIMEOUT, 540 s).
 # Everything at once can take more than the device tool's 10 minutes per command; two calls fit
 # (the build is kept between them while the machine stays warm; docs/gpu-log.md, "How to run"):
@@ -169,6 +170,23 @@ for b in ./bench_cuda_ops ./bench_cpu_ops ./bench_sft_batches; do
     n=$(basename "$b")
     step "$n" "$OUT/$n.log" timeout "$BENCH_TIMEOUT" "$b"
 done
+
+# The attention targets (issue 18) in the benchmark's log, and the same benchmark built for compute_75 only
+# (PTX the driver compiles for this GPU): its F16 lines time the code a T4 runs, to compare with this build's.
+# BENCH_C75=0 skips the second build (on an sm_75 GPU the first build is that code already).
+if [ "$BENCH" = 1 ] && [ -f "$OUT/bench_cuda_ops.log" ]; then
+    grep -E "^attention targets|4096\^3|^attention (fwd|bwd) (BF16|F16) (tensor cores|scalar)" "$OUT/bench_cuda_ops.log" |
+        sed 's/^/      /' | tee -a "$SUMMARY" >/dev/null
+fi
+if [ "$BENCH" = 1 ] && [ "${BENCH_C75:-1}" = 1 ] && [ "$CAP" -gt 75 ]; then
+    B75=$ROOT/build-gpu-compute75
+    if step "build bench_cuda_ops for compute_75 only" "$OUT/build-compute75.log" sh -c \
+        "cmake -S '$ROOT' -B '$B75' -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=75-virtual -DFT_CUEMU=OFF ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} && cmake --build '$B75' -j$JOBS --target bench_cuda_ops"; then
+        step "bench_cuda_ops (compute_75 code)" "$OUT/bench_cuda_ops_compute75.log" timeout "$BENCH_TIMEOUT" "$B75/bench_cuda_ops"
+        grep -E "^attention (fwd|bwd) F16 (tensor cores|scalar)" "$OUT/bench_cuda_ops_compute75.log" |
+            sed 's/^/      compute_75: /' | tee -a "$SUMMARY" >/dev/null
+    fi
+fi
 
 # compute-sanitizer over the CUDA op test: memcheck (out-of-bounds and misaligned accesses), racecheck
 # (shared-memory hazards), synccheck (barriers), initcheck (reads of memory never written). API errors are

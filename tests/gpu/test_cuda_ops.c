@@ -671,6 +671,136 @@ static void t_fused_casts(ft_dtype dt) {
     drop(&x), drop(&wt), drop(&f), drop(&r), drop(&o16), drop(&c16), drop(&a), drop(&s1), drop(&bf), drop(&s2);
 }
 
+/* Naive attention in double on the host with the whole visibility rule of backend.h (exclusions included),
+ * for the layouts the CPU twin does not take: out, lse, and the gradients for dout. */
+static void ref_attention(int Tq, int Tk, int Hq, int Hkv, int Dh, const ft_attn_layout *L, const int32_t *ds,
+                          const int32_t *es, const int32_t *ee, const float *q, const float *k, const float *v,
+                          const float *dout, float *out, float *lse, float *dq, float *dk, float *dv) {
+    int grp = Hq / Hkv;
+    double *p = malloc((size_t)Tk * sizeof(double));
+    memset(dk, 0, (size_t)Tk * Hkv * Dh * 4);
+    memset(dv, 0, (size_t)Tk * Hkv * Dh * 4);
+    double *gk = calloc((size_t)Tk * Hkv * Dh, sizeof(double)), *gv = calloc((size_t)Tk * Hkv * Dh, sizeof(double));
+    for (int i = 0; i < Tq; i++)
+        for (int h = 0; h < Hq; h++) {
+            int hk = h / grp, qi = (int)L->q_start + i;
+            const float *qr = q + ((size_t)i * Hq + h) * Dh, *dor = dout + ((size_t)i * Hq + h) * Dh;
+            double m = -INFINITY, l = 0;
+            for (int j = 0; j < Tk; j++) {
+                int vis = j >= ds[i] && j <= qi && (L->window <= 0 || qi - j < L->window) && !(j >= es[i] && j < ee[i]);
+                double s = -INFINITY;
+                if (vis) {
+                    s = 0;
+                    for (int d = 0; d < Dh; d++) s += (double)qr[d] * k[((size_t)j * Hkv + hk) * Dh + d];
+                    s *= L->scale;
+                }
+                p[j] = s;
+                if (s > m) m = s;
+            }
+            for (int j = 0; j < Tk; j++) l += p[j] = p[j] == -INFINITY ? 0 : exp(p[j] - m);
+            double Di = 0;
+            for (int d = 0; d < Dh; d++) {
+                double o = 0;
+                for (int j = 0; j < Tk; j++) o += p[j] / l * v[((size_t)j * Hkv + hk) * Dh + d];
+                out[((size_t)i * Hq + h) * Dh + d] = (float)o;
+                Di += o * dor[d];
+            }
+            lse[(size_t)i * Hq + h] = (float)(m + log(l));
+            for (int d = 0; d < Dh; d++) dq[((size_t)i * Hq + h) * Dh + d] = 0;
+            for (int j = 0; j < Tk; j++) {
+                if (p[j] == 0) continue;
+                double pj = p[j] / l, dp = 0;
+                const float *kr = k + ((size_t)j * Hkv + hk) * Dh, *vr = v + ((size_t)j * Hkv + hk) * Dh;
+                for (int d = 0; d < Dh; d++) dp += (double)dor[d] * vr[d];
+                double dsij = pj * (dp - Di) * L->scale;
+                for (int d = 0; d < Dh; d++) {
+                    dq[((size_t)i * Hq + h) * Dh + d] += (float)(dsij * kr[d]);
+                    gk[((size_t)j * Hkv + hk) * Dh + d] += dsij * qr[d];
+                    gv[((size_t)j * Hkv + hk) * Dh + d] += pj * dor[d];
+                }
+            }
+        }
+    for (size_t x = 0; x < (size_t)Tk * Hkv * Dh; x++) dk[x] = (float)gk[x], dv[x] = (float)gv[x];
+    free(p), free(gk), free(gv);
+}
+
+/* Attention with BF16/F16 storage, forward and backward (on tensor cores where cuda_flash.cu covers the case,
+ * else the scalar kernels), against the CPU twin on the same rounded inputs; with excl (DPO's shared-prompt
+ * layout: the last excl of the Tk keys do not see the excl before them) against ref_attention instead.
+ * Tolerances: the forward pass's as for every 16-bit op (the output's rounding); the backward pass has the
+ * rounded out in D = rowsum(dout * out) and, on tensor cores, P and dS rounded to 16 bits before their products:
+ * 3e-2 (bf16) and 6e-3 (fp16), about 1.7x the worst seen on the emulator (bf16 0.018 on tensor cores, 0.017
+ * with the scalar kernels; fp16 0.0028). */
+static void t_attention16(ft_dtype dt, int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, int64_t Dh, int window,
+                          const int *docs, int ndocs, int excl) {
+    const char *nm = ft_dtype_name(dt);
+    const double tol16 = dt == FT_BF16 ? 1e-2 : 2e-3, tolb = dt == FT_BF16 ? 3e-2 : 6e-3;
+    int64_t q0 = Tk - Tq;
+    int32_t *ds = malloc((size_t)Tq * 4), *es = malloc((size_t)Tq * 4), *ee = malloc((size_t)Tq * 4);
+    {
+        int32_t start = 0, k = 0;
+        for (int d = 0; d < ndocs; d++) {
+            for (int j = 0; j < docs[d]; j++, k++)
+                if (k >= q0) ds[k - q0] = start;
+            start += docs[d];
+        }
+        for (; k < Tk; k++)
+            if (k >= q0) ds[k - q0] = start;
+    }
+    for (int64_t i = 0; i < Tq; i++) { /* the last excl keys (rejected reply) skip the excl before them */
+        int rej = q0 + i >= Tk - excl;
+        es[i] = rej ? (int32_t)(Tk - 2 * excl) : 0;
+        ee[i] = rej ? (int32_t)(Tk - excl) : 0;
+    }
+    pair dsp = ints(Tq, ds), esp = ints(Tq, es), eep = ints(Tq, ee);
+    pair q = hrand(dt, 3, Tq, Hq, Dh, 1, 0), k = hrand(dt, 3, Tk, Hkv, Dh, 1, 0), v = hrand(dt, 3, Tk, Hkv, Dh, 1, 0);
+    pair out = hrand(dt, 3, Tq, Hq, Dh, 0, 1), lse = fout(2, Tq, Hq, 0), dout = hrand(dt, 3, Tq, Hq, Dh, 1, 0);
+    pair dq = hrand(dt, 3, Tq, Hq, Dh, 0, 1), dk = hrand(dt, 3, Tk, Hkv, Dh, 0, 1), dv = hrand(dt, 3, Tk, Hkv, Dh, 0, 1);
+    ft_attn_layout Lg = {q0, dsp.g.data, window, 1.0f / sqrtf((float)Dh), excl ? esp.g.data : NULL,
+                         excl ? eep.g.data : NULL},
+                   Lc = Lg;
+    Lc.doc_start = dsp.c.data;
+    G->attention(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &Lg);
+    G->attention_backward(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &dout.g, &dq.g, &dk.g, &dv.g, &Lg);
+    if (!excl) {
+        C->attention(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &Lc);
+        C->attention_backward(C, &q.c, &k.c, &v.c, &out.c, &lse.c, &dout.c, &dq.c, &dk.c, &dv.c, &Lc);
+    } else { /* the reference into the CPU halves of the pairs */
+        size_t nq = (size_t)(Tq * Hq * Dh), nk = (size_t)(Tk * Hkv * Dh);
+        float *hq = malloc(nq * 4), *hk = malloc(nk * 4), *hv = malloc(nk * 4), *hd = malloc(nq * 4);
+        float *ho = malloc(nq * 4), *hl = malloc((size_t)(Tq * Hq) * 4), *hdq = malloc(nq * 4), *hdk = malloc(nk * 4),
+              *hdv = malloc(nk * 4);
+        C->download(C, hq, q.c.data, nq * 4), C->download(C, hk, k.c.data, nk * 4);
+        C->download(C, hv, v.c.data, nk * 4), C->download(C, hd, dout.c.data, nq * 4);
+        ref_attention((int)Tq, (int)Tk, (int)Hq, (int)Hkv, (int)Dh, &Lg, ds, es, ee, hq, hk, hv, hd, ho, hl, hdq, hdk,
+                      hdv);
+        C->upload(C, out.c.data, ho, nq * 4), C->upload(C, lse.c.data, hl, (size_t)(Tq * Hq) * 4);
+        C->upload(C, dq.c.data, hdq, nq * 4), C->upload(C, dk.c.data, hdk, nk * 4), C->upload(C, dv.c.data, hdv, nk * 4);
+        free(hq), free(hk), free(hv), free(hd), free(ho), free(hl), free(hdq), free(hdk), free(hdv);
+    }
+    char w[128];
+    snprintf(w, sizeof w, "attention %s Tq%lld Tk%lld H%lld/%lld Dh%lld W%d docs%d%s", nm, (long long)Tq,
+             (long long)Tk, (long long)Hq, (long long)Hkv, (long long)Dh, window, ndocs, excl ? " excl" : "");
+    cmp16(w, &out, tol16);
+    cmp("  lse (F32)", &lse, 1e-5);
+    cmp16("  backward dq", &dq, tolb);
+    cmp16("  backward dk", &dk, tolb);
+    cmp16("  backward dv", &dv, tolb);
+    if (Hq / Hkv >= 4) { /* dk, dv sum a GQA group's heads: the same bits again (no atomics; the emulator
+                          * shuffles the thread order of every run) */
+        size_t nb = (size_t)ft_nbytes(&dk.g);
+        uint16_t *a = malloc(nb), *b = malloc(nb);
+        G->download(G, a, dk.g.data, nb);
+        G->attention_backward(G, &q.g, &k.g, &v.g, &out.g, &lse.g, &dout.g, &dq.g, &dk.g, &dv.g, &Lg);
+        G->download(G, b, dk.g.data, nb);
+        CHECK_MSG(memcmp(a, b, nb) == 0, "attention %s backward: dk differs between two runs", nm);
+        free(a), free(b);
+    }
+    free(ds), free(es), free(ee);
+    drop(&dsp), drop(&esp), drop(&eep), drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse), drop(&dout);
+    drop(&dq), drop(&dk), drop(&dv);
+}
+
 /* ------------------------------------------------------------------ memory and bad calls */
 
 
@@ -882,6 +1012,22 @@ int main(void) {
     t_half(FT_F16);
     t_fused_casts(FT_BF16);
     t_fused_casts(FT_F16);
+    /* 16-bit attention: tensor cores (cuda_flash.cu) for F16, and for BF16 on sm_80+; tile edges (64 queries,
+     * 32 keys), head dims 64, 80, 96, 120, 128, GQA, packed samples, windows, decode (q_start > 0), exclusions */
+    int dec[] = {30, 47};
+    for (int k16 = 0; k16 < 2; k16++) {
+        ft_dtype dt = k16 ? FT_F16 : FT_BF16;
+        t_attention16(dt, 70, 70, 4, 2, 64, 0, one_doc, 1, 0);
+        t_attention16(dt, 90, 90, 6, 2, 80, 0, packed, 4, 0);
+        t_attention16(dt, 130, 130, 4, 1, 96, 16, two, 2, 0);
+        t_attention16(dt, 37, 100, 4, 4, 120, 40, one_doc, 0, 0); /* q_start 63 */
+        t_attention16(dt, 1, 77, 2, 1, 128, 0, dec, 2, 0);        /* one-token decode */
+        t_attention16(dt, 130, 130, 2, 2, 128, 33, p128, 4, 0);
+        t_attention16(dt, 75, 75, 4, 2, 64, 0, one_doc, 0, 25);   /* prompt 25, chosen 25, rejected 25 */
+    }
+    setenv("FT_CUDA_ATTN", "scalar", 1); /* the scalar kernels with 16-bit storage too */
+    t_attention16(FT_F16, 90, 90, 6, 2, 80, 0, packed, 4, 0);
+    unsetenv("FT_CUDA_ATTN");
     t_cast();
     t_host_staging();
     t_bad_call();

@@ -11,7 +11,9 @@
  * (loop over keys) and one for dk, dv (loop over queries and over the query
  * heads of each kv head). Visibility (backend.h): key j is seen by query i when
  * doc_start[i] <= j <= q_start + i and, with a window W > 0, q_start + i - j < W, and (with the
- * exclusion arrays) not excl_start[i] <= j < excl_end[i]. */
+ * exclusion arrays) not excl_start[i] <= j < excl_end[i]..
+ * These kernels serve F32 (the CPU-matching reference path) and whatever cuda_flash.cu does not cover; BF16
+ * and F16 with head dims that are a multiple of 8 up to 128 run on tensor cores there (cu_flash_covers). */
 #include "finetune/backend/cuda/cuda_internal.cuh"
 
 #include <limits.h>
@@ -373,6 +375,11 @@ void cu_attention(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const f
     at_dims d;
     if (!at_check(b, op, q, k, v, L, &d) || !at_like(b, op, "out", out, q) || (lse && !at_lse(b, op, lse, &d))) return;
     if (!d.Tq || !d.Hq) return;
+    if (cu_flash_covers(b, q, k, v, out, NULL)) { /* 16-bit on tensor cores (cuda_flash.cu) */
+        cu_flash_attention(b, q, k, v, out, lse, L, d.Tq, d.Tk, d.Hq, d.Hkv, d.Dh);
+        cu_check_launch(b, op);
+        return;
+    }
     dim3 grid((unsigned)((d.Tq + AT_WARPS - 1) / AT_WARPS), (unsigned)d.Hq);
     cudaStream_t s = cu_of(b)->stream;
     CU_DISPATCH(b, op, q->dtype,
@@ -409,9 +416,15 @@ void cu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k
     dim3 gq((unsigned)((d.Tq + AT_WARPS - 1) / AT_WARPS), (unsigned)d.Hq);
     dim3 gk((unsigned)((d.Tk + AT_WARPS - 1) / AT_WARPS), (unsigned)d.Hkv);
     const float *ls = (const float *)lse->data;
+    CU_DISPATCH(b, op, q->dtype,
+                CU_LAUNCH((unsigned)((rows + AT_WARPS - 1) / AT_WARPS), AT_WARPS * 32, s, k_attn_dsum<T>)(
+                    (const T *)out->data, (const T *)dout->data, Dsum, rows, d.Dh));
+    if (cu_flash_covers(b, q, k, v, out, dout)) { /* 16-bit on tensor cores (cuda_flash.cu) */
+        cu_flash_attention_backward(b, q, k, v, lse, dout, Dsum, dq, dk, dv, L, d.Tq, d.Tk, d.Hq, d.Hkv, d.Dh);
+        cu_check_launch(b, op);
+        return;
+    }
     CU_DISPATCH(b, op, q->dtype, {
-        CU_LAUNCH((unsigned)((rows + AT_WARPS - 1) / AT_WARPS), AT_WARPS * 32, s, k_attn_dsum<T>)(
-            (const T *)out->data, (const T *)dout->data, Dsum, rows, d.Dh);
         CU_LAUNCH(gq, AT_WARPS * 32, s, k_attn_dq<T>)((const T *)q->data, (const T *)k->data, (const T *)v->data, ls,
                                                   (const T *)dout->data, Dsum, (T *)dq->data, L->doc_start, d.Tq,
                                                   d.Tk, d.Hq, d.Hkv, d.Dh, d.q_start, L->window, L->scale,

@@ -85,6 +85,17 @@ void cu_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k
                            const ft_tensor *out, const ft_tensor *lse, const ft_tensor *dout, ft_tensor *dq,
                            ft_tensor *dk, ft_tensor *dv, const ft_attn_layout *L);
 
+/* attention on tensor cores (cuda_flash.cu), called by the two above: covers says whether it serves the case
+ * (dout NULL for the forward pass); the launches assume cuda_attention.cu's argument checks passed. */
+int cu_flash_covers(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v, const ft_tensor *o,
+                    const ft_tensor *dout);
+void cu_flash_attention(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v, ft_tensor *out,
+                        ft_tensor *lse, const ft_attn_layout *L, int Tq, int Tk, int Hq, int Hkv, int Dh);
+void cu_flash_attention_backward(ft_backend *b, const ft_tensor *q, const ft_tensor *k, const ft_tensor *v,
+                                 const ft_tensor *lse, const ft_tensor *dout, const float *Dsum, ft_tensor *dq,
+                                 ft_tensor *dk, ft_tensor *dv, const ft_attn_layout *L, int Tq, int Tk, int Hq,
+                                 int Hkv, int Dh);
+
 /* optimizer (cuda_optim.cu) */
 extern "C" void cu_adamw(ft_backend *b, ft_tensor *w, const ft_tensor *g, ft_tensor *m, ft_tensor *v,
                          const ft_adamw_args *a);
