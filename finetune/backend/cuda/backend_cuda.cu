@@ -1077,12 +1077,16 @@ extern "C" int ft_backend_cuda_create(ft_backend **out, ft_error *e) {
     }
     char lims[48] = "";
     if (b->mem_limit) snprintf(lims, sizeof lims, ", limit %.2f GiB", (double)b->mem_limit / (1u << 30));
+    char desc[640]; /* room for any value (gcc's -Wformat-truncation checks it), then cut to b->desc */
     if (b->arch != sm)
-        snprintf(b->desc, sizeof b->desc, "cuda: %.80s (sm_%d running the sm_%d build, %.1f GiB%s)", prop.name, sm,
-                 b->arch, (double)prop.totalGlobalMem / (1u << 30), lims);
-    else
-        snprintf(b->desc, sizeof b->desc, "cuda: %.100s (sm_%d, %.1f GiB%s)", prop.name, sm,
+        snprintf(desc, sizeof desc, "cuda: %.80s (sm_%d running the sm_%d build, %.1f GiB%s)", prop.name, sm, b->arch,
                  (double)prop.totalGlobalMem / (1u << 30), lims);
+    else
+        snprintf(desc, sizeof desc, "cuda: %.100s (sm_%d, %.1f GiB%s)", prop.name, sm,
+                 (double)prop.totalGlobalMem / (1u << 30), lims);
+    size_t dn = strlen(desc) < sizeof b->desc ? strlen(desc) : sizeof b->desc - 1;
+    memcpy(b->desc, desc, dn);
+    b->desc[dn] = 0;
     b->alloc = cu_alloc_fn;
     b->free = cu_free_fn;
     b->upload = cu_upload;
