@@ -101,8 +101,8 @@ static int32_t choose_pad(const ft_config *c, const ft_tokenizer *tok, int add_e
 static int read_cls_keys(rcp *r, ft_job *j, cls_opts_store *s, int *num_labels, double *smoothing, int *reward,
                          double *margin, ft_error *e) {
     const char *str;
-    double d;
-    int v;
+    double d = 0;
+    int v = 0;
     memset(&s->o, 0, sizeof s->o);
     int rc = rcp_get_string(r, "task", "classify", &str, e);
     if (!rc && strcmp(str, "classify") && strcmp(str, "reward"))

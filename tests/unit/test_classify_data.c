@@ -263,8 +263,8 @@ static void test_encode_cont(void) {
             free(w), free(a), free(b);
         }
         /* the difference: tok_encode puts the start-of-text prefix before "world" where the tokenizer has one */
-        int32_t *a, *b;
-        size_t na, nb;
+        int32_t *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
         ft_error e;
         CHECK(tok_encode(t, "world", 5, 0, &a, &na, &e) == 0 && tok_encode_cont(t, "world", 5, &b, &nb, &e) == 0);
         int same = na == nb && memcmp(a, b, na * sizeof *a) == 0;
