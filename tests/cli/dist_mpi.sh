@@ -168,6 +168,16 @@ check "dpo: losses, eval loss and adapter weights within 1e-5" \
 check "dpo: the eval metrics were reduced over the ranks (eval rewards equal)" \
   '[ "$(grep -o "eval_rewards/accuracies\":[0-9.]*" "$T/dpo1/metrics.jsonl")" = "$(grep -o "eval_rewards/accuracies\":[0-9.]*" "$T/dpo2/metrics.jsonl")" ]'
 
+# classify (LoRA with the score head trained whole): the same run on 2 ranks as in one process.
+C=(max_steps=6 log_every=1000 eval_every=3 lora.r=8 lora.alpha=16 lora.target_modules=all-linear)
+"$FT" classify "$SRC/recipes/quickstart-classify.json" "${C[@]}" grad_accum=2 output_dir="$T/cls1" > "$T/cls1.log" 2>&1
+rc1=$?
+"${MPI[@]}" -np 2 "$FT" classify "$SRC/recipes/quickstart-classify.json" "${C[@]}" grad_accum=1 output_dir="$T/cls2" > "$T/cls2.log" 2>&1
+rc2=$?
+check "classify: one process and mpirun -np 2 exit 0 ($(tail -1 "$T/cls2.log"))" '[ $rc1 = 0 ] && [ $rc2 = 0 ]'
+check "classify: losses, eval loss and the adapter (LoRA + score) within 1e-5" \
+  'python3 "$T/cmp.py" metrics "$T/cls1/metrics.jsonl" "$T/cls2/metrics.jsonl" && python3 "$T/cmp.py" weights "$T/cls1/adapter_model.safetensors" "$T/cls2/adapter_model.safetensors"'
+
 # Different recipes on the two ranks: both stop at start-up, naming the key and both values.
 timeout 120 "${MPI[@]}" -np 1 "$FT" sft "$R" "${ARGS[@]}" output_dir="$T/mis" : \
   -np 1 "$FT" sft "$R" "${ARGS[@]}" output_dir="$T/mis" lr=0.001 > "$T/mis.log" 2>&1
