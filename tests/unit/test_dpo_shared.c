@@ -186,6 +186,7 @@ static void compare(const char *name, ft_model *m, const result *s, const result
                   p[i].name, err, mx);
     }
     free(p);
+    free(g.layers); /* weights_shape's layer array (the tensors have no data) */
 }
 
 static void free_result(result *r, ft_model *m) {
@@ -193,6 +194,7 @@ static void free_result(result *r, ft_model *m) {
     weights_shape(&m->cfg, m->b->device, &g);
     int np = 0;
     free(weights_params(&m->cfg, &g, &np));
+    free(g.layers);
     for (int i = 0; i < np; i++) free(r->grads[i]);
     free(r->grads);
 }
