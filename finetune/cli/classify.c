@@ -43,6 +43,8 @@ typedef struct cls_opts_store {
     const char *layout_name;
     const char **labels; /* from the recipe (array owned by the caller) */
     size_t n_labels;
+    const char **winners; /* winner_columns from the recipe (array owned by the caller) */
+    size_t n_winners;
 } cls_opts_store;
 
 static cJSON *opts_json(const ds_cls_opts *o, const char *layout, const ft_config *c) {
@@ -55,6 +57,14 @@ static cJSON *opts_json(const ds_cls_opts *o, const char *layout, const ft_confi
     if (o->text_field) cJSON_AddStringToObject(j, "text_field", o->text_field);
     if (o->label_field) cJSON_AddStringToObject(j, "label_field", o->label_field);
     if (o->id_field) cJSON_AddStringToObject(j, "id_field", o->id_field);
+    if (o->prompt_col) cJSON_AddStringToObject(j, "prompt_column", o->prompt_col);
+    if (o->response_a_col) cJSON_AddStringToObject(j, "response_a_column", o->response_a_col);
+    if (o->response_b_col) cJSON_AddStringToObject(j, "response_b_column", o->response_b_col);
+    if (o->winner_cols[0]) {
+        cJSON *w = cJSON_CreateArray();
+        for (int k = 0; k < 3; k++) cJSON_AddItemToArray(w, cJSON_CreateString(o->winner_cols[k]));
+        cJSON_AddItemToObject(j, "winner_columns", w);
+    }
     cJSON_AddStringToObject(j, "pair_template", o->pair_template ? o->pair_template : DS_CLS_DEFAULT_PAIR_TEMPLATE);
     cJSON_AddNumberToObject(j, "prompt_share", o->prompt_share);
     cJSON_AddNumberToObject(j, "response_share", o->response_share);
@@ -131,6 +141,16 @@ static int read_cls_keys(rcp *r, ft_job *j, cls_opts_store *s, int *num_labels, 
     if (!rc) rc = rcp_get_string(r, "label_field", NULL, &s->o.label_field, e);
     if (!rc) rc = rcp_get_string(r, "id_field", NULL, &s->o.id_field, e);
     if (!rc) rc = rcp_get_string(r, "pair_template", NULL, &s->o.pair_template, e);
+    /* the LMSYS layout's columns under other names (NULL: Kaggle's) */
+    if (!rc) rc = rcp_get_string(r, "prompt_column", NULL, &s->o.prompt_col, e);
+    if (!rc) rc = rcp_get_string(r, "response_a_column", NULL, &s->o.response_a_col, e);
+    if (!rc) rc = rcp_get_string(r, "response_b_column", NULL, &s->o.response_b_col, e);
+    if (!rc) rc = rcp_get_string_list(r, "winner_columns", NULL, 0, &s->winners, &s->n_winners, e);
+    if (!rc && s->n_winners && s->n_winners != 3)
+        rc = ft_fail(e, FT_EINPUT, "%s: winner_columns names the 3 columns of a, b and tie, not %zu", rcp_name(r),
+                     s->n_winners);
+    for (int k = 0; !rc && k < 3 && s->n_winners; k++) s->o.winner_cols[k] = s->winners[k];
+    s->o.id_col = s->o.id_field;
     if (!rc) rc = rcp_get_float(r, "prompt_share", 0.2, &d, e);
     s->o.prompt_share = (float)d;
     if (!rc) rc = rcp_get_float(r, "response_share", 0.4, &d, e);
@@ -243,6 +263,7 @@ int cmd_classify(int argc, char **argv) {
     cls_data_free(&train);
     cls_data_free(&eval);
     free(so.labels);
+    free(so.winners);
     job_free(&j);
     rcp_free(r);
     return rc ? cli_report("classify", &e) : 0;
@@ -290,6 +311,10 @@ static int read_opts(const char *dir, ds_cls_opts *o, cJSON **keep, char names[F
         STR("text_field", o->text_field);
         STR("label_field", o->label_field);
         STR("id_field", o->id_field);
+        o->id_col = o->id_field;
+        STR("prompt_column", o->prompt_col);
+        STR("response_a_column", o->response_a_col);
+        STR("response_b_column", o->response_b_col);
         STR("pair_template", o->pair_template);
     }
 #undef STR
@@ -297,6 +322,11 @@ static int read_opts(const char *dir, ds_cls_opts *o, cJSON **keep, char names[F
     if (!rc && (v = cJSON_GetObjectItem(j, "response_share")) && cJSON_IsNumber(v)) o->response_share = (float)v->valuedouble;
     if (!rc && (v = cJSON_GetObjectItem(j, "max_length")) && cJSON_IsNumber(v)) o->max_length = v->valueint;
     if (!rc && (v = cJSON_GetObjectItem(j, "add_eos")) && cJSON_IsBool(v)) o->add_eos = cJSON_IsTrue(v);
+    if (!rc && (v = cJSON_GetObjectItem(j, "winner_columns")) && cJSON_IsArray(v) && cJSON_GetArraySize(v) == 3)
+        for (int k = 0; k < 3; k++) {
+            const cJSON *w = cJSON_GetArrayItem(v, k);
+            if (cJSON_IsString(w)) o->winner_cols[k] = w->valuestring;
+        }
     if (!rc && (v = cJSON_GetObjectItem(j, "labels")) && cJSON_IsArray(v)) {
         const cJSON *it;
         cJSON_ArrayForEach(it, v) if (cJSON_IsString(it) && *n_names < FT_MAX_LABELS)

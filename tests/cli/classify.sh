@@ -95,6 +95,19 @@ check "merge carries classify.json (how predict reads the data)" '[ -s "$T/merge
 "$FT" predict "$T/merged" --tokenizer "$T/lrun" --data "$FIX/pairs-lmsys.csv" --out "$T/m.csv" > "$T/m.out" 2>&1
 check "the merged classifier predicts what the adapter does" \
   'paste -d, "$T/a.csv" "$T/m.csv" | awk -F, "NR>1{ for (i=2;i<=4;i++) if ((\$i-\$(i+4))^2 > 1e-10) bad=1 } END{exit bad}"'
+# the LMSYS columns under other names (recipe keys): the same run, and predict reads them from classify.json
+{ echo "id,model_a,model_b,question,answer_1,answer_2,win_1,win_2,draw"; tail -n +2 "$FIX/pairs-lmsys.csv"; } > "$T/renamed.csv"
+"$FT" classify "$T/lora.json" data="$T/renamed.csv" output_dir="$T/lrun2" prompt_column=question response_a_column=answer_1 \
+  response_b_column=answer_2 winner_columns='["win_1","win_2","draw"]' > "$T/lora2.log" 2>&1
+rc=$?
+check "classify with renamed columns exits 0 ($(tail -1 "$T/lora2.log"))" '[ $rc = 0 ]'
+check "renamed columns: the same losses as Kaggle's names" \
+  '[ "$(grep -o "\"loss\": *[0-9.e-]*" "$T/lrun/metrics.jsonl")" = "$(grep -o "\"loss\": *[0-9.e-]*" "$T/lrun2/metrics.jsonl")" ]'
+"$FT" predict "$BASE" --adapter "$T/lrun2" --tokenizer "$T/lrun2" --data "$T/renamed.csv" --out "$T/r.csv" > "$T/r.out" 2>&1
+check "predict reads the renamed columns from classify.json: the same submission" 'cmp -s "$T/a.csv" "$T/r.csv"'
+"$FT" classify "$T/lora.json" output_dir="$T/lrun3" winner_columns='["a","b"]' > "$T/bad.log" 2>&1
+rc=$?
+check "winner_columns with 2 names: exit 2 ($(cat "$T/bad.log"))" '[ $rc = 2 ]'
 
 # reward modelling on preference pairs (the quick start's orca_dpo-format pairs): TRL's pair loss falls
 cat > "$T/reward.json" << EOF
