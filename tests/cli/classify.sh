@@ -95,6 +95,19 @@ check "merge carries classify.json (how predict reads the data)" '[ -s "$T/merge
 "$FT" predict "$T/merged" --tokenizer "$T/lrun" --data "$FIX/pairs-lmsys.csv" --out "$T/m.csv" > "$T/m.out" 2>&1
 check "the merged classifier predicts what the adapter does" \
   'paste -d, "$T/a.csv" "$T/m.csv" | awk -F, "NR>1{ for (i=2;i<=4;i++) if ((\$i-\$(i+4))^2 > 1e-10) bad=1 } END{exit bad}"'
+# QLoRA: the same LMSYS run on an NF4 base (the adapter, its head and predict as with LoRA)
+sed 's/"lora": {/"qlora": {/; s/"output_dir": "lrun"/"output_dir": "qrun"/' "$T/lora.json" > "$T/qlora.json"
+"$FT" classify "$T/qlora.json" > "$T/qlora.log" 2>&1
+rc=$?
+check "QLoRA classify exits 0 ($(tail -1 "$T/qlora.log"))" '[ $rc = 0 ]'
+"$FT" classify "$T/qlora.json" --dry-run > "$T/qdry.log" 2>&1
+check "QLoRA: the plan is QLoRA's ($(grep "^memory" "$T/qdry.log"))" 'grep -q "^memory estimate (QLoRA" "$T/qdry.log"'
+check "QLoRA: a SEQ_CLS adapter with the score head" \
+  'grep -q "\"task_type\": \"SEQ_CLS\"" "$T/qrun/adapter_config.json" && grep -q "base_model.model.score.weight" "$T/qrun/adapter_model.safetensors"'
+"$FT" predict "$BASE" --adapter "$T/qrun" --tokenizer "$T/qrun" --data "$FIX/pairs-lmsys.csv" --out "$T/q.csv" > "$T/q.out" 2>&1
+check "QLoRA: predict gives Kaggle's columns for every row" \
+  '[ "$(head -1 "$T/q.csv")" = "id,winner_model_a,winner_model_b,winner_tie" ] && [ "$(wc -l < "$T/q.csv")" = 81 ]'
+
 # the LMSYS columns under other names (recipe keys): the same run, and predict reads them from classify.json
 { echo "id,model_a,model_b,question,answer_1,answer_2,win_1,win_2,draw"; tail -n +2 "$FIX/pairs-lmsys.csv"; } > "$T/renamed.csv"
 "$FT" classify "$T/lora.json" data="$T/renamed.csv" output_dir="$T/lrun2" prompt_column=question response_a_column=answer_1 \
