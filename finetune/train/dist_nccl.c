@@ -143,26 +143,31 @@ static int before(dist_nccl *c, const char *what, ft_error *e) {
     return err ? cuda_fail(err, what, e) : FT_OK;
 }
 
+/* A host buffer goes through the device staging buffer: copied in before the collective, out after it. */
+static int stage_in(dist_nccl *c, const void *buf, size_t bytes, void **p, const char *what, ft_error *e) {
+    int rc = stage(c, bytes, e);
+    if (rc) return rc;
+    cudaError_t err = cudaMemcpy(c->stage, buf, bytes, cudaMemcpyHostToDevice);
+    if (err) return cuda_fail(err, what, e);
+    *p = c->stage;
+    return FT_OK;
+}
+
+static int stage_out(dist_nccl *c, void *buf, size_t bytes, const char *what, ft_error *e) {
+    cudaError_t err = cudaMemcpy(buf, c->stage, bytes, cudaMemcpyDeviceToHost);
+    return err ? cuda_fail(err, what, e) : FT_OK;
+}
+
 int dist_nccl_allreduce(dist_nccl *c, void *buf, size_t n, int dtype, int on_host, const char *what, ft_error *e) {
     size_t bytes = n * (dtype ? 8 : 4);
     int rc = before(c, what, e);
     void *p = buf;
-    if (!rc && on_host) {
-        rc = stage(c, bytes, e);
-        if (!rc) {
-            cudaError_t err = cudaMemcpy(c->stage, buf, bytes, cudaMemcpyHostToDevice);
-            if (err) rc = cuda_fail(err, what, e);
-        }
-        p = c->stage;
-    }
+    if (!rc && on_host) rc = stage_in(c, buf, bytes, &p, what, e);
     if (rc) return rc;
     ncclResult_t r = ncclAllReduce(p, p, n, dtype ? ncclDouble : ncclFloat, ncclSum, c->comm, c->stream);
     if (r != ncclSuccess && r != ncclInProgress) return nccl_fail(c, r, what, e);
     rc = nccl_wait(c, what, e);
-    if (!rc && on_host) {
-        cudaError_t err = cudaMemcpy(buf, c->stage, bytes, cudaMemcpyDeviceToHost);
-        if (err) rc = cuda_fail(err, what, e);
-    }
+    if (!rc && on_host) rc = stage_out(c, buf, bytes, what, e);
     return rc;
 }
 
@@ -181,22 +186,12 @@ int dist_nccl_allreduce_many(dist_nccl *c, float *const *bufs, const size_t *ns,
 int dist_nccl_broadcast(dist_nccl *c, void *buf, size_t bytes, int root, int on_host, const char *what, ft_error *e) {
     int rc = before(c, what, e);
     void *p = buf;
-    if (!rc && on_host) {
-        rc = stage(c, bytes, e);
-        if (!rc) {
-            cudaError_t err = cudaMemcpy(c->stage, buf, bytes, cudaMemcpyHostToDevice);
-            if (err) rc = cuda_fail(err, what, e);
-        }
-        p = c->stage;
-    }
+    if (!rc && on_host) rc = stage_in(c, buf, bytes, &p, what, e);
     if (rc) return rc;
     ncclResult_t r = ncclBroadcast(p, p, bytes, ncclUint8, root, c->comm, c->stream);
     if (r != ncclSuccess && r != ncclInProgress) return nccl_fail(c, r, what, e);
     rc = nccl_wait(c, what, e);
-    if (!rc && on_host) {
-        cudaError_t err = cudaMemcpy(buf, c->stage, bytes, cudaMemcpyDeviceToHost);
-        if (err) rc = cuda_fail(err, what, e);
-    }
+    if (!rc && on_host) rc = stage_out(c, buf, bytes, what, e);
     return rc;
 }
 
